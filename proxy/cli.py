@@ -1,0 +1,335 @@
+"""The `mediaedge` command: argument parsing and error reporting, nothing else.
+
+Each subcommand resolves its settings through `proxy.config.load_settings` and
+hands a namespace to the module that does the work, imported only when that
+subcommand runs (`serve` -> `proxy.serve.run(settings)`, `import` ->
+`proxy.importer.run(args)`, `stats` -> `proxy.statscli.run(args)`, `publish` /
+`purge` -> `proxy.publishcli.run_publish(args)` / `run_purge(args)`). Every flag
+is defined here, so `--help` works whatever is installed.
+
+Failures the operator can fix print one line, `mediaedge: error: ...`, and no
+traceback: bad settings and usage exit 2; startup errors (an exception with a
+`one_line` attribute, a `StartupError`, a `DatabaseError`) exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import NoReturn
+
+from proxy.config import (
+    OPTIONS,
+    ConfigError,
+    Settings,
+    check_prefix,
+    load_settings,
+    parse_duration,
+    parse_http_url,
+)
+
+PROG = "mediaedge"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error of this command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Unavailable(Exception):
+    """A subcommand's module is not part of this build."""
+
+    def __init__(self, module: str) -> None:
+        super().__init__(f"{module} is not available in this build")
+        self.one_line = str(self)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors end here
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as e:
+        return _fail(str(e), 2)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:
+        line = _one_line(e)
+        if line is None:
+            raise
+        return _fail(line, 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _one_line(error: Exception) -> str | None:
+    """The operator-facing line of a known startup error, else None (a bug: traceback)."""
+    if hasattr(error, "one_line"):
+        line = error.one_line
+        text = line() if callable(line) else line if isinstance(line, str) else str(error)
+    elif type(error).__name__ in ("StartupError", "DatabaseError"):
+        text = str(error)
+    else:
+        return None
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="A reverse caching proxy for media kept in a database.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_serve(commands)
+    _add_import(commands)
+    _add_stats(commands)
+    _add_publish(commands)
+    _add_purge(commands)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mediaedge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+_PRECEDENCE = (
+    "Settings come from, highest first: a flag, the environment variable MEDIAEDGE_<NAME> "
+    "(e.g. MEDIAEDGE_CACHE_SIZE), the TOML file of --config or $MEDIAEDGE_CONFIG "
+    "(example: conf/mediaedge.toml), then the default."
+)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help="TOML file of settings, keyed by flag name (cache-size = \"10GiB\"); flags and "
+        "environment variables override it. Default: $MEDIAEDGE_CONFIG, else none.",
+    )
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "serve", help="run the caching proxy and its admin plane",
+        description="Run the data plane (reverse proxy) and the admin plane until "
+        "SIGINT or SIGTERM.",
+        epilog=_PRECEDENCE,
+    )
+    for option in OPTIONS:
+        p.add_argument(
+            option.flag,
+            dest=option.name.replace("-", "_"),
+            metavar=option.metavar,
+            action="append" if option.repeatable else "store",
+            default=argparse.SUPPRESS,
+            help=_escape(f"{option.help} Default: {option.shown_default}. Env: {option.env}."),
+        )
+    _add_config(p)
+    p.set_defaults(handler=_serve)
+
+
+def _add_import(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "import", help="load a directory of files into the native origin database",
+        description="Load every file under DIR into the native origin database as "
+        "<url-prefix><relative path>; unchanged files keep their revision.",
+        epilog=_PRECEDENCE,
+    )
+    p.add_argument("dir", metavar="DIR", help="directory to import")
+    p.add_argument(
+        "--origin-db", metavar="URL", default=argparse.SUPPRESS,
+        help="database to load into. Default: sqlite:///var/origin.db. Env: MEDIAEDGE_ORIGIN_DB.",
+    )
+    p.add_argument(
+        "--url-prefix", metavar="P", default="/media/",
+        help="URL path prefix of the imported files. Default: /media/.",
+    )
+    _add_config(p)
+    p.set_defaults(handler=_import)
+
+
+def _add_stats(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "stats", help="print a running node's statistics",
+        description="Fetch GET /stats from the admin plane and print it as a table.",
+    )
+    _add_admin(p)
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
+    p.add_argument(
+        "--watch", metavar="N", type=_watch_seconds, default=None,
+        help="refresh every N seconds until interrupted",
+    )
+    _add_config(p)
+    p.set_defaults(handler=_stats)
+
+
+def _add_publish(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "publish", help="send a signed publish (or delete) event for paths",
+        description="Tell the edge that PATHs have a new revision (or were deleted), through "
+        "the signed POST /publish webhook.",
+    )
+    p.add_argument("paths", metavar="PATH", nargs="+", help="request target, e.g. /media/a.jpg")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--revision", metavar="R", help="the revision now current for PATH")
+    which.add_argument("--delete", action="store_true", help="PATH was deleted: drop its entries")
+    p.add_argument(
+        "--abort-inflight", action="store_true",
+        help="with --delete: also cut off downloads of PATH already running (revoked access)",
+    )
+    _add_admin(p)
+    _add_secret(p)
+    p.add_argument(
+        "--prewarm", action="store_true",
+        help="after publishing, request each PATH once through the data plane to fill the cache",
+    )
+    _add_config(p)
+    p.set_defaults(handler=_publish)
+
+
+def _add_purge(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "purge", help="send a signed purge event",
+        description="Drop cached entries by exact path, path prefix or Surrogate-Key tag, "
+        "through the signed POST /publish webhook.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--path", metavar="P", help="exact request target, e.g. /media/a.jpg")
+    which.add_argument("--prefix", metavar="X", help="every request target starting with X")
+    which.add_argument("--tag", metavar="T", help="every entry tagged T by Surrogate-Key/xkey")
+    p.add_argument("--soft", action="store_true", help="mark stale (served while refetched)")
+    p.add_argument(
+        "--abort-inflight", action="store_true",
+        help="also cut off downloads of matching entries already running",
+    )
+    _add_admin(p)
+    _add_secret(p)
+    _add_config(p)
+    p.set_defaults(handler=_purge)
+
+
+def _add_admin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin", metavar="URL", default=None,
+        help="admin plane URL. Default: from --admin-listen (http://127.0.0.1:8081).",
+    )
+
+
+def _add_secret(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret", metavar="S", default=None,
+        help="webhook HMAC key. Default: $MEDIAEDGE_WEBHOOK_SECRET, else webhook-secret "
+        "in --config.",
+    )
+
+
+def _watch_seconds(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return seconds
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+# --- handlers -----------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, *flags: str) -> Settings:
+    """Settings from the given flags (those present on `args`), env and --config."""
+    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
+    settings = load_settings(given, os.environ, config_path=getattr(args, "config", None))
+    args.settings = settings
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
+    return int(_module("proxy.serve").run(settings))
+
+
+def _import(args: argparse.Namespace) -> int:
+    args.origin_db = _settings(args, "origin_db").origin_db
+    try:
+        check_prefix(args.url_prefix)
+    except ValueError as e:
+        raise ConfigError("--url-prefix", str(e)) from None
+    return _call("proxy.importer", "run", args)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    _resolve_admin(args, _settings(args))
+    return _call("proxy.statscli", "run", args)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _resolve_admin(args, settings)
+    _resolve_secret(args, settings)
+    return _call("proxy.publishcli", "run_publish", args)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _resolve_admin(args, settings)
+    _resolve_secret(args, settings)
+    return _call("proxy.publishcli", "run_purge", args)
+
+
+def _resolve_admin(args: argparse.Namespace, settings: Settings) -> None:
+    if args.admin is None:
+        args.admin = settings.admin_url
+        return
+    admin = args.admin if "://" in args.admin else f"http://{args.admin}"  # host:port is fine
+    try:
+        args.admin = parse_http_url(admin)
+    except ValueError as e:
+        raise ConfigError("--admin", str(e)) from None
+
+
+def _resolve_secret(args: argparse.Namespace, settings: Settings) -> None:
+    args.secret = args.secret or settings.webhook_secret
+    if not args.secret:
+        raise ConfigError(
+            "--secret",
+            "no webhook secret: give --secret, set MEDIAEDGE_WEBHOOK_SECRET, "
+            "or webhook-secret in --config",
+        )
+
+
+def _call(module: str, function: str, args: argparse.Namespace) -> int:
+    run: Callable[[argparse.Namespace], int] = getattr(_module(module), function)
+    return int(run(args) or 0)
+
+
+def _module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise  # a missing dependency inside the module is a bug worth a traceback
+        raise _Unavailable(name) from None

@@ -1,0 +1,585 @@
+"""Settings: every knob of `mediaedge serve`, parsed once into a frozen `Settings`.
+
+Rule: nothing outside this module reads a flag, an environment variable or the
+TOML file. Each setting is described once, in `OPTIONS` (its flag, default and
+help text); `proxy.cli` builds `serve --help` from that table and
+`conf/mediaedge.toml` documents the same entries.
+
+Precedence (contract section 1), highest first:
+
+    command-line flag > MEDIAEDGE_<NAME> environment variable > TOML file > default
+
+The TOML file is `--config PATH`, else `$MEDIAEDGE_CONFIG`. Its keys are the flag
+names, written `cache-size` or `cache_size`. List settings (`media-prefix`) take
+a TOML list, a repeated flag, or a comma-separated environment value.
+
+An empty environment variable counts as unset, except for the settings that
+may be off (`upstream`, `state-db`, `webhook-secret`, `access-log`), where an
+empty value at any layer means "none" and so can switch off a value set in the
+TOML file.
+
+Errors: one `ConfigError`, whose message is one line naming the setting, for
+example `--cache-size: malformed size 'abc' (use bytes, 512MiB or 10GB)`. The
+pure parsers (`parse_size`, `parse_hostport`, ...) raise `ValueError`; the
+loader adds the setting's name and where the value came from.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from proxy.dbapi import DatabaseError, parse_db_url
+
+ENV_PREFIX = "MEDIAEDGE_"
+CONFIG_ENV = "MEDIAEDGE_CONFIG"
+PROFILES = ("native", "magento2", "magento1")
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; `str(error)` is one line starting with the setting."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.detail = message
+
+
+# --- pure parsers: value in, value out, ValueError with a short reason -------
+
+# Single letters follow nginx and Varnish (`1G` is 1024**3); spelled-out units
+# follow IEC: KB = 1000, KiB = 1024.
+_SIZE_UNITS: dict[str, int] = {
+    "": 1, "b": 1,
+    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_SIZE_HINT = "(use bytes, 512MiB or 10GB)"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `1048576`, `512MiB`, `10GB`, `1.5GiB`, `64k` (fractions round down)."""
+    if isinstance(text, bool):
+        raise ValueError(f"malformed size {text!r} {_SIZE_HINT}")
+    if isinstance(text, int):
+        number, factor = Decimal(text), 1
+    elif isinstance(text, str):
+        if text.strip().startswith("-"):
+            raise ValueError(f"size must be positive, got {text!r}")
+        m = _SIZE_RE.fullmatch(text)
+        if m is None or m.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"malformed size {text!r} {_SIZE_HINT}")
+        number, factor = Decimal(m.group(1)), _SIZE_UNITS[m.group(2).lower()]
+        if factor == 1 and number != number.to_integral_value():
+            raise ValueError(f"malformed size {text!r}: bytes must be a whole number")
+    else:
+        raise ValueError(f"malformed size {text!r} {_SIZE_HINT}")
+    size = int(number * factor)
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    """`1073741824` -> `1GiB`; sizes that are not a whole binary unit stay in bytes."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+_DURATION_UNITS: dict[str, float] = {
+    "": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+}
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from `86400`, `1.5`, `500ms`, `30s`, `10m`, `12h`, `1d`, `1w` (>= 0)."""
+    if isinstance(text, bool):
+        raise ValueError(f"malformed duration {text!r} (use seconds, or 30s, 10m, 12h, 1d)")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    elif isinstance(text, str):
+        m = _DURATION_RE.fullmatch(text)
+        if m is None or m.group(2).lower() not in _DURATION_UNITS:
+            if text.strip().startswith("-"):
+                raise ValueError(f"must not be negative, got {text!r}")
+            raise ValueError(f"malformed duration {text!r} (use seconds, or 30s, 10m, 12h, 1d)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+    else:
+        raise ValueError(f"malformed duration {text!r} (use seconds, or 30s, 10m, 12h, 1d)")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+def parse_hostport(text: str | int | tuple[str, int]) -> tuple[str, int]:
+    """`127.0.0.1:8080`, `[::1]:8080`, `:8080` or `8080` (host defaults to 127.0.0.1)."""
+    if isinstance(text, tuple) and len(text) == 2:
+        return _check_hostport(str(text[0]), str(text[1]), repr(text))
+    if isinstance(text, int) and not isinstance(text, bool):
+        return _check_hostport("", str(text), repr(text))
+    if not isinstance(text, str):
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    s = text.strip()
+    if s.startswith("["):
+        host, bracket, rest = s[1:].partition("]")
+        if not bracket or not rest.startswith(":") or not host:
+            raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address in {text!r}") from None
+        return _check_hostport(host, rest[1:], repr(text))
+    if s.count(":") > 1:
+        raise ValueError(f"put an IPv6 address in brackets, e.g. [::1]:8080, got {text!r}")
+    if ":" in s:
+        host, _, port = s.rpartition(":")
+        return _check_hostport(host, port, repr(text))
+    if s.isdigit():
+        return _check_hostport("", s, repr(text))
+    raise ValueError(f"expected HOST:PORT, got {text!r}")
+
+
+def _check_hostport(host: str, port: str, shown: str) -> tuple[str, int]:
+    if host and (any(c.isspace() for c in host) or "/" in host):
+        raise ValueError(f"malformed host in {shown}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535 in {shown}")
+    return host or "127.0.0.1", int(port)
+
+
+def format_hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_http_url(text: object) -> str:
+    """An `http://` or `https://` base URL, without its trailing slash."""
+    text = _text(text)
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    if parts.username or parts.password:
+        raise ValueError(f"credentials in the URL are not supported: {_strip_userinfo(text)!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a query or fragment is not allowed, got {text!r}")
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _strip_userinfo(text: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", text)
+
+
+def parse_media_prefixes(value: object) -> tuple[str, ...]:
+    """A list, or a comma-separated string, of path prefixes like `/media/`."""
+    items = value if isinstance(value, list | tuple) else _text(value).split(",")
+    prefixes: list[str] = []
+    for item in items:
+        prefix = _text(item).strip()
+        if not prefix:
+            continue
+        check_prefix(prefix)
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    if not prefixes:
+        raise ValueError("at least one prefix is required, e.g. /media/")
+    return tuple(prefixes)
+
+
+def check_prefix(prefix: str) -> str:
+    if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
+        hint = "/" + prefix.strip("/") + "/"
+        raise ValueError(f"prefix {prefix!r} must start and end with '/' (did you mean {hint!r}?)")
+    return prefix
+
+
+# RFC 9110 5.1: field-name = token; tchar = "!" / "#" / ... / DIGIT / ALPHA
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_name(value: object) -> str:
+    name = _text(value).strip()
+    if not _TOKEN_RE.fullmatch(name):
+        raise ValueError(f"not a valid HTTP header name: {name!r}")
+    return name
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _nonempty(value: object) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _db_url(value: object) -> str:
+    text = _nonempty(value)
+    try:
+        parse_db_url(text)
+    except DatabaseError as e:
+        raise ValueError(str(e)) from None
+    return text
+
+
+def _profile(value: object) -> str:
+    name = _text(value).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {value!r} (choose native, magento2 or magento1)")
+    return name
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)  # type: ignore[arg-type]
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def _optional(parse: Callable[[object], object]) -> Callable[[object], object]:
+    """An empty value means "none" for the settings that may be off."""
+
+    def parse_optional(value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
+# --- the table of settings ----------------------------------------------------
+
+COMPUTED = object()  # marks a default derived from other settings
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the flag without dashes, also the TOML key: "cache-size"
+    field: str  # the Settings attribute
+    metavar: str
+    default: object  # raw value, parsed like any other; None = off; COMPUTED
+    shown_default: str  # the default as the help text says it
+    parse: Callable[[object], object]
+    help: str
+    optional: bool = False  # may be off (None)
+    repeatable: bool = False
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen", "listen", "HOST:PORT", "127.0.0.1:8080", "127.0.0.1:8080", parse_hostport,
+        "Address of the data plane, the reverse proxy that clients and the CDN talk to. "
+        "Use 0.0.0.0:PORT or [::]:PORT to listen on every interface; a bare :PORT means 127.0.0.1.",
+    ),
+    Option(
+        "admin-listen", "admin_listen", "HOST:PORT", "127.0.0.1:8081", "127.0.0.1:8081",
+        parse_hostport,
+        "Address of the admin plane: the publish webhook, /stats, /metrics, /healthz and the "
+        "dashboard. Keep it off the public network.",
+    ),
+    Option(
+        "upstream", "upstream", "URL", None, "none", _optional(parse_http_url),
+        "The application server asked first for media and sent every other request, e.g. "
+        "http://127.0.0.1:8000. Without it the database origin alone serves media and other "
+        "requests get 404.",
+        optional=True,
+    ),
+    Option(
+        "origin-db", "origin_db", "URL", "sqlite:///var/origin.db", "sqlite:///var/origin.db",
+        _db_url,
+        "The database origin, read when the upstream has no answer: sqlite:///PATH (relative; "
+        "sqlite:////PATH is absolute), postgresql://USER:PASS@HOST:PORT/DB or "
+        "mysql://USER:PASS@HOST:PORT/DB.",
+    ),
+    Option(
+        "origin-profile", "origin_profile", "NAME", "native", "native", _profile,
+        "Table layout of the database origin: native (mediaedge's media_files table, created "
+        "when missing), magento2 (media_storage_file_storage) or magento1 (core_file_storage); "
+        "the Magento ones are read-only.",
+    ),
+    Option(
+        "state-db", "state_db", "URL", None, "the origin database", _optional(_db_url),
+        "Database holding the invalidation log (mediaedge_invalidations) shared by every node. "
+        "Set it when the origin database is read-only, such as a Magento database.",
+        optional=True,
+    ),
+    Option(
+        "cache-dir", "cache_dir", "DIR", "var/cache", "var/cache", _nonempty,
+        "Directory of the on-disk cache; created when missing.",
+    ),
+    Option(
+        "cache-size", "cache_size", "SIZE", "1GiB", "1GiB", parse_size,
+        "Bound on the cache's disk use. Accepts bytes or a unit: 512MiB, 10GB, 1.5GiB (KB, MB, GB "
+        "are powers of 1000; KiB, MiB, GiB and the single letters k, M, G are powers of 1024).",
+    ),
+    Option(
+        "max-object-size", "max_object_size", "SIZE", COMPUTED, "an eighth of --cache-size",
+        parse_size,
+        "Largest response stored; larger ones pass through to the client unstored. Must not "
+        "exceed --cache-size.",
+    ),
+    Option(
+        "media-prefix", "media_prefixes", "PREFIX", ("/media/",), "/media/",
+        parse_media_prefixes,
+        "Path prefix of media requests, starting and ending with '/'. Repeat the flag for "
+        "several; the environment variable takes a comma-separated list and the TOML file a list.",
+        repeatable=True,
+    ),
+    Option(
+        "revision-header", "revision_header", "NAME", "X-Media-Revision", "X-Media-Revision",
+        _header_name,
+        "Response header carrying the media revision, read from the origins and always "
+        "forwarded to the client.",
+    ),
+    Option(
+        "default-ttl", "default_ttl", "SECONDS", 86400, "86400", parse_duration,
+        "Freshness lifetime when the origin's response gives none (no Cache-Control, Expires or "
+        "Last-Modified). Also accepts 30s, 10m, 12h, 1d.",
+    ),
+    Option(
+        "negative-ttl", "negative_ttl", "SECONDS", 10, "10", parse_duration,
+        "How long a 404 or 410 is remembered before the origins are asked again; 0 disables it.",
+    ),
+    Option(
+        "upstream-timeout", "upstream_timeout", "SECONDS", 10, "10", _positive_duration,
+        "Connect and first-byte timeout for the upstream; on expiry the database origin is read.",
+    ),
+    Option(
+        "webhook-secret", "webhook_secret", "SECRET", None, "none",
+        _optional(_nonempty),
+        "HMAC-SHA256 key for POST /publish on the admin plane; without it publish is refused "
+        "with 503. Prefer the environment variable to the flag, which other users can see.",
+        optional=True,
+    ),
+    Option(
+        "node-id", "node_id", "NAME", COMPUTED, "HOSTNAME:PORT, the port of --listen", _nonempty,
+        "Names this node in the invalidation log; give each node sharing a --state-db its own.",
+    ),
+    Option(
+        "grace", "grace", "SECONDS", 86400, "86400", parse_duration,
+        "How long past expiry an entry may still be served when both origins fail and the "
+        "response gave no stale-if-error (Varnish's grace).",
+    ),
+    Option(
+        "access-log", "access_log", "PATH", None, "off", _optional(_nonempty),
+        "Write one line per request to PATH ('-' for standard output).",
+        optional=True,
+    ),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+_ALIASES = {"media-prefixes": "media-prefix"}  # the Settings field name, as a TOML key
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    listen: tuple[str, int]
+    admin_listen: tuple[str, int]
+    upstream: str | None
+    origin_db: str
+    origin_profile: str
+    state_db: str | None
+    cache_dir: str
+    cache_size: int
+    max_object_size: int
+    media_prefixes: tuple[str, ...]
+    revision_header: str
+    default_ttl: float
+    negative_ttl: float
+    upstream_timeout: float
+    webhook_secret: str | None
+    node_id: str
+    grace: float
+    access_log: str | None
+    config_path: str | None = None
+
+    @property
+    def state_db_url(self) -> str:
+        """Where the invalidation log lives: --state-db, else the origin database."""
+        return self.state_db or self.origin_db
+
+    @property
+    def admin_url(self) -> str:
+        """A URL reaching the admin plane from this host (wildcard addresses -> loopback)."""
+        host, port = self.admin_listen
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        return "http://" + format_hostport((host, port))
+
+    def as_dict(self) -> dict[str, object]:
+        """Settings by flag name, JSON-friendly, with the secret and DB passwords hidden."""
+        return {
+            "listen": format_hostport(self.listen),
+            "admin-listen": format_hostport(self.admin_listen),
+            "upstream": self.upstream,
+            "origin-db": _redact_db(self.origin_db),
+            "origin-profile": self.origin_profile,
+            "state-db": _redact_db(self.state_db) if self.state_db else None,
+            "cache-dir": self.cache_dir,
+            "cache-size": self.cache_size,
+            "max-object-size": self.max_object_size,
+            "media-prefix": list(self.media_prefixes),
+            "revision-header": self.revision_header,
+            "default-ttl": self.default_ttl,
+            "negative-ttl": self.negative_ttl,
+            "upstream-timeout": self.upstream_timeout,
+            "webhook-secret": "***" if self.webhook_secret else None,
+            "node-id": self.node_id,
+            "grace": self.grace,
+            "access-log": self.access_log,
+            "config": self.config_path,
+        }
+
+    def describe(self) -> str:
+        """One `name = value` line per setting, for a startup log."""
+        shown = self.as_dict()
+        shown["cache-size"] = format_size(self.cache_size)
+        shown["max-object-size"] = format_size(self.max_object_size)
+        shown["media-prefix"] = ", ".join(self.media_prefixes)
+        return "\n".join(f"{name} = {'none' if v is None else v}" for name, v in shown.items())
+
+    def __repr__(self) -> str:
+        return f"Settings({self.as_dict()!r})"
+
+
+def _redact_db(url: str) -> str:
+    try:
+        return parse_db_url(url).redacted()
+    except DatabaseError:
+        return _strip_userinfo(url)
+
+
+# --- loading ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Raw:
+    value: object
+    source: str  # "" for a flag or the default, else " (from X)" for the error message
+
+
+def load_settings(
+    cli: Mapping[str, object], environ: Mapping[str, str], *, config_path: str | None
+) -> Settings:
+    """Merge flag > environment > TOML file > default, parse, and cross-check.
+
+    `cli` holds only the flags the user gave, keyed `cache_size` or `cache-size`;
+    None values are ignored. Values may be strings or already typed (ints, tuples,
+    lists), so tests can write `load_settings({"cache_size": 10_000}, {}, config_path=None)`.
+    """
+    flags = _normalise_cli(cli)
+    path = config_path or _str_or_none(flags.pop("config", None)) or environ.get(CONFIG_ENV) or None
+    file_values = _read_toml(path) if path else {}
+    values: dict[str, object] = {}
+    for option in OPTIONS:
+        raw = _pick(option, flags, environ, file_values, path)
+        if raw.value is COMPUTED:
+            continue
+        try:
+            values[option.field] = option.parse(raw.value)
+        except ValueError as e:
+            raise ConfigError(option.flag, f"{e}{raw.source}") from None
+    return _finish(values, path)
+
+
+def _finish(values: dict[str, object], path: str | None) -> Settings:
+    """Fill the computed defaults and check settings against each other."""
+    cache_size = values["cache_size"]
+    assert isinstance(cache_size, int)
+    values.setdefault("max_object_size", max(1, cache_size // 8))
+    if values["max_object_size"] > cache_size:  # type: ignore[operator]
+        raise ConfigError(
+            "--max-object-size",
+            f"{format_size(values['max_object_size'])} is larger than "  # type: ignore[arg-type]
+            f"--cache-size {format_size(cache_size)}",
+        )
+    listen, admin = values["listen"], values["admin_listen"]
+    assert isinstance(listen, tuple) and isinstance(admin, tuple)
+    if listen == admin and listen[1] != 0:
+        raise ConfigError("--admin-listen", f"same address as --listen ({format_hostport(listen)})")
+    values.setdefault("node_id", f"{socket.gethostname()}:{listen[1]}")
+    return Settings(**values, config_path=path)  # type: ignore[arg-type]
+
+
+def _pick(
+    option: Option,
+    flags: Mapping[str, object],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, object],
+    path: str | None,
+) -> _Raw:
+    if option.name in flags:
+        return _Raw(flags[option.name], "")
+    env_value = environ.get(option.env)
+    if env_value is not None and (env_value.strip() or option.optional):
+        return _Raw(env_value, f" (from {option.env})")
+    if option.name in file_values:
+        return _Raw(file_values[option.name], f" (in {path})")
+    return _Raw(option.default, "")
+
+
+def _normalise_cli(cli: Mapping[str, object]) -> dict[str, object]:
+    flags: dict[str, object] = {}
+    for key, value in cli.items():
+        name = _ALIASES.get(key.replace("_", "-"), key.replace("_", "-"))
+        if value is None:
+            continue
+        if name != "config" and name not in OPTIONS_BY_NAME:
+            raise ConfigError(f"--{name}", "unknown setting")
+        flags[name] = value
+    return flags
+
+
+def _read_toml(path: str) -> dict[str, object]:
+    """The file's settings by flag name; unknown or doubled keys are errors."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path!r}: {e.strerror or e}") from None
+    except ValueError as e:  # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise ConfigError("--config", f"{path}: invalid TOML: {e}") from None
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        name = _ALIASES.get(key.replace("_", "-"), key.replace("_", "-"))
+        if name not in OPTIONS_BY_NAME:
+            raise ConfigError("--config", f"{path}: unknown setting {key!r}{_suggest(key)}")
+        if name in values:
+            raise ConfigError("--config", f"{path}: {name!r} is set twice")
+        values[name] = value
+    return values
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key.replace("_", "-"), list(OPTIONS_BY_NAME), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
