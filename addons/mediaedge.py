@@ -1,0 +1,252 @@
+"""mediaedge as a mitmproxy addon: thin wiring between flows and `proxy.engine`.
+
+Media requests (GET/HEAD under a media prefix) are answered here: small bodies as
+an addon-made response, large ones and fills by pointing the flow at the in-process
+stream server (`flow.response.stream = True` in `responseheaders`). Everything
+else goes to the upstream untouched. Loads in plain `mitmdump -s addons/mediaedge.py
+--mode reverse:http://app:8000` too, with its options declared the mitmproxy way.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+from urllib.parse import unquote
+from collections.abc import Sequence
+
+from mitmproxy import ctx, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.exceptions import OptionsError
+
+from proxy.config import ConfigError, Settings, load_settings
+from proxy.engine import MediaRequest, Reply
+from proxy.headers import Headers
+from proxy.invalidation import Invalidator
+from proxy.policy.target import TargetError, is_media, normalize_target
+from proxy.runtime import Runtime
+from proxy.webhook import PurgeEvent
+from proxy.accesslog import format_access_line
+
+log = logging.getLogger("mediaedge")
+
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+META_STREAM = "mediaedge_stream"
+META_MEDIA = "mediaedge_media"
+META_UNSAFE = "mediaedge_unsafe_target"
+
+# mitmdump option name -> mediaedge setting flag
+OPTION_FLAGS = {
+    "mediaedge_config": "config",
+    "mediaedge_admin_listen": "admin-listen",
+    "mediaedge_upstream": "upstream",
+    "mediaedge_origin_db": "origin-db",
+    "mediaedge_origin_profile": "origin-profile",
+    "mediaedge_state_db": "state-db",
+    "mediaedge_cache_dir": "cache-dir",
+    "mediaedge_cache_size": "cache-size",
+    "mediaedge_max_object_size": "max-object-size",
+    "mediaedge_media_prefix": "media-prefix",
+    "mediaedge_revision_header": "revision-header",
+    "mediaedge_default_ttl": "default-ttl",
+    "mediaedge_negative_ttl": "negative-ttl",
+    "mediaedge_upstream_timeout": "upstream-timeout",
+    "mediaedge_webhook_secret": "webhook-secret",
+    "mediaedge_node_id": "node-id",
+    "mediaedge_grace": "grace",
+    "mediaedge_access_log": "access-log",
+}
+
+
+class MediaEdge:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings  # given by `mediaedge serve`; else built from options
+        self.rt: Runtime | None = None
+
+    # ------------------------------------------------------------------ options
+    def load(self, loader: Loader) -> None:
+        if self.settings is not None:
+            return
+        for name, flag in OPTION_FLAGS.items():
+            if flag == "media-prefix":
+                loader.add_option(name, Sequence[str], [], "Media path prefixes (default /media/).")
+            else:
+                loader.add_option(name, str, "", f"mediaedge --{flag} (empty: mediaedge's default).")
+
+    def configure(self, updated: set[str]) -> None:
+        if self.settings is not None and self.rt is not None:
+            return
+        if self.settings is None and updated & (set(OPTION_FLAGS) | {"mode"}):
+            cli: dict[str, object] = {}
+            for name, flag in OPTION_FLAGS.items():
+                value = getattr(ctx.options, name)
+                if value:
+                    cli[flag] = list(value) if flag == "media-prefix" else value
+            if "upstream" not in cli:
+                for mode in ctx.options.mode:
+                    if mode.startswith("reverse:"):
+                        cli["upstream"] = mode[len("reverse:"):].split("@")[0]
+            config = cli.pop("config", None)
+            try:
+                self._standalone = load_settings(cli, os.environ, config_path=config)  # type: ignore[arg-type]
+            except ConfigError as e:
+                raise OptionsError(str(e)) from e
+
+    async def running(self) -> None:
+        if self.rt is None:
+            settings = self.settings or self._standalone
+            self.rt = Runtime(settings)
+            await self.rt.start()
+
+    async def done(self) -> None:
+        if self.rt is not None:
+            await self.rt.stop()
+            self.rt = None
+
+    # ------------------------------------------------------------------ hooks
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or self.rt is None:
+            return
+        rt = self.rt
+        started = time.perf_counter()
+        method = flow.request.method.upper()
+        raw = flow.request.path
+        try:
+            target = normalize_target(raw)
+        except TargetError as e:
+            if _looks_media(raw, rt.settings.media_prefixes):
+                self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
+                return
+            target = None
+        media = target is not None and is_media(target, rt.settings.media_prefixes)
+        if media and method in ("GET", "HEAD"):
+            req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
+            try:
+                reply = await rt.engine.handle(req)
+            except Exception as e:  # noqa: BLE001 - never a traceback to the client
+                log.exception("media request %s failed", target)
+                self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
+                             target=target)
+                return
+            self._apply(flow, reply, started)
+            return
+        if method == "PURGE" and target is not None and _is_loopback(flow):
+            # Varnish's habit: PURGE from a loopback client purges that path (logged like a webhook).
+            accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
+            body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
+            flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
+            return
+        if media and method in UNSAFE:
+            flow.metadata[META_UNSAFE] = target
+        if rt.settings.upstream is None:
+            flow.response = http.Response.make(404, "not found: no upstream for non-media requests\n",
+                                               {"Content-Type": "text/plain; charset=utf-8"})
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(META_STREAM) and flow.response is not None:
+            flow.response.stream = True
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        target = flow.metadata.get(META_UNSAFE)
+        if target is None or self.rt is None or flow.response is None:
+            return
+        if 200 <= flow.response.status_code < 400:
+            # RFC 9111 4.4: a successful unsafe request invalidates the target and its
+            # same-origin Location / Content-Location.
+            targets = [target, *_same_origin_locations(flow, self.rt.settings.media_prefixes)]
+            inv: Invalidator = self.rt.invalidator
+            for t in targets:
+                await inv.apply(PurgeEvent(path=t))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        path = flow.request.path
+        if flow.metadata.get(META_STREAM) and self.rt is not None and flow.response is None:
+            self.rt.stream.discard(path)
+
+    # ------------------------------------------------------------------ replies
+    def _apply(self, flow: http.HTTPFlow, reply: Reply, started: float) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        pairs = [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in reply.headers]
+        if reply.job is None:
+            resp = http.Response.make(reply.status, b"")
+            resp.headers = http.Headers(pairs)  # ours, Content-Length included (HEAD: the full size)
+            resp.raw_content = reply.body
+            flow.response = resp
+            self._record(flow, reply, len(reply.body), started)
+            return
+
+        job = reply.job
+        previous = job.on_done
+
+        def on_done(sent: int, completed: bool) -> None:
+            if previous is not None:
+                previous(sent, completed)
+            self._record(flow, reply, sent, started)
+
+        job.on_done = on_done
+        path = rt.stream.register(job)
+        flow.request.scheme = "http"
+        flow.request.host = "127.0.0.1"
+        flow.request.port = rt.stream.port
+        flow.request.path = path
+        flow.metadata[META_STREAM] = True
+
+    def _answer(self, flow: http.HTTPFlow, status: int, text: str, *, result: str, started: float,
+                target: str) -> None:
+        flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8"})
+        reply = Reply(status, Headers(), result=result, source=None, target=target)
+        self._record(flow, reply, len(text), started)
+
+    def _record(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, started: float) -> None:
+        rt = self.rt
+        if rt is None:
+            return
+        duration = time.perf_counter() - started
+        source = reply.source if reply.status < 500 else None
+        rt.stats.record(result=reply.result, source=source, body_bytes=body_bytes, duration=duration,
+                        path=reply.target)
+        if rt.access_log.enabled:
+            rt.access_log.write(format_access_line(
+                client=flow.client_conn.peername[0] if flow.client_conn.peername else "-",
+                method=flow.request.method, target=reply.target, status=reply.status, body_bytes=body_bytes,
+                referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
+                cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(),
+            ))
+
+
+def _looks_media(raw: str, prefixes: tuple[str, ...]) -> bool:
+    path = unquote(raw.split("?", 1)[0]).lower()
+    return any(path.startswith(p.lower()) for p in prefixes)
+
+
+def _is_loopback(flow: http.HTTPFlow) -> bool:
+    peer = flow.client_conn.peername
+    try:
+        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> list[str]:
+    out = []
+    assert flow.response is not None
+    for name in ("location", "content-location"):
+        value = flow.response.headers.get(name)
+        if not value:
+            continue
+        if value.startswith(("http://", "https://")):
+            host = value.split("/", 3)[2]
+            if host.lower() != (flow.request.host_header or "").lower():
+                continue
+        try:
+            t = normalize_target(value)
+        except TargetError:
+            continue
+        if is_media(t, prefixes):
+            out.append(t)
+    return out
+
+
+addons = [MediaEdge()]

@@ -1,0 +1,555 @@
+"""The data path for one media request: cache lookup, freshness, fill, fallback, reply.
+
+request → `Engine.handle` → (storage lookup in a worker thread) → fresh hit: reply
+from the entry; stale: reply and refresh in the background; miss: join or start a
+`Fill` (upstream first, the database origin on 404/410/5xx/refused/timeout) → reply
+that streams the fill. The addon turns a `Reply` into a mitmproxy response; policy
+decisions come from `proxy.policy.*` and `proxy.respond`, pure functions.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxy.fill import Fill, FillFailed, FillHead
+from proxy.headers import Headers
+from proxy.origins.contenttype import guess_content_type
+from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
+from proxy.policy.cachestatus import cache_status
+from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
+from proxy.policy.httpdate import format_http_date, parse_http_date
+from proxy.policy.storable import storability
+from proxy.policy.target import decoded_path, revision_from, vary_names
+from proxy.respond import plan_response
+from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
+from proxy.streamserver import FileBody, Job
+from proxy.upstream import Upstream, UpstreamError, UpstreamResponse
+
+log = logging.getLogger("mediaedge.engine")
+
+SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
+HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
+NOT_FOUND_BODY = b"not found\n"
+STRIPPED_FROM_ORIGIN = ("surrogate-key", "xkey", "surrogate-control", "set-cookie2")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    revision_header: str = "X-Media-Revision"
+    default_ttl: float = 86400.0
+    negative_ttl: float = 10.0
+    grace: float = 86400.0
+    max_object_size: int = 128 << 20
+    upstream_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    method: str  # GET or HEAD
+    target: str  # canonical path?query (proxy.policy.target.normalize_target)
+    headers: Headers
+
+
+@dataclass
+class Reply:
+    """What the addon sends: an in-memory body, or a streaming job."""
+
+    status: int
+    headers: Headers
+    body: bytes = b""
+    job: Job | None = None
+    result: str = "miss"  # hit | stale | miss | pass | error
+    source: str | None = None  # cache | upstream | db
+    target: str = ""
+
+
+@dataclass
+class _Lookup:
+    entry: Entry | None
+    pointer: Pointer | None
+
+
+@dataclass
+class _Flight:
+    """A registered fill and what the joiners need to know about it."""
+
+    fill: Fill
+    leader_headers: Headers
+    task: asyncio.Task[None] | None = None
+    upstream_failure: str | None = None  # why the upstream was not used (for error lines)
+    upstream_status: int | None = None
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        store: CacheStore,
+        *,
+        upstream: Upstream | None,
+        db: DatabaseOrigin | None,
+        stats: object | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.upstream = upstream
+        self.db = db
+        self.stats = stats
+        self.clock = clock
+        self._flights: dict[str, _Flight] = {}
+        self._jobs_by_target: dict[str, set[Job]] = {}
+        self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
+        # Closed until missed invalidations are applied: no cached entry is served before.
+        self.ready = asyncio.Event()
+
+    # ---------------------------------------------------------------- entry point
+    async def handle(self, req: MediaRequest) -> Reply:
+        if not self.ready.is_set():
+            await self.ready.wait()
+        now = self.clock()
+        try:
+            found = await asyncio.to_thread(self._lookup, req)
+        except Exception as e:  # a broken cache degrades to a miss, never a failed response
+            log.warning("cache lookup failed for %s: %s", req.target, e)
+            found = _Lookup(None, None)
+        stale_fallback: Entry | None = None
+        if found.entry is not None:
+            entry = found.entry
+            state, age, fresh = self._state_of(entry.meta, now)
+            if state == "fresh" and not entry.meta.soft_stale:
+                return self._serve_entry(req, entry, age, fresh, "hit")
+            if state in ("fresh", "stale-while-revalidate") or entry.meta.soft_stale and state != "expired":
+                self._start_refresh(req)
+                return self._serve_entry(req, entry, age, fresh, "stale")
+            if state == "stale-if-error":
+                stale_fallback = entry
+            else:
+                entry.close()
+        try:
+            return await self._from_fill(req, stale_fallback, now)
+        finally:
+            if stale_fallback is not None:
+                stale_fallback.close()
+
+    # ---------------------------------------------------------------- lookups
+    def _lookup(self, req: MediaRequest) -> _Lookup:
+        pointer = self.store.get_pointer(req.target)
+        if pointer is None:
+            return _Lookup(None, None)
+        values = _vary_values(pointer.vary, req.headers)
+        return _Lookup(self.store.open_entry(req.target, pointer.revision, values), pointer)
+
+    def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
+        age = current_age(
+            date=parse_http_date(meta.headers.get("date")),
+            age_header=_float_or_none(meta.headers.get("age")),
+            request_time=meta.request_time,
+            response_time=meta.response_time,
+            now=now,
+        )
+        if meta.negative:
+            fresh = Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
+            return ("fresh" if age < fresh.lifetime else "expired"), age, fresh
+        fresh = freshness(meta.headers, default_ttl=self.config.default_ttl, response_time=meta.response_time)
+        return classify(age, fresh, grace=self.config.grace), age, fresh
+
+    # ---------------------------------------------------------------- hits
+    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:
+        meta = entry.meta
+        ttl = ttl_left(age, fresh)
+        if result == "stale" and ttl >= 0:
+            ttl = -1  # soft-purged while still within its lifetime: report it stale
+        plan = plan_response(
+            method=req.method,
+            request_headers=req.headers,
+            status=meta.status,
+            headers=meta.headers,
+            length=meta.size,
+            revision=meta.revision or None,
+            revision_header=self.config.revision_header,
+            cache_status=cache_status(hit=True, ttl=ttl),
+            age=int(age),
+        )
+        reply = Reply(plan.status, plan.headers, result=result, source="cache", target=req.target)
+        if plan.window is None:
+            entry.close()
+            return reply
+        start, end = plan.window
+        end = meta.size if end is None else end
+        if entry.body is not None:
+            reply.body = entry.body[start:end]
+            return reply
+        assert entry.file is not None
+        reply.job = self._track(req.target, Job(plan.status, plan.headers, FileBody(entry.file, start, end - start)))
+        entry.file = None  # the job owns it now
+        return reply
+
+    # ---------------------------------------------------------------- misses
+    async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+        flight, joined = self._flight_for(req)
+        try:
+            head = await flight.fill.head
+        except FillFailed as e:
+            if stale is not None:
+                state_age = self._state_of(stale.meta, now)
+                return self._serve_entry(req, stale, state_age[1], state_age[2], "stale")
+            status = e.status
+            return _error_reply(req.target, status, str(e))
+        if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
+            # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
+            flight, joined = self._flight_for(req, alone=True), False
+            try:
+                head = await flight.fill.head
+            except FillFailed as e:
+                return _error_reply(req.target, e.status, str(e))
+        if joined and self.stats is not None:
+            self.stats.coalesced()  # type: ignore[attr-defined]
+        fwd = "miss" if head.storable or head.negative else "bypass"
+        status_text = cache_status(
+            fwd=fwd, fwd_status=head.status, stored=head.storable, collapsed=joined, detail=head.source
+        )
+        plan = plan_response(
+            method=req.method,
+            request_headers=req.headers,
+            status=head.status,
+            headers=head.headers,
+            length=head.length,
+            revision=head.revision,
+            revision_header=self.config.revision_header,
+            cache_status=status_text,
+            age=None,
+        )
+        result = "miss" if fwd == "miss" else "pass"
+        reply = Reply(plan.status, plan.headers, result=result, source=head.source, target=req.target)
+        if plan.window is not None:
+            start, end = plan.window
+            if head.negative or (head.length is not None and head.length <= SMALL_BODY and flight.fill.done):
+                reply.body = await _collect(flight.fill.reader(start, end))
+            else:
+                reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(start, end)))
+        return reply
+
+    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool] | _Flight:
+        """Join the running fill for this target, or start one (coalescing)."""
+        private = "authorization" in req.headers or "cookie" in req.headers
+        if not alone and not private:
+            flight = self._flights.get(req.target)
+            if flight is not None:
+                return flight, True
+        fill = Fill(req.target, self.store.new_temp_path())
+        flight = _Flight(fill, req.headers)
+        if not alone and not private:
+            self._flights[req.target] = flight
+        flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
+        return flight if alone else (flight, False)
+
+    def _start_refresh(self, req: MediaRequest) -> None:
+        """stale-while-revalidate / soft purge: one background fetch per target."""
+        if req.target in self._flights:
+            return
+        bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
+        self._flight_for(bg)
+
+    # ---------------------------------------------------------------- the fetch
+    async def _run_fill(self, flight: _Flight, req: MediaRequest) -> None:
+        fill = flight.fill
+        try:
+            published = await asyncio.to_thread(self.store.get_published, req.target)
+            if self.upstream is not None and await self._try_upstream(flight, req, published):
+                return
+            await self._from_database(flight, req, published)
+        except FillFailed as e:
+            fill.fail(str(e), e.status)
+        except Exception as e:  # noqa: BLE001 - a fill must fail cleanly whatever happened
+            log.exception("fill for %s failed", req.target)
+            fill.fail(f"internal error: {type(e).__name__}", 502)
+        finally:
+            if self._flights.get(req.target) is flight:
+                del self._flights[req.target]
+            fill.close()
+            _unlink_quiet(fill.temp_path)
+
+    async def _try_upstream(self, flight: _Flight, req: MediaRequest, published: str | None) -> bool:
+        """True when the upstream's answer was used; False: fall back to the database."""
+        assert self.upstream is not None
+        try:
+            resp = await self.upstream.get(req.target, req.headers)
+        except UpstreamError as e:
+            self._count_fetch("upstream", "error")
+            flight.upstream_failure = str(e)
+            return False
+        if resp.status in (404, 410) or resp.status >= 500:
+            self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
+            flight.upstream_failure = f"upstream answered {resp.status}"
+            flight.upstream_status = resp.status
+            await resp.aclose()
+            return False
+        revision = revision_from(resp.headers, self.config.revision_header)
+        if published is not None and resp.status == 200 and revision != published and self.db is not None:
+            # Published revision wins: the app server lags; the database is the truth.
+            self._count_fetch("upstream", "ok")
+            await resp.aclose()
+            return False
+        self._count_fetch("upstream", "ok")
+        await self._pump_upstream(flight, req, resp, revision, published)
+        return True
+
+    async def _pump_upstream(
+        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None
+    ) -> None:
+        fill = flight.fill
+        request_time = self.clock()
+        headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
+        policy = storability(method="GET", status=resp.status, request_headers=req.headers,
+                             response_headers=resp.headers)
+        length = _content_length(resp.headers)
+        too_big = length is not None and length > self.config.max_object_size
+        storable = policy.storable and resp.status == 200 and not too_big
+        if published is not None and revision is not None and revision != published:
+            storable = False
+        tags = _surrogate_keys(resp.headers)
+        vary = vary_names(resp.headers) or ()
+        chunks = resp.chunks()
+        head_sent = False
+        if revision is None and length is not None and length <= HASH_BEFORE_HEAD:
+            # Revisionless: hash the body first so the client gets X-Media-Revision too.
+            await self._copy_chunks(fill, chunks)
+            sha = fill.finish()
+            revision = "sha256:" + sha[:16]
+        else:
+            sha = ""
+        head = FillHead(resp.status, headers, "upstream", revision, length,
+                        shareable=policy.storable and resp.status == 200, storable=storable,
+                        not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else ""))
+        fill.head.set_result(head)
+        head_sent = True
+        try:
+            if not fill.done:
+                await self._copy_chunks(fill, chunks)
+                sha = fill.finish()
+        except UpstreamError as e:
+            raise _failed(f"upstream body cut: {e}", 502) from e
+        finally:
+            await resp.aclose()
+        if length is not None and fill.written != length:
+            fill.error = f"upstream sent {fill.written} of {length} bytes"
+            raise _failed(fill.error, 502)
+        if revision is None:
+            revision = "sha256:" + sha[:16]
+        if storable and fill.written <= self.config.max_object_size and head_sent:
+            meta = EntryMeta(
+                target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
+                sha256=sha, request_time=request_time, response_time=self.clock(), source="upstream",
+                vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
+            )
+            await asyncio.to_thread(self._install, fill, meta)
+
+    async def _copy_chunks(self, fill: Fill, chunks: object) -> None:
+        try:
+            async for chunk in chunks:  # type: ignore[attr-defined]
+                await asyncio.to_thread(fill.write_blocking, chunk)
+                fill.advanced(len(chunk))
+        except UpstreamError:
+            raise
+        except Exception as e:  # httpx read errors mid-body
+            from proxy.upstream import wrap_stream_errors
+
+            raise wrap_stream_errors(e) from e
+
+    async def _from_database(self, flight: _Flight, req: MediaRequest, published: str | None) -> None:
+        fill = flight.fill
+        upstream_failure = flight.upstream_failure
+        if self.db is None:
+            if flight.upstream_status in (404, 410):
+                await self._negative(flight, req, "upstream")
+                return
+            raise _failed(upstream_failure or "no origin configured", 502)
+        request_time = self.clock()
+        try:
+            obj = await asyncio.to_thread(self.db.lookup, decoded_path(req.target))
+        except OriginError as e:
+            self._count_fetch("db", "error")
+            both = f"{upstream_failure}; " if upstream_failure else ""
+            raise _failed(f"{both}database origin: {e}", 502 if self.upstream is not None else 503) from e
+        if obj is None:
+            self._count_fetch("db", "notfound")
+            await self._negative(flight, req, "db")
+            return
+        self._count_fetch("db", "ok")
+        headers = _db_headers(obj, self.config.revision_header)
+        storable = obj.size <= self.config.max_object_size and (published is None or obj.revision == published)
+        fill.head.set_result(FillHead(200, headers, "db", obj.revision, obj.size, shareable=True, storable=storable))
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._copy_db_blob, obj, fill, loop)
+        sha = fill.finish()
+        if fill.written != obj.size:
+            raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
+        if storable:
+            meta = EntryMeta(
+                target=req.target, revision=obj.revision, status=200, headers=headers, size=obj.size,
+                sha256=sha, request_time=request_time, response_time=self.clock(), source="db", tags=obj.tags,
+            )
+            await asyncio.to_thread(self._install, fill, meta)
+
+    def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.db is not None
+        try:
+            for chunk in self.db.read(obj):
+                fill.write_blocking(chunk)
+                loop.call_soon_threadsafe(fill.advanced, len(chunk))
+        except OriginError as e:
+            raise _failed(f"database read failed: {e}", 502) from e
+
+    async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
+        fill = flight.fill
+        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
+        fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=True,
+                                      storable=True, negative=True))
+        await asyncio.to_thread(fill.write_blocking, NOT_FOUND_BODY)
+        fill.advanced(len(NOT_FOUND_BODY))
+        sha = fill.finish()
+        now = self.clock()
+        meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
+                         sha256=sha, request_time=now, response_time=now, source=source, negative=True)
+        await asyncio.to_thread(self._install, fill, meta)
+
+    def _install(self, fill: Fill, meta: EntryMeta) -> None:
+        """Commit a finished fill and point the target at it (worker thread)."""
+        with self.store_lock:
+            if fill.invalidated:
+                return  # an invalidation arrived during the fill: its bytes are not current
+            published = self.store.get_published(meta.target)
+            if published is not None and not meta.negative and meta.revision != published:
+                return
+            try:
+                self.store.commit(fill.temp_path, meta)
+                old = self.store.get_pointer(meta.target)
+                self.store.set_pointer(meta.target, Pointer(meta.revision, meta.vary))
+                if old is not None and old.revision != meta.revision:
+                    # readers of the old revision keep their open files to the end
+                    self.store.delete_revision(meta.target, old.revision)
+            except OSError as e:
+                log.warning("could not store %s (serving without storing): %s", meta.target, e)
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _track(self, target: str, job: Job) -> Job:
+        jobs = self._jobs_by_target.setdefault(target, set())
+        jobs.add(job)
+        previous = job.on_done
+
+        def done(sent: int, completed: bool) -> None:
+            jobs.discard(job)
+            if not jobs:
+                self._jobs_by_target.pop(target, None)
+            if previous is not None:
+                previous(sent, completed)
+
+        job.on_done = done
+        return job
+
+    def _count_fetch(self, origin: str, outcome: str) -> None:
+        if self.stats is not None:
+            self.stats.origin_fetch(origin, outcome)  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- invalidation
+    def forget_flights(self, targets: list[str], *, abort: bool) -> None:
+        """New requests must not join fills that began before an invalidation."""
+        for t in targets:
+            flight = self._flights.pop(t, None)
+            if flight is not None:
+                flight.fill.invalidated = True
+            if abort:
+                for job in list(self._jobs_by_target.get(t, ())):
+                    job.abort()
+
+    def flights_matching(self, prefix: str | None) -> list[str]:
+        """Targets with a running fill or download under `prefix` (prefix purges)."""
+        if prefix is None:
+            return []
+        running = set(self._flights) | set(self._jobs_by_target)
+        return [t for t in running if t.startswith(prefix)]
+
+    def prewarm(self, req: MediaRequest) -> None:
+        """Fetch a newly published revision in the background so the first visitor hits."""
+        self._start_refresh(req)
+
+    async def aclose(self) -> None:
+        for flight in list(self._flights.values()):
+            if flight.task is not None:
+                flight.task.cancel()
+        if self.upstream is not None:
+            await self.upstream.aclose()
+
+
+# -------------------------------------------------------------------- helpers
+def _failed(message: str, status: int) -> FillFailed:
+    return FillFailed(message, status)
+
+
+def _error_reply(target: str, status: int, message: str) -> Reply:
+    body = (message.splitlines()[0] if message else "origin unavailable").encode("utf-8", "replace") + b"\n"
+    headers = Headers([
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Status", cache_status(fwd="miss", detail="error")),
+    ])
+    return Reply(status, headers, body, result="error", source=None, target=target)
+
+
+async def _collect(chunks: object) -> bytes:
+    parts = [c async for c in chunks]  # type: ignore[attr-defined]
+    return b"".join(parts)
+
+
+def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str, ...]:
+    return tuple(" ".join((headers.get(name) or "").split()) for name in vary)
+
+
+def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:
+    names = vary_names(head.headers)
+    if names is None:
+        return False
+    return _vary_values(names, leader) == _vary_values(names, mine)
+
+
+def _content_length(headers: Headers) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw.strip())
+
+
+def _surrogate_keys(headers: Headers) -> tuple[str, ...]:
+    keys: list[str] = []
+    for name in ("surrogate-key", "xkey"):
+        for value in headers.get_all(name):
+            keys.extend(value.split())
+    return tuple(dict.fromkeys(keys))
+
+
+def _db_headers(obj: DbObject, revision_header: str) -> Headers:
+    pairs = [("Content-Type", obj.content_type or guess_content_type(obj.path))]
+    if obj.updated_at is not None:
+        pairs.append(("Last-Modified", format_http_date(obj.updated_at)))
+    return Headers(pairs)
+
+
+def _float_or_none(v: str | None) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _unlink_quiet(path: str) -> None:
+    import os
+
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,164 @@
+"""Applying invalidation events: from this node's webhook, and from every other node.
+
+Order of an accepted webhook: append every event to the durable log (one
+transaction) → apply them to this node's cache → answer 200. Other nodes poll the
+log (or wake on PostgreSQL NOTIFY) and apply what they have not applied yet. The
+last applied sequence lives in the cache directory's durable state, next to the
+entries it describes, so a node that was down catches up before it serves any
+cached entry (the engine's `ready` gate).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from proxy.engine import Engine, MediaRequest
+from proxy.headers import Headers
+from proxy.invalidation_log import InvalidationLog
+from proxy.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
+
+log = logging.getLogger("mediaedge.invalidation")
+
+POLL_INTERVAL = 0.25  # seconds; the contract asks for every node within 1 s
+
+
+def event_kind(e: Event) -> str:
+    if isinstance(e, PublishEvent):
+        return "publish"
+    if isinstance(e, DeleteEvent):
+        return "delete"
+    return "soft-purge" if e.soft else "purge"
+
+
+class Invalidator:
+    def __init__(
+        self, engine: Engine, log_: InvalidationLog, *, node: str, stats: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.log = log_
+        self.node = node
+        self.stats = stats
+        self.clock = clock
+        self._apply_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.latest_seq = 0
+
+    # ------------------------------------------------------------------ webhook
+    async def accept(self, events: list[Event]) -> tuple[int, int]:
+        """Log, then apply; returns (accepted, last seq). Raises if the log is down."""
+        records = [event_to_json(e) for e in events]
+        seqs = await asyncio.to_thread(self.log.append, records, node=self.node, at=self.clock())
+        async with self._apply_lock:
+            # Apply everything up to and including ours, in log order.
+            await self._catch_up_locked()
+        return len(events), seqs[-1]
+
+    # ------------------------------------------------------------------ followers
+    async def catch_up(self) -> int:
+        async with self._apply_lock:
+            return await self._catch_up_locked()
+
+    async def _catch_up_locked(self) -> int:
+        applied = await asyncio.to_thread(self.store.get_applied_seq)
+        count = 0
+        while True:
+            entries = await asyncio.to_thread(self.log.since, applied, limit=1000)
+            if not entries:
+                break
+            for entry in entries:
+                try:
+                    event = event_from_json(entry.event)
+                except Exception as e:  # noqa: BLE001 - a bad row must not stop the log
+                    log.warning("skipping unreadable invalidation seq %s: %s", entry.seq, e)
+                else:
+                    await self.apply(event)
+                applied = entry.seq
+                count += 1
+            await asyncio.to_thread(self.store.set_applied_seq, applied)
+        self.latest_seq = max(self.latest_seq, applied)
+        return count
+
+    async def run(self) -> None:
+        """Follow the log until cancelled (polling; NOTIFY wakes us early on PostgreSQL)."""
+        while True:
+            try:
+                await self.catch_up()
+                woke = await asyncio.to_thread(self.log.wait_for_notify, POLL_INTERVAL)
+                if not woke:
+                    await asyncio.sleep(POLL_INTERVAL if self.log_is_polling() else 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - keep following after a database outage
+                log.warning("invalidation log unavailable: %s", str(e).splitlines()[0] if str(e) else e)
+                await asyncio.sleep(1.0)
+
+    def log_is_polling(self) -> bool:
+        return getattr(self.log, "dialect", None) != "postgresql"
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # ------------------------------------------------------------------ applying
+    async def apply(self, event: Event) -> None:
+        if isinstance(event, PublishEvent):
+            targets = [event.path]
+            await asyncio.to_thread(self._locked, self._publish, event.path, event.revision)
+            self.engine.forget_flights(targets, abort=False)
+            if event.prewarm:
+                self.engine.prewarm(MediaRequest("GET", event.path, Headers()))
+        elif isinstance(event, DeleteEvent):
+            targets = [event.path]
+            await asyncio.to_thread(self._locked, self._delete, event.path)
+            self.engine.forget_flights(targets, abort=event.abort_inflight)
+        else:
+            targets = await asyncio.to_thread(self._purge_targets, event)
+            if event.soft:
+                await asyncio.to_thread(self._locked, self._soft, targets)
+            else:
+                await asyncio.to_thread(self._locked, self._drop, targets)
+                self.engine.forget_flights(targets + self.engine.flights_matching(event.prefix), abort=event.abort_inflight)
+        if self.stats is not None:
+            self.stats.invalidation(event_kind(event))
+
+    def _locked(self, fn: Callable[..., None], *args: Any) -> None:
+        with self.engine.store_lock:
+            fn(*args)
+
+    def _publish(self, target: str, revision: str) -> None:
+        self.store.set_published(target, revision)
+        pointer = self.store.get_pointer(target)
+        if pointer is None or pointer.revision != revision:
+            self.store.delete_target(target)
+
+    def _delete(self, target: str) -> None:
+        self.store.clear_published(target)
+        self.store.delete_target(target)
+
+    def _purge_targets(self, event: PurgeEvent) -> list[str]:
+        if event.path is not None:
+            return [event.path]
+        if event.prefix is not None:
+            return self.store.targets_with_prefix(event.prefix)
+        assert event.tag is not None
+        return self.store.targets_with_tag(event.tag)
+
+    def _drop(self, targets: list[str]) -> None:
+        for t in targets:
+            self.store.delete_target(t)
+
+    def _soft(self, targets: list[str]) -> None:
+        for t in targets:
+            self.store.mark_soft_stale(t)

@@ -1,0 +1,96 @@
+"""What to send a client for a stored (or arriving) response: status, headers, byte window.
+
+Pure: the engine gives the request's headers and the response's facts; this module
+applies conditionals (RFC 9110 13), ranges (RFC 9110 14) and the headers the contract
+promises on every media response (Cache-Status, Age, ETag, X-Media-Revision,
+Accept-Ranges, Content-Length), and returns a plan. No I/O, no clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.headers import Headers
+from proxy.policy.conditional import not_modified
+from proxy.policy.httpdate import parse_http_date
+from proxy.policy.ranges import (
+    ByteRange,
+    content_range,
+    if_range_allows,
+    parse_range,
+    resolve_range,
+    unsatisfied_content_range,
+)
+from proxy.policy.target import etag_for_revision
+
+# Fields we set ourselves on the way out (anything stored under these names is replaced).
+OWN_FIELDS = ("content-length", "content-range", "age", "cache-status", "accept-ranges",
+              "transfer-encoding", "connection", "keep-alive")
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: int
+    headers: Headers
+    # [start, end) of the body to send; None: no body (HEAD, 304, 416). end None: to the end.
+    window: tuple[int, int | None] | None
+
+
+def plan_response(
+    *,
+    method: str,
+    request_headers: Headers,
+    status: int,
+    headers: Headers,
+    length: int | None,
+    revision: str | None,
+    revision_header: str,
+    cache_status: str,
+    age: int | None,
+) -> Plan:
+    out = headers.without(*OWN_FIELDS, revision_header)
+    etag = out.get("etag")
+    if etag is None and revision:
+        etag = etag_for_revision(revision)
+        out = out.with_set("ETag", etag)
+    extra: list[tuple[str, str]] = []
+    if revision:
+        extra.append((revision_header, revision))
+    if age is not None:
+        extra.append(("Age", str(max(0, age))))
+    extra.append(("Cache-Status", cache_status))
+    is_head = method == "HEAD"
+
+    if status != 200:
+        # Negative (404/410) and other answers: no conditionals or ranges apply.
+        body_len = length or 0
+        return Plan(status, Headers([*out, *extra, ("Content-Length", str(body_len))]),
+                    None if is_head else (0, body_len))
+
+    last_modified = parse_http_date(out.get("last-modified"))
+    if not_modified(request_headers, etag=etag, last_modified=last_modified):
+        return Plan(304, Headers([*out.without("content-type"), *extra]), None)
+
+    extra.append(("Accept-Ranges", "bytes"))
+    spec = parse_range(request_headers.get("range")) if method == "GET" else None
+    if spec is not None and length is not None and if_range_allows(
+        request_headers.get("if-range"), etag=etag, last_modified=last_modified
+    ):
+        resolved = resolve_range(spec, length)
+        if isinstance(resolved, ByteRange):
+            return Plan(
+                206,
+                Headers([*out, *extra, ("Content-Range", content_range(resolved, length)),
+                         ("Content-Length", str(resolved.length))]),
+                (resolved.start, resolved.end + 1),
+            )
+        if resolved == "unsatisfiable":
+            return Plan(
+                416,
+                Headers([*out.without("content-type"), *extra,
+                         ("Content-Range", unsatisfied_content_range(length)), ("Content-Length", "0")]),
+                None,
+            )
+        # "full": several ranges asked; we answer the whole body (documented in README)
+    if length is not None:
+        extra.append(("Content-Length", str(length)))
+    return Plan(200, Headers([*out, *extra]), None if is_head else (0, length))

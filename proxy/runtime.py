@@ -1,0 +1,195 @@
+"""Everything one mediaedge node runs, built from `Settings` and started in order.
+
+Start order matters: storage and the origins first (a bad setting fails before any
+listener opens), then the invalidation log and the catch-up of missed events (so
+no cached entry is served before them), then the loopback stream server and the
+admin plane. The mitmproxy addon holds one Runtime and hands media requests to
+its engine.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from proxy.accesslog import AccessLog
+from proxy.admin import AdminRequest, AdminResponse, AdminServer
+from proxy.config import Settings
+from proxy.dashboard import render_dashboard
+from proxy.dbapi import DatabaseError
+from proxy.engine import Engine, EngineConfig
+from proxy.invalidation import Invalidator
+from proxy.invalidation_log import InvalidationLog
+from proxy.metrics import render_metrics
+from proxy.origins.db import DatabaseOrigin, OriginError
+from proxy.stats import Stats
+from proxy.storage import CacheStore
+from proxy.streamserver import StreamServer
+from proxy.upstream import Upstream
+from proxy.webhook import WebhookError, parse_events, verify
+
+log = logging.getLogger("mediaedge")
+
+SAMPLE_EVERY = 5.0
+SAVE_STATS_EVERY = 30.0
+
+
+class StartupError(Exception):
+    """A setting that cannot work; `one_line` names it (the CLI prints it, exit 1)."""
+
+    @property
+    def one_line(self) -> str:
+        return str(self)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stream = StreamServer()
+        self.admin: AdminServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fill_cache = (0, 0)  # (entries, bytes), refreshed off the hot path
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, *, admin: bool = True) -> None:
+        s = self.settings
+        self.store = await asyncio.to_thread(_open_store, s)
+        self.db = await asyncio.to_thread(_open_db, s)
+        self.invalidation_log = await asyncio.to_thread(_open_log, s)
+        self.stats = Stats(prefixes=s.media_prefixes)
+        self.stats_path = os.path.join(s.cache_dir, "stats.json")
+        await asyncio.to_thread(self.stats.restore, self.stats_path)
+        self.access_log = AccessLog(s.access_log)
+        upstream = Upstream(s.upstream, timeout=s.upstream_timeout) if s.upstream else None
+        self.engine = Engine(
+            EngineConfig(
+                revision_header=s.revision_header, default_ttl=s.default_ttl, negative_ttl=s.negative_ttl,
+                grace=s.grace, max_object_size=s.max_object_size, upstream_timeout=s.upstream_timeout,
+            ),
+            self.store, upstream=upstream, db=self.db, stats=self.stats,
+        )
+        self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats)
+        missed = await self.invalidator.catch_up()
+        if missed:
+            log.info("applied %d invalidation event(s) missed while down", missed)
+        self.engine.ready.set()
+        self.invalidator.start()
+        await self.stream.start()
+        if admin:
+            self.admin = AdminServer(self._routes())
+            host, port = s.admin_listen
+            try:
+                await self.admin.start(host, port)
+            except OSError as e:
+                raise StartupError(f"--admin-listen: cannot listen on {host}:{port}: {e.strerror or e}") from e
+        await self._refresh_fill()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._sampler()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.invalidator.stop()
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.stream.stop()
+        await self.engine.aclose()
+        await asyncio.to_thread(self.stats.save, self.stats_path)
+        self.access_log.close()
+        await asyncio.to_thread(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        self.store.close()
+        if self.db is not None:
+            self.db.close()
+        self.invalidation_log.close()
+
+    async def _sampler(self) -> None:
+        last_save = time.monotonic()
+        while True:
+            await asyncio.sleep(SAMPLE_EVERY)
+            try:
+                self.stats.sample()
+                await self._refresh_fill()
+                if time.monotonic() - last_save >= SAVE_STATS_EVERY:
+                    await asyncio.to_thread(self.stats.save, self.stats_path)
+                    last_save = time.monotonic()
+            except Exception as e:  # noqa: BLE001 - reporting never stops the node
+                log.warning("stats sampling failed: %s", e)
+
+    async def _refresh_fill(self) -> None:
+        self._fill_cache = await asyncio.to_thread(lambda: (self.store.entry_count(), self.store.volume()))
+
+    # ------------------------------------------------------------------ admin plane
+    def _routes(self) -> dict[tuple[str, str], Any]:
+        return {
+            ("GET", "/healthz"): self._healthz,
+            ("GET", "/stats"): self._stats,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/"): self._dashboard,
+            ("POST", "/publish"): self._publish,
+        }
+
+    async def _healthz(self, _: AdminRequest) -> AdminResponse:
+        return AdminResponse.text(200, "ok\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        entries, volume = self._fill_cache
+        return self.stats.snapshot(entries=entries, cache_bytes=volume, cache_size=self.settings.cache_size,
+                                   invalidation_seq=self.invalidator.latest_seq)
+
+    async def _stats(self, _: AdminRequest) -> AdminResponse:
+        await self._refresh_fill()
+        return AdminResponse.json(200, self.snapshot())
+
+    async def _metrics(self, _: AdminRequest) -> AdminResponse:
+        await self._refresh_fill()
+        entries, volume = self._fill_cache
+        body, ctype = render_metrics(self.stats, entries=entries, cache_bytes=volume,
+                                     cache_size=self.settings.cache_size)
+        return AdminResponse(200, body, ctype)
+
+    async def _dashboard(self, _: AdminRequest) -> AdminResponse:
+        html = render_dashboard(self.snapshot(), self.stats.history())
+        return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
+
+    async def _publish(self, req: AdminRequest) -> AdminResponse:
+        verify(
+            self.settings.webhook_secret,
+            timestamp=req.headers.get("x-mediaedge-timestamp"),
+            signature=req.headers.get("x-mediaedge-signature"),
+            body=req.body,
+            now=time.time(),
+        )
+        events = parse_events(req.body)
+        try:
+            accepted, seq = await self.invalidator.accept(events)
+        except DatabaseError as e:
+            raise WebhookError(503, f"invalidation log unavailable: {e}") from e
+        return AdminResponse(200, json.dumps({"accepted": accepted, "seq": seq}).encode() + b"\n")
+
+
+# ---------------------------------------------------------------------- openers
+def _open_store(s: Settings) -> CacheStore:
+    try:
+        return CacheStore(s.cache_dir, size_limit=s.cache_size)
+    except OSError as e:
+        raise StartupError(f"--cache-dir: cannot use {s.cache_dir!r}: {e.strerror or e}") from e
+
+
+def _open_db(s: Settings) -> DatabaseOrigin:
+    try:
+        return DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
+                              create=s.origin_profile == "native")
+    except (OriginError, DatabaseError) as e:
+        raise StartupError(f"--origin-db: {e}") from e
+
+
+def _open_log(s: Settings) -> InvalidationLog:
+    try:
+        return InvalidationLog(s.state_db_url)
+    except DatabaseError as e:
+        setting = "--state-db" if s.state_db else "--origin-db"
+        raise StartupError(f"{setting}: invalidation log: {e}") from e

@@ -1,0 +1,445 @@
+"""The on-disk cache: diskcache underneath, typed and pickle-free on top.
+
+Layout of one entry: the body bytes, then a JSON trailer with the entry's metadata,
+then an 8-byte footer (4-byte magic + 4-byte trailer length). A trailer rather than
+a header because a fill writes the body first, while it streams to clients, and
+learns the length and hash only at the end; committing is then "append the trailer
+and rename the file into diskcache" (no copy, no rewrite).
+
+Keys (one diskcache row each, text keys, `\\x1f`-separated so every key of a target
+sorts together and a prefix purge is one range scan):
+  - `p\\x1f<target>`: the target's pointer (current revision, Vary names, published revision)
+  - `v\\x1f<target>\\x1f<revision>\\x1f<vary values>`: one stored response
+
+All methods block (SQLite and file I/O): the engine calls them off the event loop.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import struct
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO
+
+import diskcache
+from diskcache.core import MODE_BINARY, MODE_PICKLE, UNKNOWN
+
+from proxy.headers import Headers
+
+log = logging.getLogger("mediaedge.storage")
+
+MAGIC = b"MEG1"
+FOOTER = struct.Struct(">4sI")
+SEP = "\x1f"
+INLINE_LIMIT = 32 * 1024  # diskcache keeps values under this inside SQLite
+
+
+class StorageError(Exception):
+    """The cache could not read or write; the engine degrades to pass-through."""
+
+
+class _Adopt:
+    """A finished temp file that `SafeDisk.store` renames into the cache (no copy)."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+
+
+class SafeDisk(diskcache.Disk):
+    """diskcache's Disk, refusing pickle both ways (CVE-2025-69872) and adopting files.
+
+    Only `str` keys and `bytes`/`_Adopt` values are accepted; a pickled value found on
+    disk (written by someone else) is treated as absent rather than unpickled.
+    """
+
+    def put(self, key: Any) -> Any:
+        if type(key) is not str:
+            raise TypeError("mediaedge cache keys are str only")
+        return super().put(key)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise KeyError("pickled key refused")
+        return super().get(key, raw)
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        if isinstance(value, _Adopt):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), mode=0o700, exist_ok=True)
+            os.rename(value.path, full_path)
+            return value.size, MODE_BINARY, filename, None
+        if type(value) is bytes:
+            return super().store(value, read, key)
+        raise TypeError("mediaedge stores bytes and files only")
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+        if mode == MODE_PICKLE:
+            raise KeyError("pickled value refused")
+        return super().fetch(mode, filename, value, read)
+
+
+@dataclass(frozen=True)
+class EntryMeta:
+    """What we know of one stored response, besides its body."""
+
+    target: str
+    revision: str
+    status: int
+    headers: Headers
+    size: int
+    sha256: str
+    request_time: float
+    response_time: float
+    source: str  # "upstream" | "db"
+    vary: tuple[str, ...] = ()
+    vary_values: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    negative: bool = False
+    soft_stale: bool = False  # soft purge: served stale while one refetch runs
+
+    def to_json(self) -> bytes:
+        d = {
+            "target": self.target,
+            "revision": self.revision,
+            "status": self.status,
+            "headers": self.headers.pairs(),
+            "size": self.size,
+            "sha256": self.sha256,
+            "request_time": self.request_time,
+            "response_time": self.response_time,
+            "source": self.source,
+            "vary": list(self.vary),
+            "vary_values": list(self.vary_values),
+            "tags": list(self.tags),
+            "negative": self.negative,
+            "soft_stale": self.soft_stale,
+        }
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> EntryMeta:
+        d = json.loads(raw)
+        return cls(
+            target=d["target"],
+            revision=d["revision"],
+            status=int(d["status"]),
+            headers=Headers((k, v) for k, v in d["headers"]),
+            size=int(d["size"]),
+            sha256=d["sha256"],
+            request_time=float(d["request_time"]),
+            response_time=float(d["response_time"]),
+            source=d["source"],
+            vary=tuple(d.get("vary", ())),
+            vary_values=tuple(d.get("vary_values", ())),
+            tags=tuple(d.get("tags", ())),
+            negative=bool(d.get("negative", False)),
+            soft_stale=bool(d.get("soft_stale", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Which revision of a target is current, and how its variants are keyed."""
+
+    revision: str
+    vary: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        return json.dumps({"revision": self.revision, "vary": list(self.vary)}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Pointer:
+        d = json.loads(raw)
+        return cls(str(d["revision"]), tuple(d.get("vary") or ()))
+
+
+@dataclass
+class Entry:
+    """An open stored response. `body` is either bytes (small) or an open file."""
+
+    meta: EntryMeta
+    body: bytes | None = None
+    file: BinaryIO | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def pointer_key(target: str) -> str:
+    return f"p{SEP}{target}"
+
+
+def entry_key(target: str, revision: str, vary_values: tuple[str, ...]) -> str:
+    return f"v{SEP}{target}{SEP}{revision}{SEP}{json.dumps(list(vary_values), separators=(',', ':'))}"
+
+
+def encode_trailer(meta: EntryMeta) -> bytes:
+    raw = meta.to_json()
+    return raw + FOOTER.pack(MAGIC, len(raw))
+
+
+def _split_inline(value: bytes) -> tuple[EntryMeta, bytes]:
+    magic, n = FOOTER.unpack(value[-FOOTER.size :])
+    if magic != MAGIC or n + FOOTER.size > len(value):
+        raise ValueError("bad footer")
+    meta = EntryMeta.from_json(value[-FOOTER.size - n : -FOOTER.size])
+    body = value[: len(value) - FOOTER.size - n]
+    return meta, body
+
+
+def _read_file_meta(f: BinaryIO) -> tuple[EntryMeta, int]:
+    f.seek(0, io.SEEK_END)
+    total = f.tell()
+    if total < FOOTER.size:
+        raise ValueError("too short")
+    f.seek(total - FOOTER.size)
+    magic, n = FOOTER.unpack(f.read(FOOTER.size))
+    if magic != MAGIC or n + FOOTER.size > total:
+        raise ValueError("bad footer")
+    f.seek(total - FOOTER.size - n)
+    meta = EntryMeta.from_json(f.read(n))
+    body_len = total - FOOTER.size - n
+    f.seek(0)
+    return meta, body_len
+
+
+class CacheStore:
+    """Typed, pickle-free cache of media responses over one diskcache directory."""
+
+    def __init__(self, directory: str, *, size_limit: int, small_verify_limit: int = 1 << 20) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        self.directory = directory
+        self.tmp_dir = os.path.join(directory, "tmp")
+        # Stray partial files of fills killed mid-write are never servable (they were
+        # never renamed into the cache); clear them at start.
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
+        self.size_limit = size_limit
+        self.small_verify_limit = small_verify_limit
+        # cull_limit=0: never evict inside set(); we evict deliberately after each store,
+        # because diskcache's own culling can evict the entry just stored (FACTS.md).
+        # least-recently-stored: reads never write to SQLite (LRU writes on every get).
+        self._cache = diskcache.Cache(
+            directory,
+            disk=SafeDisk,
+            size_limit=size_limit,
+            cull_limit=0,
+            eviction_policy="least-recently-stored",
+            statistics=False,
+            tag_index=False,
+            disk_min_file_size=INLINE_LIMIT,
+        )
+        # Facts that must never be evicted (published revisions, the applied log
+        # sequence) live in a second, unbounded diskcache beside the first.
+        self._state = diskcache.Cache(
+            os.path.join(directory, "state"), disk=SafeDisk, size_limit=2**62, cull_limit=0,
+            eviction_policy="none", statistics=False, tag_index=False,
+        )
+
+    # -- durable state --------------------------------------------------------------
+    def get_published(self, target: str) -> str | None:
+        raw = self._state.get(f"pub{SEP}{target}")
+        return raw.decode() if isinstance(raw, bytes) else None
+
+    def set_published(self, target: str, revision: str) -> None:
+        self._state.set(f"pub{SEP}{target}", revision.encode())
+
+    def clear_published(self, target: str) -> None:
+        self._state.delete(f"pub{SEP}{target}")
+
+    def get_applied_seq(self) -> int:
+        raw = self._state.get("applied_seq")
+        return int(raw) if isinstance(raw, bytes) else 0
+
+    def set_applied_seq(self, seq: int) -> None:
+        self._state.set("applied_seq", str(seq).encode())
+
+    # -- pointers -------------------------------------------------------------------
+    def get_pointer(self, target: str) -> Pointer | None:
+        raw = self._cache.get(pointer_key(target))
+        if raw is None:
+            return None
+        try:
+            return Pointer.from_json(raw)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def set_pointer(self, target: str, pointer: Pointer) -> None:
+        self._cache.set(pointer_key(target), pointer.to_json())
+
+    # -- entries --------------------------------------------------------------------
+    def open_entry(self, target: str, revision: str, vary_values: tuple[str, ...]) -> Entry | None:
+        """Open a stored response, checking its length (and hash when small).
+
+        A damaged or truncated entry is dropped and reported as absent, so the
+        caller fetches it again rather than serving a bad body.
+        """
+        key = entry_key(target, revision, vary_values)
+        try:
+            value = self._cache.get(key, read=True)
+        except (KeyError, OSError):
+            value = None
+        if value is None:
+            return None
+        try:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                meta, body = _split_inline(bytes(value))
+                if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
+                    raise ValueError("body does not match its recorded length/hash")
+                return Entry(meta, body=body)
+            meta, body_len = _read_file_meta(value)
+            if body_len != meta.size:
+                raise ValueError(f"length {body_len} != recorded {meta.size}")
+            if meta.size <= self.small_verify_limit:
+                body = value.read(meta.size)
+                value.close()
+                if hashlib.sha256(body).hexdigest() != meta.sha256:
+                    raise ValueError("hash mismatch")
+                return Entry(meta, body=body)
+            return Entry(meta, file=value)
+        except (ValueError, KeyError, TypeError, OSError, struct.error) as e:
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                value.close()
+            log.warning("dropping damaged cache entry %r: %s", key, e)
+            self._cache.delete(key)
+            return None
+
+    def new_temp_path(self) -> str:
+        return os.path.join(self.tmp_dir, uuid.uuid4().hex)
+
+    def commit(self, temp_path: str, meta: EntryMeta) -> None:
+        """Append the trailer to a finished temp file and make it the entry (atomic)."""
+        key = entry_key(meta.target, meta.revision, meta.vary_values)
+        with open(temp_path, "ab") as f:
+            f.write(encode_trailer(meta))
+            size = f.tell()
+        if size < INLINE_LIMIT:
+            with open(temp_path, "rb") as f:
+                data = f.read()
+            os.unlink(temp_path)
+            self._cache.set(key, data, tag=_tag_field(meta.tags))
+        else:
+            self._cache.set(key, _Adopt(temp_path, size), tag=_tag_field(meta.tags))
+        self._cull()
+
+    def mark_soft_stale(self, target: str) -> int:
+        """Soft purge: rewrite each stored variant's metadata with soft_stale set."""
+        n = 0
+        for key in self._keys_with_prefix(f"v{SEP}{target}{SEP}"):
+            n += self._rewrite_soft(key)
+        return n
+
+    def _rewrite_soft(self, key: str) -> int:
+        try:
+            value = self._cache.get(key, read=True)
+        except (KeyError, OSError):
+            return 0
+        if value is None:
+            return 0
+        try:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                meta, body = _split_inline(bytes(value))
+                if meta.soft_stale:
+                    return 0
+                self._cache.set(key, body + encode_trailer(replace(meta, soft_stale=True)),
+                                tag=_tag_field(meta.tags))
+                return 1
+            meta, body_len = _read_file_meta(value)
+            if meta.soft_stale:
+                return 0
+            tmp = self.new_temp_path()
+            with open(tmp, "wb") as out:
+                value.seek(0)
+                remaining = body_len
+                while remaining:
+                    chunk = value.read(min(remaining, 1 << 22))
+                    if not chunk:
+                        raise ValueError("short body")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+            self.commit(tmp, replace(meta, soft_stale=True))
+            return 1
+        except (ValueError, OSError, struct.error):
+            self._cache.delete(key)
+            return 0
+        finally:
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                value.close()
+
+    # -- invalidation ---------------------------------------------------------------
+    def delete_target(self, target: str) -> int:
+        """Drop every stored variant and revision of a target (open readers keep their files)."""
+        n = 0
+        for key in self._keys_with_prefix(f"v{SEP}{target}{SEP}"):
+            n += bool(self._cache.delete(key))
+        self._cache.delete(pointer_key(target))
+        return n
+
+    def delete_revision(self, target: str, revision: str) -> int:
+        """Drop every Vary variant of one revision of a target."""
+        return sum(bool(self._cache.delete(k)) for k in self._keys_with_prefix(f"v{SEP}{target}{SEP}{revision}{SEP}"))
+
+    def targets_with_prefix(self, prefix: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for kind in ("p", "v"):
+            for key in self._keys_with_prefix(f"{kind}{SEP}{prefix}"):
+                seen[key.split(SEP)[1]] = None
+        return list(seen)
+
+    def targets_with_tag(self, tag: str) -> list[str]:
+        rows = self._cache._sql(  # noqa: SLF001 - diskcache 5.6.3 pinned; range/tag scans
+            "SELECT key FROM Cache WHERE raw = 1 AND tag LIKE ? ESCAPE '\\'",
+            (f"% {_like_escape(tag)} %",),
+        ).fetchall()
+        return list({r[0].split(SEP)[1]: None for r in rows})
+
+    def _keys_with_prefix(self, prefix: str) -> list[str]:
+        rows = self._cache._sql(  # noqa: SLF001
+            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            (prefix, prefix + "\U0010ffff"),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- accounting -----------------------------------------------------------------
+    def _cull(self) -> None:
+        try:
+            self._cache.cull()
+        except diskcache.Timeout:
+            pass
+
+    def volume(self) -> int:
+        return int(self._cache.volume())
+
+    def entry_count(self) -> int:
+        return int(self._cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= 'v' AND key < 'w'").fetchone()[0])  # noqa: SLF001
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def close(self) -> None:
+        self._cache.close()
+        self._state.close()
+
+
+def _tag_field(tags: tuple[str, ...]) -> str | None:
+    return f" {' '.join(tags)} " if tags else None
+
+
+def _like_escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)

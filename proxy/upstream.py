@@ -1,0 +1,89 @@
+"""Fetching media from the app server (the upstream) ourselves, not through mitmproxy.
+
+Why not let mitmproxy forward media misses: a refused or timed-out upstream makes
+mitmproxy fire `error` and send the client a 502 before an addon can fall back to
+the database (FACTS.md). Fetching with our own client lets the engine decide the
+fallback, coalesce concurrent misses into one fetch, and fetch the whole object for
+a Range request. Non-media requests still go through mitmproxy untouched.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from proxy.headers import Headers
+
+log = logging.getLogger("mediaedge.upstream")
+
+# RFC 9110 7.6.1 hop-by-hop fields, plus the ones we answer ourselves.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+     "upgrade", "proxy-authenticate", "proxy-authorization"}
+)
+NOT_FORWARDED_TO_UPSTREAM = HOP_BY_HOP | {
+    "host", "range", "if-range", "if-none-match", "if-modified-since", "if-match",
+    "if-unmodified-since", "content-length", "expect", "cache-control", "pragma",
+}
+
+
+class UpstreamError(Exception):
+    """The upstream could not be asked: refused, reset or timed out (`kind` says which)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class UpstreamResponse:
+    status: int
+    headers: Headers
+    _response: httpx.Response
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body exactly as sent (no content decoding): we store what we forward."""
+        return self._response.aiter_raw(64 * 1024)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _map_error(e: Exception) -> UpstreamError:
+    if isinstance(e, httpx.TimeoutException):
+        return UpstreamError("timeout", f"upstream timed out ({type(e).__name__})")
+    if isinstance(e, httpx.ConnectError):
+        return UpstreamError("refused", f"upstream refused the connection: {e}")
+    return UpstreamError("error", f"upstream failed: {type(e).__name__}: {e}")
+
+
+class Upstream:
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def get(self, target: str, request_headers: Headers) -> UpstreamResponse:
+        """GET the whole object (no Range, no conditionals) with the client's other headers."""
+        headers = [(k, v) for k, v in request_headers if k.lower() not in NOT_FORWARDED_TO_UPSTREAM]
+        request = self._client.build_request("GET", self.base_url + target, headers=headers)
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx.HTTPError, OSError) as e:
+            raise _map_error(e) from e
+        pairs = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+        return UpstreamResponse(response.status_code, Headers(pairs), response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def wrap_stream_errors(e: Exception) -> UpstreamError:
+    """Translate an error raised while reading a body (reset, timeout mid-body)."""
+    return _map_error(e)

@@ -1,0 +1,248 @@
+"""Real processes for end-to-end tests: a loopback upstream app server and `mediaedge serve`.
+
+Every server binds 127.0.0.1 on a free port; every wait polls a condition with a
+deadline (no bare sleeps as assertions).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or cond}: {last_exc!r}")
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@dataclass
+class Route:
+    status: int = 200
+    body: bytes | Callable[[], bytes] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # before the head
+    chunk_delay: float = 0.0  # between 64 KiB chunks
+    cut_after: int | None = None  # send only this many body bytes, then close
+    size: int | None = None  # synthetic body of this many bytes (deterministic), streamed
+
+
+def synthetic_chunk(offset: int, n: int) -> bytes:
+    """Deterministic bytes for large synthetic bodies, generated on the fly."""
+    block = hashlib.sha256(str(offset // 4096).encode()).digest() * 128  # 4096 bytes
+    start = offset % 4096
+    out = bytearray()
+    while len(out) < n:
+        out += block[start:]
+        start = 0
+        block = hashlib.sha256(str((offset + len(out)) // 4096).encode()).digest() * 128
+    return bytes(out[:n])
+
+
+def synthetic_sha(size: int) -> str:
+    h = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        n = min(1 << 20, size - pos)
+        h.update(synthetic_chunk(pos, n))
+        pos += n
+    return h.hexdigest()
+
+
+class Upstream:
+    """A real HTTP/1.1 app server on loopback with scripted routes and request counts."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.port = free_port()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                outer.hits[self.path] += 1
+                outer.requests.append((self.command, self.path, dict(self.headers)))
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                route = outer.routes.get(self.path)
+                if route is None:
+                    body = b"no route\n"
+                    self.send_response(404)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if route.delay:
+                    time.sleep(route.delay)
+                body = route.body() if callable(route.body) else route.body
+                size = route.size if route.size is not None else len(body)
+                self.send_response(route.status)
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
+                if "Content-Length" not in route.headers:
+                    self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                limit = size if route.cut_after is None else route.cut_after
+                pos = 0
+                try:
+                    while pos < limit:
+                        n = min(65536, limit - pos)
+                        chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n)
+                        self.wfile.write(chunk)
+                        pos += n
+                        if route.chunk_delay:
+                            time.sleep(route.chunk_delay)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                if route.cut_after is not None:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Edge:
+    """`mediaedge serve` as a real subprocess on free ports."""
+
+    def __init__(self, workdir: str, *, upstream: str | None = None, args: list[str] | None = None,
+                 env: dict[str, str] | None = None, origin_db: str | None = None,
+                 cache_dir: str | None = None, port: int | None = None, admin_port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.origin_db = origin_db or f"sqlite:///{os.path.join(workdir, 'origin.db')}"
+        self.cache_dir = cache_dir or os.path.join(workdir, "cache")
+        cmd = [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{self.port}",
+               "--admin-listen", f"127.0.0.1:{self.admin_port}", "--cache-dir", self.cache_dir,
+               "--origin-db", self.origin_db]
+        if upstream:
+            cmd += ["--upstream", upstream]
+        cmd += args or []
+        self.cmd = cmd
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.log_path = os.path.join(workdir, f"edge-{self.port}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Edge:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"mediaedge exited {self.proc.returncode}: {self.log()}")
+            requests.get(f"{self.admin}/healthz", timeout=1).raise_for_status()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_until(up, timeout, 0.05, "mediaedge to listen")
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def get(self, path: str, **kw: object) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return requests.get(self.url + path, **kw)  # type: ignore[arg-type]
+
+    def stats(self) -> dict:
+        return requests.get(self.admin + "/stats", timeout=5).json()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def peak_rss_kib(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
