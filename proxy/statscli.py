@@ -1,0 +1,203 @@
+"""`mediaedge stats [--admin URL] [--json] [--watch N]`: a running node's /stats.
+
+The table shows what the dashboard does (hit ratio, byte hit ratio, requests
+by result, bytes by source, origin fetches, cache fill, top missed paths);
+`--json` prints the document as the admin plane sent it; `--watch N` fetches
+again every N seconds until Ctrl-C, in place on a terminal (rich Live) and as
+one JSON document per line with --json. An admin plane that cannot be reached
+is one line on stderr and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from rich import box
+from rich.columns import Columns
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from proxy.dashboard import fmt_bytes, fmt_count, fmt_percent
+from proxy.stats import ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
+
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+TIMEOUT = 5.0
+
+
+class StatsUnavailable(Exception):
+    """The admin plane could not be reached or did not answer a /stats document."""
+
+
+def fetch_stats(admin: str, *, timeout: float = TIMEOUT) -> dict[str, Any]:
+    url = admin.rstrip("/") + "/stats"
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as e:
+        raise StatsUnavailable(f"cannot reach the admin plane at {url}: {_reason(e, timeout)}") from None
+    if response.status_code != 200:
+        raise StatsUnavailable(f"{url} answered {response.status_code} {response.reason}")
+    try:
+        data = response.json()
+    except ValueError:
+        raise StatsUnavailable(f"{url} did not answer JSON") from None
+    if not isinstance(data, dict):
+        raise StatsUnavailable(f"{url} did not answer a stats object")
+    return data
+
+
+def _reason(e: requests.RequestException, timeout: float) -> str:
+    if isinstance(e, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(e, requests.ConnectionError):
+        return "connection refused or host unreachable"
+    return type(e).__name__
+
+
+def _n(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _r(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def render(stats: Mapping[str, Any], *, admin: str = "") -> RenderableType:
+    """The stats document as rich tables."""
+    requests_total = _n(stats.get("requests"))
+    served = stats.get("bytes_served") if isinstance(stats.get("bytes_served"), Mapping) else {}
+    bytes_total = sum(_n(served.get(s)) for s in SOURCES)
+
+    summary = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"mediaedge {escape(admin)}".strip(), title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("hit ratio", fmt_percent(_r(stats.get("hit_ratio"))))
+    summary.add_row("byte hit ratio", fmt_percent(_r(stats.get("byte_hit_ratio"))))
+    summary.add_row("media requests", fmt_count(requests_total))
+    summary.add_row("cache fill", _cache_fill(stats))
+    summary.add_row("invalidations", _invalidations(stats))
+    summary.add_row("since", escape(str(stats.get("since", "-"))))
+
+    by_result = Table("result", "requests", "share", box=box.SIMPLE_HEAD, title="requests by result", title_justify="left")
+    for result in RESULTS:
+        n = _n(stats.get(RESULT_FIELDS[result]))
+        by_result.add_row(result, fmt_count(n), fmt_percent(n / requests_total if requests_total else 0.0))
+    _right(by_result)
+
+    by_source = Table("source", "bytes", "share", box=box.SIMPLE_HEAD, title="bytes by source", title_justify="left")
+    for source in SOURCES:
+        n = _n(served.get(source))
+        by_source.add_row(source, fmt_bytes(n), fmt_percent(n / bytes_total if bytes_total else 0.0))
+    _right(by_source)
+
+    return Group(summary, _side_by_side(by_result, by_source, _origins(stats)), _top_missed(stats))
+
+
+def _side_by_side(*tables: Table) -> Columns:
+    """Next to each other when the terminal is wide enough, else one under another."""
+    return Columns(tables, padding=(0, 4))
+
+
+def _right(table: Table) -> None:
+    table.columns[0].no_wrap = True
+    for column in table.columns[1:]:
+        column.justify = "right"
+        column.no_wrap = True
+
+
+def _cache_fill(stats: Mapping[str, Any]) -> str:
+    used, size, entries = _n(stats.get("cache_bytes")), _n(stats.get("cache_size")), _n(stats.get("entries"))
+    if size:
+        return f"{fmt_bytes(used)} of {fmt_bytes(size)} ({fmt_percent(used / size)}), {fmt_count(entries)} entries"
+    return f"{fmt_bytes(used)}, {fmt_count(entries)} entries"
+
+
+def _invalidations(stats: Mapping[str, Any]) -> str:
+    text = fmt_count(_n(stats.get("invalidations")))
+    seq = stats.get("invalidation_seq")
+    return f"{text} (log seq {seq})" if isinstance(seq, int) and not isinstance(seq, bool) else text
+
+
+def _origins(stats: Mapping[str, Any]) -> Table:
+    outcomes = stats.get("origin_fetch_outcomes")
+    fetches = stats.get("origin_fetches") if isinstance(stats.get("origin_fetches"), Mapping) else {}
+    table = Table("origin", "fetches", *OUTCOMES, box=box.SIMPLE_HEAD, title="origin fetches", title_justify="left")
+    for origin in ORIGINS:
+        detail = outcomes.get(origin) if isinstance(outcomes, Mapping) else None
+        cells = [fmt_count(_n(detail.get(o))) for o in OUTCOMES] if isinstance(detail, Mapping) else ["-"] * len(OUTCOMES)
+        table.add_row(origin, fmt_count(_n(fetches.get(origin))), *cells)
+    table.add_row(Text("coalesced", style="dim"), fmt_count(_n(stats.get("coalesced"))), "", "", "")
+    _right(table)
+    return table
+
+
+def _top_missed(stats: Mapping[str, Any]) -> Table:
+    table = Table("#", "path", "misses", box=box.SIMPLE_HEAD, title="top missed paths", title_justify="left")
+    table.columns[0].justify = table.columns[2].justify = "right"
+    table.columns[1].overflow = "fold"
+    entries = [m for m in stats.get("top_missed") or [] if isinstance(m, Mapping)]
+    for i, m in enumerate(entries, 1):
+        # Paths are client-supplied: print them as text, never as rich markup.
+        table.add_row(str(i), Text(str(m.get("path", ""))), fmt_count(_n(m.get("count"))))
+    if not entries:
+        table.add_row("", Text("no misses yet", style="dim"), "")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    admin = getattr(args, "admin", None) or DEFAULT_ADMIN
+    as_json = bool(getattr(args, "json", False))
+    watch = getattr(args, "watch", None)
+    try:
+        stats = fetch_stats(admin)
+    except StatsUnavailable as e:
+        print(f"mediaedge stats: {e}", file=sys.stderr)
+        return 1
+    try:
+        if watch is None:
+            _print(stats, admin, as_json)
+        elif as_json:
+            _watch_json(stats, admin, watch)
+        else:
+            _watch_table(stats, admin, watch)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _print(stats: Mapping[str, Any], admin: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats, indent=2))
+    else:
+        Console().print(render(stats, admin=admin))
+
+
+def _watch_json(stats: dict[str, Any], admin: str, every: float) -> None:
+    """One JSON document per line; a failed fetch is a line on stderr."""
+    while True:
+        print(json.dumps(stats, separators=(",", ":")), flush=True)
+        while True:
+            time.sleep(every)
+            try:
+                stats = fetch_stats(admin)
+                break
+            except StatsUnavailable as e:
+                print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
+
+
+def _watch_table(stats: dict[str, Any], admin: str, every: float) -> None:
+    with Live(render(stats, admin=admin), auto_refresh=False, screen=False) as live:
+        while True:
+            time.sleep(every)
+            try:
+                stats = fetch_stats(admin)
+                live.update(render(stats, admin=admin), refresh=True)
+            except StatsUnavailable as e:
+                live.update(Group(render(stats, admin=admin), Text(f"(stale) {e}", style="bold red")), refresh=True)
