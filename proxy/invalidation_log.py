@@ -1,0 +1,361 @@
+"""The durable invalidation log: every accepted webhook event, in order, shared by all nodes.
+
+Tables (created when missing, in the state database):
+
+    mediaedge_invalidations (seq  -- increasing primary key, never reused
+                             at   -- unix seconds, float
+                             node -- the node that accepted the event
+                             event -- the event as JSON, see webhook.event_to_json)
+    mediaedge_node_state    (node primary key, last_seq -- the last seq the node applied)
+
+A node appends before answering the webhook, applies `since(cursor)` as entries
+appear and saves its cursor; a node that was down reads everything after its
+saved cursor before it serves from cache again. On PostgreSQL an append also
+sends `NOTIFY mediaedge_invalidations, '<last seq>'` so followers wake at once;
+on SQLite and MySQL they poll.
+
+Blocking code: the caller runs it in a worker thread. Each thread gets its own
+connection (DB-API connections are not thread-safe); a connection that fails is
+discarded and the operation is retried once on a fresh one when that is safe.
+Every failure surfaces as `proxy.dbapi.DatabaseError` with a one-line message.
+
+Ordering (why appends take a lock). Followers read `seq > cursor`, so the log
+must never let a row with a lower seq become visible after a row with a higher
+one: a follower that already moved its cursor past it would skip it for good.
+Sequences and auto-increment counters hand out numbers at INSERT time, not at
+COMMIT, so two concurrent appenders can commit out of order. We therefore
+serialise appenders for the whole transaction:
+
+- SQLite: `BEGIN IMMEDIATE` takes the database's single write lock.
+- PostgreSQL: `pg_advisory_xact_lock`, released by the commit itself, after the
+  commit is visible. An advisory lock rather than `LOCK TABLE`: it does not
+  queue behind autovacuum and does not block readers or other tables' users.
+- MySQL/MariaDB: `GET_LOCK` (a named, session-level lock, released after the
+  commit; the server drops it if the connection dies). `LOCK TABLES` was the
+  alternative, but it commits implicitly and does not mix with transactions.
+
+The cost is one append at a time across the cluster, a few milliseconds each
+(a batch of 1000 events is one append), which the webhook's rate never nears.
+Other writers that bypass this module would break the guarantee.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from proxy.dbapi import Database, DatabaseError
+
+T = TypeVar("T")
+
+CHANNEL = "mediaedge_invalidations"
+LOCK_NAME = "mediaedge_invalidations"  # MySQL GET_LOCK name
+PG_LOCK_KEY = 0x6D65646961656467  # "mediaedg": pg_advisory_xact_lock key
+MYSQL_LOCK_TIMEOUT = 30  # seconds an appender waits for another
+
+_DDL: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TABLE IF NOT EXISTS mediaedge_invalidations ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"  # AUTOINCREMENT: never reuse a seq
+        " at REAL NOT NULL, node TEXT NOT NULL, event TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
+        " node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+    ),
+    "postgresql": (
+        "CREATE TABLE IF NOT EXISTS mediaedge_invalidations ("
+        " seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " at DOUBLE PRECISION NOT NULL, node VARCHAR(255) NOT NULL, event TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
+        " node VARCHAR(255) PRIMARY KEY, last_seq BIGINT NOT NULL)",
+    ),
+    "mysql": (
+        "CREATE TABLE IF NOT EXISTS mediaedge_invalidations ("
+        " seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+        " at DOUBLE NOT NULL, node VARCHAR(255) NOT NULL, event MEDIUMTEXT NOT NULL)"
+        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
+        " node VARCHAR(255) NOT NULL PRIMARY KEY, last_seq BIGINT NOT NULL)"
+        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    ),
+}
+
+_UPSERT_CURSOR = {
+    "sqlite": "INSERT INTO mediaedge_node_state (node, last_seq) VALUES (?, ?)"
+    " ON CONFLICT (node) DO UPDATE SET last_seq = excluded.last_seq",
+    "postgresql": "INSERT INTO mediaedge_node_state (node, last_seq) VALUES (?, ?)"
+    " ON CONFLICT (node) DO UPDATE SET last_seq = excluded.last_seq",
+    "mysql": "INSERT INTO mediaedge_node_state (node, last_seq) VALUES (?, ?)"
+    " ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq)",
+}
+
+
+class LogEntry(NamedTuple):
+    seq: int
+    at: float
+    node: str
+    event: dict[str, Any]
+
+
+class InvalidationLog:
+    """The shared, ordered log of invalidation events, and each node's cursor into it."""
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+        self.dialect = self._db.dialect
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards _conns and _closed
+        self._conns: list[Any] = []
+        self._closed = False
+        self._listen_lock = threading.Lock()
+        self._listener: Any = None
+        self._run(self._create_tables)
+
+    # --- the API ---------------------------------------------------------
+
+    def append(self, events: list[dict[str, Any]], *, node: str, at: float) -> list[int]:
+        """Store `events` in one transaction; their seqs, in order."""
+        if not events:
+            return []
+        rows = [(at, node, json.dumps(e, separators=(",", ":"), sort_keys=True)) for e in events]
+        return self._run(lambda conn: self._append(conn, rows), phase_safe=True)
+
+    def since(self, seq: int, *, limit: int = 10000) -> list[LogEntry]:
+        """Entries with a seq above `seq`, ascending, at most `limit`."""
+        q = "SELECT seq, at, node, event FROM mediaedge_invalidations WHERE seq > ? ORDER BY seq LIMIT ?"
+        rows = self._run(lambda conn: self._read(conn, q, (int(seq), int(limit))))
+        return [LogEntry(int(s), float(a), str(n), _decode(e)) for s, a, n, e in rows]
+
+    def latest_seq(self) -> int:
+        """The highest seq in the log; 0 when it is empty."""
+        rows = self._run(lambda conn: self._read(conn, "SELECT MAX(seq) FROM mediaedge_invalidations", ()))
+        return int(rows[0][0] or 0)
+
+    def load_cursor(self, node: str) -> int:
+        """The last seq `node` saved as applied; 0 when it never did."""
+        q = "SELECT last_seq FROM mediaedge_node_state WHERE node = ?"
+        rows = self._run(lambda conn: self._read(conn, q, (node,)))
+        return int(rows[0][0]) if rows else 0
+
+    def save_cursor(self, node: str, seq: int) -> None:
+        """Record that `node` has applied every entry up to `seq`."""
+        q = self._db.sql(_UPSERT_CURSOR[self.dialect])
+
+        def work(conn: Any) -> None:
+            cur = conn.cursor()
+            cur.execute(q, (node, int(seq)))
+            conn.commit()
+
+        self._run(work)
+
+    def wait_for_notify(self, timeout: float) -> bool:
+        """PostgreSQL: block up to `timeout` s for an append's NOTIFY; True when one came.
+
+        The first call opens a dedicated connection and LISTENs; notifications
+        that arrive between calls wait on it, so none is lost after that.
+        Callers read `since()` after every return anyway. Other databases have no
+        notifications: False at once, and the caller polls on its own clock.
+        """
+        if self.dialect != "postgresql":
+            return False
+        with self._listen_lock:
+            self._check_open()
+            try:
+                if self._listener is None:
+                    conn = self._db.connect()
+                    conn.autocommit = True
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listener = conn
+                got = False
+                for _ in self._listener.notifies(timeout=max(0.0, timeout), stop_after=1):
+                    got = True
+                if got:  # drain the rest so one burst of appends wakes the caller once
+                    for _ in self._listener.notifies(timeout=0.001):
+                        pass
+                return got
+            except DatabaseError:
+                raise
+            except Exception as e:
+                _close_quietly(self._listener)
+                self._listener = None
+                raise DatabaseError(f"invalidation log: listening failed: {_one_line(e)}") from e
+
+    def close(self) -> None:
+        """Close every connection, the other threads' too. The log cannot be used after."""
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            _close_quietly(conn)
+        with self._listen_lock:
+            _close_quietly(self._listener)
+            self._listener = None
+
+    # --- statements --------------------------------------------------------
+
+    def _create_tables(self, conn: Any) -> None:
+        cur = conn.cursor()
+        if self.dialect == "postgresql":
+            # Two nodes starting together race on CREATE TABLE IF NOT EXISTS
+            # (a unique violation in pg_type); the lock makes the second wait.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+        for statement in _DDL[self.dialect]:
+            cur.execute(statement)
+        conn.commit()
+
+    def _read(self, conn: Any, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur = conn.cursor()
+        cur.execute(self._db.sql(query), params)
+        rows = list(cur.fetchall())
+        conn.commit()  # end the snapshot: MySQL's REPEATABLE READ would otherwise keep it
+        return rows
+
+    def _append(self, conn: Any, rows: list[tuple[float, str, str]]) -> list[int]:
+        """Insert under the append lock (module docstring) and read back our seqs.
+
+        Under the lock, every seq above the MAX read first is ours; reading them
+        back works on every driver, where lastrowid after a multi-row insert
+        does not (pymysql splits long batches, sqlite3 leaves it unset).
+        """
+        sql = self._db.sql
+        cur = conn.cursor()
+        if self.dialect == "mysql":
+            cur.execute("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, MYSQL_LOCK_TIMEOUT))
+            if cur.fetchone()[0] != 1:
+                conn.rollback()
+                raise DatabaseError("invalidation log: timed out waiting for another node's append")
+            conn.commit()  # start the transaction (and its snapshot) after the lock
+        try:
+            if self.dialect == "sqlite":
+                cur.execute("BEGIN IMMEDIATE")
+            elif self.dialect == "postgresql":
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+            cur.execute("SELECT MAX(seq) FROM mediaedge_invalidations")
+            before = int(cur.fetchone()[0] or 0)
+            cur.executemany(sql("INSERT INTO mediaedge_invalidations (at, node, event) VALUES (?, ?, ?)"), rows)
+            cur.execute(sql("SELECT seq FROM mediaedge_invalidations WHERE seq > ? ORDER BY seq"), (before,))
+            seqs = [int(r[0]) for r in cur.fetchall()]
+            if len(seqs) != len(rows):
+                raise DatabaseError(
+                    f"invalidation log: wrote {len(rows)} entries but found {len(seqs)};"
+                    " is another program writing mediaedge_invalidations?"
+                )
+            if self.dialect == "postgresql":
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
+            self._local.committing = True  # from here on a retry could append twice
+            conn.commit()
+            return seqs
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        finally:
+            if self.dialect == "mysql":
+                _release_mysql_lock(conn)
+
+    # --- connections -----------------------------------------------------------
+
+    def _run(self, work: Callable[[Any], T], *, phase_safe: bool = False) -> T:
+        """`work(conn)` on this thread's connection; one retry on a fresh one after a failure.
+
+        Driver errors are translated here, once. Retrying is safe for reads,
+        the cursor upsert and the table creation. An append is retried only
+        when it failed before its COMMIT was sent (`phase_safe`): after that we
+        cannot know whether it landed. SQLite is not retried: its errors are
+        not dropped connections (a lock timeout already waited 30 s).
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            self._local.committing = False
+            try:
+                return work(conn)
+            except DatabaseError:
+                raise
+            except Exception as e:
+                self._discard(conn)
+                retry = (
+                    attempt == 1
+                    and self.dialect != "sqlite"
+                    and (not phase_safe or not self._local.committing)
+                    and _is_connection_error(e)
+                )
+                if not retry:
+                    raise DatabaseError(f"invalidation log ({self._db.url.redacted()}): {_one_line(e)}") from e
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Any:
+        self._check_open()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._db.connect()
+            if self.dialect == "sqlite":
+                conn.isolation_level = None  # we issue BEGIN IMMEDIATE ourselves
+            with self._lock:
+                self._conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _discard(self, conn: Any) -> None:
+        self._local.conn = None
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        _close_quietly(conn)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseError("invalidation log is closed")
+
+
+def _decode(text: Any) -> dict[str, Any]:
+    """The stored event; a damaged row becomes an object no event parser accepts."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "replace")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"invalid": str(text)[:200]}
+
+
+def _is_connection_error(e: Exception) -> bool:
+    """A dropped or unusable connection (or a deadlock): worth one retry on a new one."""
+    kinds: list[type[BaseException]] = [OSError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        kinds += [psycopg.OperationalError, psycopg.InterfaceError]
+    pymysql = sys.modules.get("pymysql")
+    if pymysql is not None:
+        kinds += [pymysql.err.OperationalError, pymysql.err.InterfaceError]
+    return isinstance(e, tuple(kinds))
+
+
+def _release_mysql_lock(conn: Any) -> None:
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK_NAME,))
+        cur.fetchall()
+        conn.commit()
+    except Exception:  # a dead connection has released it already
+        pass
+
+
+def _rollback_quietly(conn: Any) -> None:
+    try:
+        conn.rollback()
+    except Exception:
+        pass
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
