@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from proxy.fill import Fill, FillFailed, FillHead
 from proxy.headers import Headers
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
+from proxy.policy.cachecontrol import delta_seconds
 from proxy.policy.cachestatus import cache_status
 from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
@@ -146,8 +149,8 @@ class Engine:
 
     def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
         age = current_age(
-            date=parse_http_date(meta.headers.get("date")),
-            age_header=_float_or_none(meta.headers.get("age")),
+            date=parse_http_date(_first(meta.headers, "date")),
+            age_header=delta_seconds(_first(meta.headers, "age")),
             request_time=meta.request_time,
             response_time=meta.response_time,
             now=now,
@@ -155,7 +158,10 @@ class Engine:
         if meta.negative:
             fresh = Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
             return ("fresh" if age < fresh.lifetime else "expired"), age, fresh
-        fresh = freshness(meta.headers, default_ttl=self.config.default_ttl, response_time=meta.response_time)
+        # A database row says nothing about freshness; the Last-Modified we derive from
+        # its updated_at must not turn into a (short) heuristic lifetime: --default-ttl.
+        headers = meta.headers.without("last-modified") if meta.source == "db" else meta.headers
+        fresh = freshness(headers, default_ttl=self.config.default_ttl, response_time=meta.response_time)
         return classify(age, fresh, grace=self.config.grace), age, fresh
 
     # ---------------------------------------------------------------- hits
@@ -191,7 +197,18 @@ class Engine:
 
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
-        flight, joined = self._flight_for(req)
+        flight, joined, handle = self._flight_for(req)
+        try:
+            return await self._reply_from_flight(req, stale, now, flight, joined, handle)
+        finally:
+            handle.close()  # the streaming job holds its own dup
+
+    async def _reply_from_flight(
+        self, req: MediaRequest, stale: Entry | None, now: float, flight: _Flight, joined: bool, handle: BinaryIO
+    ) -> Reply:
+        # Joining a fill whose body is already complete and checked is reading the
+        # entry being committed: report it as the hit it is about to be.
+        complete = joined and flight.fill.done and flight.fill.error is None
         try:
             head = await flight.fill.head
         except FillFailed as e:
@@ -202,17 +219,19 @@ class Engine:
             return _error_reply(req.target, status, str(e))
         if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
             # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
-            flight, joined = self._flight_for(req, alone=True), False
+            alone, _, own = self._flight_for(req, alone=True)
             try:
-                head = await flight.fill.head
-            except FillFailed as e:
-                return _error_reply(req.target, e.status, str(e))
-        if joined and self.stats is not None:
+                return await self._reply_from_flight(req, stale, now, alone, False, own)
+            finally:
+                own.close()
+        if joined and not complete and self.stats is not None:
             self.stats.coalesced()  # type: ignore[attr-defined]
         fwd = "miss" if head.storable or head.negative else "bypass"
         status_text = cache_status(
             fwd=fwd, fwd_status=head.status, stored=head.storable, collapsed=joined, detail=head.source
         )
+        if complete and head.storable:
+            status_text, fwd = cache_status(hit=True), "hit"
         plan = plan_response(
             method=req.method,
             request_headers=req.headers,
@@ -224,36 +243,42 @@ class Engine:
             cache_status=status_text,
             age=None,
         )
-        result = "miss" if fwd == "miss" else "pass"
-        reply = Reply(plan.status, plan.headers, result=result, source=head.source, target=req.target)
+        result = {"miss": "miss", "hit": "hit"}.get(fwd, "pass")
+        source = "cache" if fwd == "hit" else head.source
+        reply = Reply(plan.status, plan.headers, result=result, source=source, target=req.target)
         if plan.window is not None:
             start, end = plan.window
+            mine = os.fdopen(os.dup(handle.fileno()), "rb", buffering=0)
             if head.negative or (head.length is not None and head.length <= SMALL_BODY and flight.fill.done):
-                reply.body = await _collect(flight.fill.reader(start, end))
+                reply.body = await _collect(flight.fill.reader(mine, start, end))
             else:
-                reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(start, end)))
+                reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
 
-    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool] | _Flight:
-        """Join the running fill for this target, or start one (coalescing)."""
+    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool, BinaryIO]:
+        """Join the running fill for this target, or start one (coalescing).
+
+        Returns the flight, whether it was joined, and this reader's own spool handle
+        (taken now, while the fill's descriptor is certainly open)."""
         private = "authorization" in req.headers or "cookie" in req.headers
         if not alone and not private:
             flight = self._flights.get(req.target)
             if flight is not None:
-                return flight, True
+                return flight, True, flight.fill.open_handle()
         fill = Fill(req.target, self.store.new_temp_path())
         flight = _Flight(fill, req.headers)
         if not alone and not private:
             self._flights[req.target] = flight
+        handle = fill.open_handle()
         flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
-        return flight if alone else (flight, False)
+        return flight, False, handle
 
     def _start_refresh(self, req: MediaRequest) -> None:
         """stale-while-revalidate / soft purge: one background fetch per target."""
         if req.target in self._flights:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
-        self._flight_for(bg)
+        self._flight_for(bg)[2].close()
 
     # ---------------------------------------------------------------- the fetch
     async def _run_fill(self, flight: _Flight, req: MediaRequest) -> None:
@@ -269,6 +294,7 @@ class Engine:
             log.exception("fill for %s failed", req.target)
             fill.fail(f"internal error: {type(e).__name__}", 502)
         finally:
+            fill.settled.set()
             if self._flights.get(req.target) is flight:
                 del self._flights[req.target]
             fill.close()
@@ -314,6 +340,7 @@ class Engine:
             storable = False
         tags = _surrogate_keys(resp.headers)
         vary = vary_names(resp.headers) or ()
+        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
         chunks = resp.chunks()
         head_sent = False
         if revision is None and length is not None and length <= HASH_BEFORE_HEAD:
@@ -326,6 +353,7 @@ class Engine:
         head = FillHead(resp.status, headers, "upstream", revision, length,
                         shareable=policy.storable and resp.status == 200, storable=storable,
                         not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else ""))
+        fill.length = length
         fill.head.set_result(head)
         head_sent = True
         try:
@@ -346,6 +374,7 @@ class Engine:
                 target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
                 sha256=sha, request_time=request_time, response_time=self.clock(), source="upstream",
                 vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
+                key_revision=explicit or "",
             )
             await asyncio.to_thread(self._install, fill, meta)
 
@@ -383,6 +412,7 @@ class Engine:
         self._count_fetch("db", "ok")
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size <= self.config.max_object_size and (published is None or obj.revision == published)
+        fill.length = obj.size
         fill.head.set_result(FillHead(200, headers, "db", obj.revision, obj.size, shareable=True, storable=storable))
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._copy_db_blob, obj, fill, loop)
@@ -393,6 +423,7 @@ class Engine:
             meta = EntryMeta(
                 target=req.target, revision=obj.revision, status=200, headers=headers, size=obj.size,
                 sha256=sha, request_time=request_time, response_time=self.clock(), source="db", tags=obj.tags,
+                key_revision=obj.revision,
             )
             await asyncio.to_thread(self._install, fill, meta)
 
@@ -429,8 +460,8 @@ class Engine:
             try:
                 self.store.commit(fill.temp_path, meta)
                 old = self.store.get_pointer(meta.target)
-                self.store.set_pointer(meta.target, Pointer(meta.revision, meta.vary))
-                if old is not None and old.revision != meta.revision:
+                self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
+                if old is not None and old.revision != meta.key_revision:
                     # readers of the old revision keep their open files to the end
                     self.store.delete_revision(meta.target, old.revision)
             except OSError as e:
@@ -539,11 +570,9 @@ def _db_headers(obj: DbObject, revision_header: str) -> Headers:
     return Headers(pairs)
 
 
-def _float_or_none(v: str | None) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except ValueError:
-        return None
+def _first(headers: Headers, name: str) -> str | None:
+    values = headers.get_all(name)
+    return values[0] if values else None
 
 
 def _unlink_quiet(path: str) -> None:

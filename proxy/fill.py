@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 from dataclasses import dataclass
 
 from proxy.headers import Headers
@@ -60,6 +61,11 @@ class Fill:
         self._hash = hashlib.sha256()
         self._progress = asyncio.Event()
         self.invalidated = False  # an invalidation arrived meanwhile: never commit
+        self.length: int | None = None  # the body's announced length, once the head is known
+        # Set once the fill is committed (or will not be): a reader holds back the body's
+        # last bytes until then, so a client that got a whole response and asks again
+        # finds the entry (no race between "client done" and "entry stored").
+        self.settled = asyncio.Event()
 
     # -- writer side (the engine's fetch task) --------------------------------------
     def write_blocking(self, chunk: bytes) -> None:
@@ -84,6 +90,7 @@ class Fill:
     def fail(self, reason: str, status: int = 502) -> None:
         self._close_writer()
         self.error = reason
+        self.settled.set()
         if not self.head.done():
             self.head.set_exception(FillFailed(reason, status))
             self.head.exception()  # mark retrieved: nobody may be waiting
@@ -107,15 +114,17 @@ class Fill:
             self.rfd = -1
 
     # -- reader side ----------------------------------------------------------------
-    def reader(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def open_handle(self) -> BinaryIO:
+        """A reader's own handle on the spool, taken when it joins (a dup of the fill's),
+        so the temp file may be renamed, unlinked or closed by the fill meanwhile."""
+        return os.fdopen(os.dup(self.rfd), "rb", buffering=0)
+
+    def reader(self, handle: BinaryIO, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes [start, end) as they are written; raises FillFailed if the fill fails.
 
-        The read handle is taken now (a dup of the fill's), not when iteration starts,
-        so the temp file may be renamed or unlinked meanwhile. `end` None means "to
-        the end of the body, whenever that is".
+        `end` None means "to the end of the body, whenever that is". Closes `handle`.
         """
-        f = os.fdopen(os.dup(self.rfd), "rb", buffering=0)  # closed by GC if never iterated
-        return self._iter(f, start, end)
+        return self._iter(handle, start, end)
 
     async def _iter(self, f: object, start: int, end: int | None) -> AsyncIterator[bytes]:
         fd = f.fileno()  # type: ignore[attr-defined]
@@ -134,11 +143,17 @@ class Fill:
                     if not chunk:
                         raise FillFailed("spool file shrank")
                     pos += len(chunk)
+                    total = self.written if self.done else self.length
+                    if total is not None and pos >= total:
+                        await self.settled.wait()
+                        if self.error is not None:
+                            raise FillFailed(self.error)
                     yield chunk
                     continue
                 if self.done:
                     if end is not None and pos < end:
                         raise FillFailed("body shorter than announced")
+                    await self.settled.wait()
                     return
                 await self._progress.wait()
         finally:

@@ -9,7 +9,7 @@ and rename the file into diskcache" (no copy, no rewrite).
 Keys (one diskcache row each, text keys, `\\x1f`-separated so every key of a target
 sorts together and a prefix purge is one range scan):
   - `p\\x1f<target>`: the target's pointer (current revision, Vary names, published revision)
-  - `v\\x1f<target>\\x1f<revision>\\x1f<vary values>`: one stored response
+  - `v\\x1f<target>\\x1f<key revision>\\x1f<vary values>`: one stored response
 
 All methods block (SQLite and file I/O): the engine calls them off the event loop.
 """
@@ -105,6 +105,10 @@ class EntryMeta:
     tags: tuple[str, ...] = ()
     negative: bool = False
     soft_stale: bool = False  # soft purge: served stale while one refetch runs
+    # The revision in the key: the origin's X-Media-Revision (a resource's version, shared
+    # by its Vary variants), or "" when the origin gave none and `revision` was derived
+    # per representation (ETag or body hash) — then variants must not displace each other.
+    key_revision: str = ""
 
     def to_json(self) -> bytes:
         d = {
@@ -122,6 +126,7 @@ class EntryMeta:
             "tags": list(self.tags),
             "negative": self.negative,
             "soft_stale": self.soft_stale,
+            "key_revision": self.key_revision,
         }
         return json.dumps(d, separators=(",", ":")).encode()
 
@@ -143,6 +148,7 @@ class EntryMeta:
             tags=tuple(d.get("tags", ())),
             negative=bool(d.get("negative", False)),
             soft_stale=bool(d.get("soft_stale", False)),
+            key_revision=str(d.get("key_revision", "")),
         )
 
 
@@ -321,7 +327,7 @@ class CacheStore:
 
     def commit(self, temp_path: str, meta: EntryMeta) -> None:
         """Append the trailer to a finished temp file and make it the entry (atomic)."""
-        key = entry_key(meta.target, meta.revision, meta.vary_values)
+        key = entry_key(meta.target, meta.key_revision, meta.vary_values)
         with open(temp_path, "ab") as f:
             f.write(encode_trailer(meta))
             size = f.tell()

@@ -1,0 +1,64 @@
+"""Large media: a several-hundred-MB object streams through a miss and a hit with bounded memory."""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+import requests
+
+from tests.edge import Edge, Route, Upstream, synthetic_sha
+
+SIZE = 400 * 1024 * 1024
+LIMIT_KIB = 100 * 1024  # peak RSS may grow by at most 100 MiB
+
+
+def fetch_hash(url: str, headers: dict[str, str] | None = None) -> tuple[str, int, requests.Response, float]:
+    h = hashlib.sha256()
+    n = 0
+    t0 = time.perf_counter()
+    with requests.get(url, stream=True, timeout=120, headers=headers or {}) as r:
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n, r, time.perf_counter() - t0
+
+
+@pytest.mark.full
+def test_large_object_miss_and_hit_stream_with_bounded_memory(tmp_path, record_property):
+    upstream = Upstream()
+    upstream.routes["/media/video.mp4"] = Route(size=SIZE, headers={"Content-Type": "video/mp4",
+                                                                     "X-Media-Revision": "v1"})
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--cache-size", "2GiB", "--max-object-size", "1GiB"]).start()
+    try:
+        expected = synthetic_sha(SIZE)
+        edge.get("/media/warmup.jpg")  # import paths, first allocations
+        base = edge.peak_rss_kib()
+
+        digest, n, r, t_miss = fetch_hash(edge.url + "/media/video.mp4")
+        assert (digest, n) == (expected, SIZE)
+        assert "fwd=miss" in r.headers["Cache-Status"] and "stored" in r.headers["Cache-Status"]
+        after_miss = edge.peak_rss_kib()
+
+        digest, n, r, t_hit = fetch_hash(edge.url + "/media/video.mp4")
+        assert (digest, n) == (expected, SIZE)
+        assert r.headers["Cache-Status"].startswith("mediaedge; hit")
+        after_hit = edge.peak_rss_kib()
+
+        # a range from deep inside the object, from cache
+        with requests.get(edge.url + "/media/video.mp4", headers={"Range": "bytes=300000000-300000099"},
+                          timeout=30) as rr:
+            assert rr.status_code == 206 and len(rr.content) == 100
+        assert upstream.hits["/media/video.mp4"] == 1
+        growth_miss = after_miss - base
+        growth_hit = after_hit - base
+        record_property("peak_rss_growth_miss_kib", growth_miss)
+        record_property("peak_rss_growth_hit_kib", growth_hit)
+        print(f"\nlarge object {SIZE >> 20} MiB: base peak RSS {base >> 10} MiB, "
+              f"miss +{growth_miss >> 10} MiB ({SIZE / t_miss / 1e6:.0f} MB/s), "
+              f"hit +{growth_hit >> 10} MiB ({SIZE / t_hit / 1e6:.0f} MB/s)")
+        assert growth_miss < LIMIT_KIB, f"miss grew peak RSS by {growth_miss} KiB"
+        assert growth_hit < LIMIT_KIB, f"hit grew peak RSS by {growth_hit} KiB"
+    finally:
+        edge.stop()
+        upstream.close()
