@@ -200,7 +200,7 @@ def _add_publish(commands: argparse._SubParsersAction) -> None:
     _add_secret(p)
     p.add_argument(
         "--prewarm", action="store_true",
-        help="after publishing, request each PATH once through the data plane to fill the cache",
+        help='mark each publish event "prewarm": the edge fetches the new revision in the background so the first visitor gets a hit',
     )
     _add_config(p)
     p.set_defaults(handler=_publish)

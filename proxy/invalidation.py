@@ -80,6 +80,10 @@ class Invalidator:
                 applied = entry.seq
                 count += 1
             await asyncio.to_thread(self.store.set_applied_seq, applied)
+            try:  # progress visible to operators in mediaedge_node_state; the cache's own copy rules
+                await asyncio.to_thread(self.log.save_cursor, self.node, applied)
+            except Exception as e:  # noqa: BLE001
+                log.debug("could not record cursor: %s", e)
         self.latest_seq = max(self.latest_seq, applied)
         return count
 

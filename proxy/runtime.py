@@ -163,7 +163,7 @@ class Runtime:
             body=req.body,
             now=time.time(),
         )
-        events = parse_events(req.body)
+        events = await asyncio.to_thread(parse_events, req.body)  # up to 1 MiB of paths: CPU work
         try:
             accepted, seq = await self.invalidator.accept(events)
         except DatabaseError as e:

@@ -56,26 +56,27 @@ class Route:
     chunk_delay: float = 0.0  # between 64 KiB chunks
     cut_after: int | None = None  # send only this many body bytes, then close
     size: int | None = None  # synthetic body of this many bytes (deterministic), streamed
+    seed: int = 0  # which synthetic body
 
 
-def synthetic_chunk(offset: int, n: int) -> bytes:
-    """Deterministic bytes for large synthetic bodies, generated on the fly."""
-    block = hashlib.sha256(str(offset // 4096).encode()).digest() * 128  # 4096 bytes
+def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
+    """Deterministic bytes for large synthetic bodies, generated on the fly (seed: a revision)."""
+    def block(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}:{i}".encode()).digest() * 128  # 4096 bytes
+
     start = offset % 4096
-    out = bytearray()
+    out = bytearray(block(offset // 4096)[start:])
     while len(out) < n:
-        out += block[start:]
-        start = 0
-        block = hashlib.sha256(str((offset + len(out)) // 4096).encode()).digest() * 128
+        out += block((offset + len(out)) // 4096)
     return bytes(out[:n])
 
 
-def synthetic_sha(size: int) -> str:
+def synthetic_sha(size: int, seed: int = 0) -> str:
     h = hashlib.sha256()
     pos = 0
     while pos < size:
         n = min(1 << 20, size - pos)
-        h.update(synthetic_chunk(pos, n))
+        h.update(synthetic_chunk(pos, n, seed))
         pos += n
     return h.hexdigest()
 
@@ -127,7 +128,7 @@ class Upstream:
                 try:
                     while pos < limit:
                         n = min(65536, limit - pos)
-                        chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n)
+                        chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n, route.seed)
                         self.wfile.write(chunk)
                         pos += n
                         if route.chunk_delay:

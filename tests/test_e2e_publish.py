@@ -1,0 +1,249 @@
+"""Publish webhooks end to end: real nodes sharing a database, real upstream, real clients."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from proxy.webhook import signed_headers
+from tests.edge import Edge, Route, Upstream, sha, synthetic_sha, wait_until
+
+SECRET = "s3cret-for-tests"
+
+
+def publish(edge: Edge, events: list[dict], *, secret: str = SECRET, now: float | None = None,
+            body: bytes | None = None) -> requests.Response:
+    raw = body if body is not None else json.dumps({"events": events}).encode()
+    headers = signed_headers(secret, raw, time.time() if now is None else now)
+    headers["Content-Type"] = "application/json"
+    return requests.post(edge.admin + "/publish", data=raw, headers=headers, timeout=10)
+
+
+def status_of(r: requests.Response) -> str:
+    return r.headers.get("Cache-Status", "")
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def node(tmp_path, upstream):
+    e = Edge(str(tmp_path), upstream=upstream.url, args=["--webhook-secret", SECRET, "--node-id", "a"]).start()
+    yield e
+    e.stop()
+
+
+def test_publish_new_revision_replaces_old(node, upstream):
+    upstream.routes["/media/p.jpg"] = Route(body=b"one", headers={"X-Media-Revision": "r1"})
+    assert node.get("/media/p.jpg").content == b"one"
+    assert status_of(node.get("/media/p.jpg")).startswith("mediaedge; hit")
+    upstream.routes["/media/p.jpg"] = Route(body=b"two", headers={"X-Media-Revision": "r2"})
+    r = publish(node, [{"type": "publish", "path": "/media/p.jpg", "revision": "r2"}])
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 1 and r.json()["seq"] >= 1
+    r = node.get("/media/p.jpg")
+    assert r.content == b"two" and r.headers["X-Media-Revision"] == "r2"
+    assert "fwd=miss" in status_of(r)
+
+
+@pytest.mark.parametrize("case", ["no-signature", "bad-signature", "old-timestamp", "too-large", "not-json",
+                                  "bad-schema"])
+def test_refusals_change_nothing(node, upstream, case):
+    upstream.routes["/media/k.jpg"] = Route(body=b"keep", headers={"X-Media-Revision": "k1"})
+    node.get("/media/k.jpg")
+    event = [{"type": "delete", "path": "/media/k.jpg"}]
+    if case == "no-signature":
+        r = requests.post(node.admin + "/publish", data=json.dumps({"events": event}), timeout=10)
+        expected = 401
+    elif case == "bad-signature":
+        r = publish(node, event, secret="wrong")
+        expected = 401
+    elif case == "old-timestamp":
+        r = publish(node, event, now=time.time() - 301)
+        expected = 401
+    elif case == "too-large":
+        r = publish(node, event, body=b'{"events": [' + b" " * (1 << 20) + b"]}")
+        expected = 413
+    elif case == "not-json":
+        r = publish(node, event, body=b"{nope")
+        expected = 400
+    else:
+        r = publish(node, [{"type": "delete"}])
+        expected = 400
+    assert r.status_code == expected, r.text
+    assert "error" in r.json()
+    hit = node.get("/media/k.jpg")
+    assert status_of(hit).startswith("mediaedge; hit") and hit.content == b"keep"
+
+
+def test_no_secret_refuses_with_503(tmp_path, upstream):
+    e = Edge(str(tmp_path), upstream=upstream.url).start()
+    try:
+        r = publish(e, [{"type": "delete", "path": "/media/x.jpg"}])
+        assert r.status_code == 503 and "error" in r.json()
+    finally:
+        e.stop()
+
+
+def test_purge_by_prefix_tag_and_soft(node, upstream):
+    for name, tags in [("a", "red shoes"), ("b", "blue"), ("c", "red")]:
+        upstream.routes[f"/media/cat/{name}.jpg"] = Route(body=name.encode(), headers={"Surrogate-Key": tags})
+    upstream.routes["/media/other/z.jpg"] = Route(body=b"z")
+    for p in ["/media/cat/a.jpg", "/media/cat/b.jpg", "/media/cat/c.jpg", "/media/other/z.jpg"]:
+        node.get(p)
+    assert publish(node, [{"type": "purge", "tag": "red"}]).status_code == 200
+    assert "fwd=miss" in status_of(node.get("/media/cat/a.jpg"))
+    assert "fwd=miss" in status_of(node.get("/media/cat/c.jpg"))
+    assert status_of(node.get("/media/cat/b.jpg")).startswith("mediaedge; hit")
+    assert publish(node, [{"type": "purge", "prefix": "/media/cat/"}]).status_code == 200
+    assert "fwd=miss" in status_of(node.get("/media/cat/b.jpg"))
+    assert status_of(node.get("/media/other/z.jpg")).startswith("mediaedge; hit")
+    # soft purge: served stale while one refetch runs, then fresh again
+    before = upstream.hits["/media/other/z.jpg"]
+    assert publish(node, [{"type": "purge", "path": "/media/other/z.jpg", "soft": True}]).status_code == 200
+    r = node.get("/media/other/z.jpg")
+    assert r.content == b"z" and "ttl=-" in status_of(r)
+    wait_until(lambda: upstream.hits["/media/other/z.jpg"] == before + 1, 5, what="one background refetch")
+    wait_until(lambda: "ttl=-" not in status_of(node.get("/media/other/z.jpg")), 5, what="fresh again")
+    assert upstream.hits["/media/other/z.jpg"] == before + 1
+
+
+def test_loopback_purge_method_on_data_plane(node, upstream):
+    upstream.routes["/media/v.jpg"] = Route(body=b"v")
+    node.get("/media/v.jpg")
+    r = requests.request("PURGE", node.url + "/media/v.jpg", timeout=10)
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    assert "fwd=miss" in status_of(node.get("/media/v.jpg"))
+
+
+def test_published_revision_wins_over_lagging_upstream(tmp_path, upstream):
+    from proxy.origins.db import DatabaseOrigin
+
+    db_url = f"sqlite:///{tmp_path}/origin.db"
+    origin = DatabaseOrigin(db_url)
+    fresh = b"fresh from the database"
+    import io
+
+    origin.put("/media/lag.jpg", io.BytesIO(fresh), size=len(fresh), sha256=sha(fresh), revision="r2",
+               content_type="image/jpeg")
+    origin.close()
+    upstream.routes["/media/lag.jpg"] = Route(body=b"stale app copy", headers={"X-Media-Revision": "r1"})
+    e = Edge(str(tmp_path), upstream=upstream.url, origin_db=db_url, args=["--webhook-secret", SECRET]).start()
+    try:
+        assert e.get("/media/lag.jpg").content == b"stale app copy"
+        assert publish(e, [{"type": "publish", "path": "/media/lag.jpg", "revision": "r2"}]).status_code == 200
+        for _ in range(2):
+            r = e.get("/media/lag.jpg")
+            assert r.content == fresh and r.headers["X-Media-Revision"] == "r2"
+        assert status_of(r).startswith("mediaedge; hit")  # the database's r2 was stored as current
+    finally:
+        e.stop()
+
+
+def _two_nodes(tmp_path, upstream, state_db: str | None = None):
+    db = state_db or f"sqlite:///{tmp_path}/shared.db"
+    nodes = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        nodes.append(Edge(str(d), upstream=upstream.url, origin_db=db,
+                          args=["--webhook-secret", SECRET, "--node-id", name]).start())
+    return nodes
+
+
+def test_every_node_applies_within_a_second_and_a_down_node_catches_up(tmp_path, upstream):
+    upstream.routes["/media/n.jpg"] = Route(body=b"old", headers={"X-Media-Revision": "o"})
+    a, b = _two_nodes(tmp_path, upstream)
+    try:
+        for n in (a, b):
+            n.get("/media/n.jpg")
+            assert status_of(n.get("/media/n.jpg")).startswith("mediaedge; hit")
+        upstream.routes["/media/n.jpg"] = Route(body=b"new", headers={"X-Media-Revision": "n"})
+        t0 = time.monotonic()
+        assert publish(a, [{"type": "publish", "path": "/media/n.jpg", "revision": "n"}]).status_code == 200
+        assert a.get("/media/n.jpg").content == b"new"
+        wait_until(lambda: b.get("/media/n.jpg").content == b"new", 2.0, 0.01, "node b to follow")
+        assert time.monotonic() - t0 < 1.5
+        # node b goes down hard; a delete is published meanwhile; b must not serve its entry after restart
+        assert status_of(b.get("/media/n.jpg")).startswith("mediaedge; hit")
+        b.kill9()
+        upstream.routes["/media/n.jpg"] = Route(body=b"newest", headers={"X-Media-Revision": "z"})
+        assert publish(a, [{"type": "delete", "path": "/media/n.jpg"}]).status_code == 200
+        b.start()
+        r = b.get("/media/n.jpg")
+        assert r.content == b"newest" and "fwd=miss" in status_of(r)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _slow_reader(url: str, out: dict, gate: threading.Event, first: int = 1 << 20) -> None:
+    h = hashlib.sha256()
+    n = 0
+    try:
+        with requests.get(url, stream=True, timeout=60) as r:
+            out["status"] = r.status_code
+            out["revision"] = r.headers.get("X-Media-Revision")
+            it = r.iter_content(64 * 1024)
+            for chunk in it:
+                h.update(chunk)
+                n += len(chunk)
+                if n >= first and not gate.is_set():
+                    out["started"] = True
+                    gate.wait(30)
+        out["complete"] = True
+    except Exception as e:  # noqa: BLE001
+        out["error"] = repr(e)
+    out["sha"] = h.hexdigest()
+    out["bytes"] = n
+
+
+SIZE = 24 * 1024 * 1024
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["from-cache", "while-filling"])
+def test_download_running_across_a_publish_keeps_its_revision(node, upstream, cached):
+    upstream.routes["/media/big.mp4"] = Route(size=SIZE, seed=1, headers={"X-Media-Revision": "v1"},
+                                              chunk_delay=0 if cached else 0.002)
+    if cached:
+        assert node.get("/media/big.mp4").status_code == 200
+    out: dict = {}
+    gate = threading.Event()
+    t = threading.Thread(target=_slow_reader, args=(node.url + "/media/big.mp4", out, gate))
+    t.start()
+    wait_until(lambda: out.get("started"), 20, what="slow reader to start")
+    upstream.routes["/media/big.mp4"] = Route(size=SIZE, seed=2, headers={"X-Media-Revision": "v2"})
+    assert publish(node, [{"type": "publish", "path": "/media/big.mp4", "revision": "v2"}]).status_code == 200
+    new = hashlib.sha256(node.get("/media/big.mp4").content).hexdigest()
+    assert new == synthetic_sha(SIZE, seed=2)
+    gate.set()
+    t.join(60)
+    assert out.get("complete"), out
+    assert out["revision"] == "v1" and out["bytes"] == SIZE
+    assert out["sha"] == synthetic_sha(SIZE, seed=1)  # never mixed with v2
+
+
+def test_abort_inflight_cuts_running_downloads(node, upstream):
+    upstream.routes["/media/revoked.mp4"] = Route(size=SIZE, seed=3, headers={"X-Media-Revision": "x"})
+    node.get("/media/revoked.mp4")
+    out: dict = {}
+    gate = threading.Event()
+    t = threading.Thread(target=_slow_reader, args=(node.url + "/media/revoked.mp4", out, gate))
+    t.start()
+    wait_until(lambda: out.get("started"), 20, what="slow reader to start")
+    r = publish(node, [{"type": "delete", "path": "/media/revoked.mp4", "abort_inflight": True}])
+    assert r.status_code == 200
+    gate.set()
+    t.join(60)
+    assert not out.get("complete") or out["bytes"] < SIZE, out
+    assert out["bytes"] < SIZE
