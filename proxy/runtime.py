@@ -25,7 +25,7 @@ from proxy.invalidation import Invalidator
 from proxy.invalidation_log import InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
-from proxy.stats import Stats
+from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
 from proxy.streamserver import StreamServer
 from proxy.upstream import Upstream
@@ -96,7 +96,7 @@ class Runtime:
             await self.admin.stop()
         await self.stream.stop()
         await self.engine.aclose()
-        await asyncio.to_thread(self.stats.save, self.stats_path)
+        await self._save_stats()
         self.access_log.close()
         await asyncio.to_thread(self._close_blocking)
 
@@ -114,10 +114,14 @@ class Runtime:
                 self.stats.sample()
                 await self._refresh_fill()
                 if time.monotonic() - last_save >= SAVE_STATS_EVERY:
-                    await asyncio.to_thread(self.stats.save, self.stats_path)
+                    await self._save_stats()
                     last_save = time.monotonic()
             except Exception as e:  # noqa: BLE001 - reporting never stops the node
                 log.warning("stats sampling failed: %s", e)
+
+    async def _save_stats(self) -> None:
+        """Counters survive restarts: state taken on the loop, written off it (atomically)."""
+        await asyncio.to_thread(write_state, self.stats_path, self.stats.state())
 
     async def _refresh_fill(self) -> None:
         self._fill_cache = await asyncio.to_thread(lambda: (self.store.entry_count(), self.store.volume()))
@@ -152,6 +156,7 @@ class Runtime:
         return AdminResponse(200, body, ctype)
 
     async def _dashboard(self, _: AdminRequest) -> AdminResponse:
+        await self._refresh_fill()
         html = render_dashboard(self.snapshot(), self.stats.history())
         return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
 
