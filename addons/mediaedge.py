@@ -94,6 +94,11 @@ class MediaEdge:
                 raise OptionsError(str(e)) from e
 
     async def running(self) -> None:
+        if self.settings is None and ctx.options.connection_strategy != "lazy":
+            # eager connects to the upstream when a client connects: with the upstream
+            # down, clients are dropped before we can answer even a hit (FACTS.md).
+            log.info("mediaedge: setting connection_strategy=lazy")
+            ctx.options.update(connection_strategy="lazy")
         if self.rt is None:
             settings = self.settings or self._standalone
             self.rt = Runtime(settings)

@@ -247,3 +247,40 @@ def test_abort_inflight_cuts_running_downloads(node, upstream):
     t.join(60)
     assert not out.get("complete") or out["bytes"] < SIZE, out
     assert out["bytes"] < SIZE
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_propagation_to_other_nodes(tmp_path, upstream, request, kind):
+    """50 publishes on node a; time until node b serves the new revision (median, max)."""
+    if kind == "postgres":
+        state = request.getfixturevalue("pg_server").create_database()
+    else:
+        state = f"sqlite:///{tmp_path}/shared.db"
+    nodes = _two_nodes(tmp_path, upstream, state_db=state)
+    a, b = nodes
+    third = Edge(str(tmp_path / "c"), upstream=upstream.url, origin_db=state,
+                 args=["--webhook-secret", SECRET, "--node-id", "c"])
+    (tmp_path / "c").mkdir()
+    third.start()
+    nodes.append(third)
+    try:
+        delays = []
+        for i in range(50):
+            path = f"/media/prop{i % 5}.jpg"
+            upstream.routes[path] = Route(body=f"v{i}".encode(), headers={"X-Media-Revision": f"r{i}"})
+            if i < 5:
+                for n in nodes:
+                    n.get(path)
+            t0 = time.monotonic()
+            assert publish(a, [{"type": "publish", "path": path, "revision": f"r{i}"}]).status_code == 200
+            for n in (b, third):
+                wait_until(lambda: n.get(path).headers.get("X-Media-Revision") == f"r{i}", 3.0, 0.005)
+            delays.append(time.monotonic() - t0)
+        delays.sort()
+        median, worst = delays[len(delays) // 2], delays[-1]
+        print(f"\npropagation via {kind}: median {median * 1000:.0f} ms, max {worst * 1000:.0f} ms over 50 publishes")
+        assert worst < 1.5
+    finally:
+        for n in nodes:
+            n.stop()

@@ -1,0 +1,46 @@
+"""The addon in plain `mitmdump -s addons/mediaedge.py`, configured the mitmproxy way."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import requests
+
+from tests.edge import REPO, Route, Upstream, free_port, wait_until
+
+
+def test_addon_loads_in_mitmdump_and_caches(tmp_path):
+    mitmdump = shutil.which("mitmdump")
+    assert mitmdump, "mitmdump is installed with mitmproxy"
+    up = Upstream()
+    up.routes["/media/m.jpg"] = Route(body=b"from the app", headers={"X-Media-Revision": "m1"})
+    port, admin = free_port(), free_port()
+    cmd = [mitmdump, "-q", "--mode", f"reverse:{up.url}@127.0.0.1:{port}", "-s", os.path.join(REPO, "addons", "mediaedge.py"),
+           "--set", f"mediaedge_origin_db=sqlite:///{tmp_path}/o.db", "--set", f"mediaedge_cache_dir={tmp_path}/cache",
+           "--set", f"mediaedge_admin_listen=127.0.0.1:{admin}"]
+    log = open(tmp_path / "mitmdump.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def up_() -> bool:
+            assert proc.poll() is None, (tmp_path / "mitmdump.log").read_text()
+            requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=1).raise_for_status()
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+
+        wait_until(up_, 30, 0.1, "mitmdump to listen")
+        url = f"http://127.0.0.1:{port}/media/m.jpg"
+        r = requests.get(url, timeout=10)
+        assert r.content == b"from the app" and "fwd=miss" in r.headers["Cache-Status"]
+        up.close()  # the app server dies: hits still served (lazy connections)
+        r = requests.get(url, timeout=10)
+        assert r.content == b"from the app" and r.headers["Cache-Status"].startswith("mediaedge; hit")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
