@@ -22,6 +22,7 @@ from proxy.headers import Headers
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
 from proxy.policy.cachecontrol import delta_seconds
+from proxy.pools import in_database_thread
 from proxy.policy.cachestatus import cache_status
 from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
@@ -400,7 +401,7 @@ class Engine:
             raise _failed(upstream_failure or "no origin configured", 502)
         request_time = self.clock()
         try:
-            obj = await asyncio.to_thread(self.db.lookup, decoded_path(req.target))
+            obj = await in_database_thread(self.db.lookup, decoded_path(req.target))
         except OriginError as e:
             self._count_fetch("db", "error")
             both = f"{upstream_failure}; " if upstream_failure else ""
@@ -415,7 +416,7 @@ class Engine:
         fill.length = obj.size
         fill.head.set_result(FillHead(200, headers, "db", obj.revision, obj.size, shareable=True, storable=storable))
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._copy_db_blob, obj, fill, loop)
+        await in_database_thread(self._copy_db_blob, obj, fill, loop)
         sha = fill.finish()
         if fill.written != obj.size:
             raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)

@@ -18,6 +18,7 @@ from typing import Any
 from proxy.engine import Engine, MediaRequest
 from proxy.headers import Headers
 from proxy.invalidation_log import InvalidationLog
+from proxy.pools import in_database_thread
 from proxy.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
 
 log = logging.getLogger("mediaedge.invalidation")
@@ -52,7 +53,7 @@ class Invalidator:
     async def accept(self, events: list[Event]) -> tuple[int, int]:
         """Log, then apply; returns (accepted, last seq). Raises if the log is down."""
         records = [event_to_json(e) for e in events]
-        seqs = await asyncio.to_thread(self.log.append, records, node=self.node, at=self.clock())
+        seqs = await in_database_thread(self.log.append, records, node=self.node, at=self.clock())
         async with self._apply_lock:
             # Apply everything up to and including ours, in log order.
             await self._catch_up_locked()
@@ -67,7 +68,7 @@ class Invalidator:
         applied = await asyncio.to_thread(self.store.get_applied_seq)
         count = 0
         while True:
-            entries = await asyncio.to_thread(self.log.since, applied, limit=1000)
+            entries = await in_database_thread(self.log.since, applied, limit=1000)
             if not entries:
                 break
             for entry in entries:
@@ -81,7 +82,7 @@ class Invalidator:
                 count += 1
             await asyncio.to_thread(self.store.set_applied_seq, applied)
             try:  # progress visible to operators in mediaedge_node_state; the cache's own copy rules
-                await asyncio.to_thread(self.log.save_cursor, self.node, applied)
+                await in_database_thread(self.log.save_cursor, self.node, applied)
             except Exception as e:  # noqa: BLE001
                 log.debug("could not record cursor: %s", e)
         self.latest_seq = max(self.latest_seq, applied)
@@ -92,7 +93,7 @@ class Invalidator:
         while True:
             try:
                 await self.catch_up()
-                woke = await asyncio.to_thread(self.log.wait_for_notify, POLL_INTERVAL)
+                woke = await in_database_thread(self.log.wait_for_notify, POLL_INTERVAL)
                 if not woke:
                     await asyncio.sleep(POLL_INTERVAL if self.log_is_polling() else 0)
             except asyncio.CancelledError:

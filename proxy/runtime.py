@@ -25,6 +25,7 @@ from proxy.invalidation import Invalidator
 from proxy.invalidation_log import InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
+from proxy.pools import in_database_thread, install_cache_pool
 from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
 from proxy.streamserver import StreamServer
@@ -56,9 +57,10 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, admin: bool = True) -> None:
         s = self.settings
+        install_cache_pool(asyncio.get_running_loop())
         self.store = await asyncio.to_thread(_open_store, s)
-        self.db = await asyncio.to_thread(_open_db, s)
-        self.invalidation_log = await asyncio.to_thread(_open_log, s)
+        self.db = await in_database_thread(_open_db, s)
+        self.invalidation_log = await in_database_thread(_open_log, s)
         self.stats = Stats(prefixes=s.media_prefixes)
         self.stats_path = os.path.join(s.cache_dir, "stats.json")
         await asyncio.to_thread(self.stats.restore, self.stats_path)
