@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from proxy.fill import Fill, FillFailed, FillHead
 from proxy.headers import Headers
+from proxy.hot import HotEntries
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
 from proxy.policy.cachecontrol import delta_seconds
@@ -108,6 +109,7 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._jobs_by_target: dict[str, set[Job]] = {}
         self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
+        self.hot = HotEntries()
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
 
@@ -116,11 +118,20 @@ class Engine:
         if not self.ready.is_set():
             await self.ready.wait()
         now = self.clock()
-        try:
-            found = await asyncio.to_thread(self._lookup, req)
-        except Exception as e:  # a broken cache degrades to a miss, never a failed response
-            log.warning("cache lookup failed for %s: %s", req.target, e)
-            found = _Lookup(None, None)
+        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
+        if hot is not None:
+            found = _Lookup(Entry(hot[0], body=hot[1]), None)
+        else:
+            generation = self.hot.generation
+            try:
+                found = await asyncio.to_thread(self._lookup, req)
+            except Exception as e:  # a broken cache degrades to a miss, never a failed response
+                log.warning("cache lookup failed for %s: %s", req.target, e)
+                found = _Lookup(None, None)
+            if found.entry is not None and found.entry.body is not None and found.pointer is not None:
+                meta = found.entry.meta
+                self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (), meta,
+                             found.entry.body, generation)
         stale_fallback: Entry | None = None
         if found.entry is not None:
             entry = found.entry
@@ -377,7 +388,7 @@ class Engine:
                 vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
                 key_revision=explicit or "",
             )
-            await asyncio.to_thread(self._install, fill, meta)
+            await self._install_async(fill, meta)
 
     async def _copy_chunks(self, fill: Fill, chunks: object) -> None:
         try:
@@ -426,7 +437,7 @@ class Engine:
                 sha256=sha, request_time=request_time, response_time=self.clock(), source="db", tags=obj.tags,
                 key_revision=obj.revision,
             )
-            await asyncio.to_thread(self._install, fill, meta)
+            await self._install_async(fill, meta)
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
         assert self.db is not None
@@ -448,7 +459,12 @@ class Engine:
         now = self.clock()
         meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
                          sha256=sha, request_time=now, response_time=now, source=source, negative=True)
+        await self._install_async(fill, meta)
+
+    async def _install_async(self, fill: Fill, meta: EntryMeta) -> None:
+        self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
         await asyncio.to_thread(self._install, fill, meta)
+        self.hot.drop(meta.target)
 
     def _install(self, fill: Fill, meta: EntryMeta) -> None:
         """Commit a finished fill and point the target at it (worker thread)."""
@@ -492,6 +508,7 @@ class Engine:
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:
         """New requests must not join fills that began before an invalidation."""
         for t in targets:
+            self.hot.drop(t)
             flight = self._flights.pop(t, None)
             if flight is not None:
                 flight.fill.invalidated = True

@@ -132,6 +132,8 @@ class Invalidator:
             targets = await asyncio.to_thread(self._purge_targets, event)
             if event.soft:
                 await asyncio.to_thread(self._locked, self._soft, targets)
+                for t in targets:
+                    self.engine.hot.drop(t)
             else:
                 await asyncio.to_thread(self._locked, self._drop, targets)
                 self.engine.forget_flights(targets + self.engine.flights_matching(event.prefix), abort=event.abort_inflight)
