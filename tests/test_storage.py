@@ -1,0 +1,121 @@
+"""CacheStore over diskcache: pickle refused, atomic commits, damage detection, scans, state."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sqlite3
+
+import diskcache
+import pytest
+
+from proxy.headers import Headers
+from proxy.storage import CacheStore, EntryMeta, Pointer
+
+
+def meta(target: str, body: bytes, revision: str = "r1", tags: tuple[str, ...] = (), **kw) -> EntryMeta:
+    return EntryMeta(target=target, revision=revision, status=200, headers=Headers([("Content-Type", "x/y")]),
+                     size=len(body), sha256=hashlib.sha256(body).hexdigest(), request_time=1.0, response_time=2.0,
+                     source="upstream", tags=tags, key_revision=revision, **kw)
+
+
+def put(store: CacheStore, target: str, body: bytes, **kw) -> EntryMeta:
+    m = meta(target, body, **kw)
+    tmp = store.new_temp_path()
+    with open(tmp, "wb") as f:
+        f.write(body)
+    store.commit(tmp, m)
+    store.set_pointer(target, Pointer(m.key_revision, ()))
+    return m
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = CacheStore(str(tmp_path / "c"), size_limit=50 << 20)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("size", [10, 40_000, 2_000_000], ids=["inline", "file", "large-file"])
+def test_commit_and_open_roundtrip(store, size):
+    body = os.urandom(size)
+    m = put(store, "/media/a.jpg", body)
+    e = store.open_entry("/media/a.jpg", "r1", ())
+    assert e is not None and e.meta == m
+    got = e.body if e.body is not None else e.file.read(m.size)
+    e.close()
+    assert got == body
+    assert oct(os.stat(store.directory).st_mode & 0o777) == "0o700"
+
+
+def test_pickle_is_refused_both_ways(store, tmp_path):
+    with pytest.raises(TypeError):
+        store._cache.set("k", {"a": 1})  # would pickle
+    # a pickled value planted by someone with write access is treated as absent
+    evil = diskcache.Cache(str(tmp_path / "c"))
+    evil.set("v\x1f/media/x\x1fr\x1f[]", ["pickled"])
+    evil.close()
+    assert store.open_entry("/media/x", "r", ()) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_entry_is_dropped(store, damage):
+    body = os.urandom(100_000)
+    put(store, "/media/d.jpg", body)
+    con = sqlite3.connect(os.path.join(store.directory, "cache.db"))
+    (filename,) = con.execute("SELECT filename FROM Cache WHERE key LIKE 'v%'").fetchone()
+    con.close()
+    path = os.path.join(store.directory, filename)
+    with open(path, "r+b") as f:
+        if damage == "truncate":
+            f.truncate(50_000)
+        else:
+            f.seek(10)
+            f.write(b"\x00\x01\x02")
+    assert store.open_entry("/media/d.jpg", "r1", ()) is None
+    assert store.entry_count() == 0  # dropped, so the next request fetches again
+
+
+def test_prefix_and_tag_scans(store):
+    put(store, "/media/cat/a.jpg", b"a", tags=("red", "shoes"))
+    put(store, "/media/cat/b.jpg", b"b", tags=("blue",))
+    put(store, "/media/catalog.jpg", b"c", tags=("red_x",))
+    assert sorted(store.targets_with_prefix("/media/cat/")) == ["/media/cat/a.jpg", "/media/cat/b.jpg"]
+    assert store.targets_with_tag("red") == ["/media/cat/a.jpg"]  # not red_x: LIKE wildcards escaped
+    assert store.delete_target("/media/cat/a.jpg") == 1
+    assert store.get_pointer("/media/cat/a.jpg") is None
+
+
+def test_revision_switch_keeps_open_readers(store):
+    old = os.urandom(100_000)
+    put(store, "/media/r.jpg", old, revision="r1")
+    e = store.open_entry("/media/r.jpg", "r1", ())
+    reader = e.file if e.file is not None else None
+    put(store, "/media/r.jpg", os.urandom(100_000), revision="r2")
+    store.delete_revision("/media/r.jpg", "r1")
+    assert store.open_entry("/media/r.jpg", "r1", ()) is None
+    if reader is not None:
+        assert reader.read(len(old)) == old  # a download that began keeps its bytes
+    e.close()
+
+
+def test_durable_state_survives_and_is_never_evicted(tmp_path):
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    s.set_published("/media/p.jpg", "r9")
+    s.set_applied_seq(42)
+    for i in range(30):
+        put(s, f"/media/fill{i}.bin", os.urandom(100_000))
+    s.close()
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    assert s.get_published("/media/p.jpg") == "r9" and s.get_applied_seq() == 42
+    assert s.volume() <= 1 << 20
+    s.close()
+
+
+def test_stray_temp_files_are_cleared_at_start(tmp_path):
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    stray = s.new_temp_path()
+    open(stray, "wb").write(b"partial")
+    s.close()
+    CacheStore(str(tmp_path / "c"), size_limit=1 << 20).close()
+    assert not os.path.exists(stray)
