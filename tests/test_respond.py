@@ -1,0 +1,69 @@
+"""plan_response: what a client gets for a stored response (pure, table-driven)."""
+from __future__ import annotations
+
+import pytest
+
+from proxy.headers import Headers
+from proxy.respond import plan_response
+
+STORED = Headers([("Content-Type", "image/jpeg"), ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                  ("Content-Length", "999"), ("Age", "77")])
+
+
+def plan(method="GET", status=200, length=1000, revision="r1", **req):
+    return plan_response(method=method, request_headers=Headers(list(req.items())), status=status,
+                         headers=STORED, length=length, revision=revision, revision_header="X-Media-Revision",
+                         cache_status="mediaedge; hit", age=5)
+
+
+@pytest.mark.parametrize("req,status,window,extra", [
+    # plain
+    ({}, 200, (0, 1000), {"Content-Length": "1000", "Accept-Ranges": "bytes"}),
+    # conditionals
+    ({"If-None-Match": '"r1"'}, 304, None, {}),
+    ({"If-None-Match": 'W/"r1"'}, 304, None, {}),
+    ({"If-None-Match": '"r0", "r1"'}, 304, None, {}),
+    ({"If-None-Match": "*"}, 304, None, {}),
+    ({"If-None-Match": '"zz"'}, 200, (0, 1000), {}),
+    ({"If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"}, 304, None, {}),
+    ({"If-Modified-Since": "Tue, 20 Oct 2015 07:28:00 GMT"}, 200, (0, 1000), {}),
+    ({"If-None-Match": '"zz"', "If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"}, 200, (0, 1000), {}),
+    # ranges
+    ({"Range": "bytes=0-9"}, 206, (0, 10), {"Content-Range": "bytes 0-9/1000", "Content-Length": "10"}),
+    ({"Range": "bytes=990-"}, 206, (990, 1000), {"Content-Range": "bytes 990-999/1000"}),
+    ({"Range": "bytes=-1"}, 206, (999, 1000), {}),
+    ({"Range": "bytes=1000-"}, 416, None, {"Content-Range": "bytes */1000"}),
+    ({"Range": "bytes=5-1"}, 200, (0, 1000), {}),
+    ({"Range": "items=0-1"}, 200, (0, 1000), {}),
+    ({"Range": "bytes=0-1,4-5"}, 200, (0, 1000), {}),
+    ({"Range": "bytes=0-9", "If-Range": '"r1"'}, 206, (0, 10), {}),
+    ({"Range": "bytes=0-9", "If-Range": '"old"'}, 200, (0, 1000), {}),
+])
+def test_get(req, status, window, extra):
+    p = plan(**req)
+    assert p.status == status and p.window == window
+    for k, v in extra.items():
+        assert p.headers.get(k) == v
+    assert p.headers.get("Cache-Status") == "mediaedge; hit"
+    assert p.headers.get("X-Media-Revision") == "r1" and p.headers.get("ETag") == '"r1"'
+    assert p.headers.get("Age") == "5"  # ours, not the stored one
+    assert len(p.headers.get_all("Content-Length")) <= 1
+
+
+def test_head_has_no_window_but_full_length():
+    p = plan(method="HEAD")
+    assert p.status == 200 and p.window is None and p.headers.get("Content-Length") == "1000"
+
+
+def test_head_ignores_range():
+    assert plan(method="HEAD", Range="bytes=0-9").status == 200
+
+
+def test_negative_entry():
+    p = plan(status=404, length=10, revision=None)
+    assert p.status == 404 and p.window == (0, 10) and p.headers.get("X-Media-Revision") is None
+
+
+def test_unknown_length_streams_whole_body_and_ignores_range():
+    p = plan(length=None, Range="bytes=0-9")
+    assert p.status == 200 and p.window == (0, None) and p.headers.get("Content-Length") is None
