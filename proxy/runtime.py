@@ -64,7 +64,10 @@ class Runtime:
         self.stats = Stats(prefixes=s.media_prefixes)
         self.stats_path = os.path.join(s.cache_dir, "stats.json")
         await asyncio.to_thread(self.stats.restore, self.stats_path)
-        self.access_log = AccessLog(s.access_log)
+        try:
+            self.access_log = AccessLog(s.access_log)
+        except OSError as e:
+            raise StartupError(f"--access-log: cannot open {s.access_log!r}: {e.strerror or e}") from e
         upstream = Upstream(s.upstream, timeout=s.upstream_timeout) if s.upstream else None
         self.engine = Engine(
             EngineConfig(
