@@ -59,6 +59,7 @@ async def _serve(settings: Settings) -> int:
         keep_host_header=False,
     )
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_shutdown_handler)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
     # Start the runtime ourselves, before the listeners, so startup errors are one line.
@@ -74,6 +75,13 @@ async def _serve(settings: Settings) -> int:
     finally:
         await addon.done()
     return 0
+
+
+def _quiet_shutdown_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Connections still open at shutdown are cancelled; that is not an error worth a traceback."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
 
 
 def run(settings: Settings) -> int:
