@@ -284,3 +284,16 @@ def test_propagation_to_other_nodes(tmp_path, upstream, request, kind):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_prewarm_fetches_the_new_revision_before_the_first_visitor(node, upstream):
+    upstream.routes["/media/warm.jpg"] = Route(body=b"v1", headers={"X-Media-Revision": "w1"})
+    node.get("/media/warm.jpg")
+    upstream.routes["/media/warm.jpg"] = Route(body=b"v2", headers={"X-Media-Revision": "w2"})
+    r = publish(node, [{"type": "publish", "path": "/media/warm.jpg", "revision": "w2", "prewarm": True}])
+    assert r.status_code == 200
+    wait_until(lambda: upstream.hits["/media/warm.jpg"] == 2, 5, what="background prewarm fetch")
+    r = wait_until(lambda: (lambda r: r if r.headers["Cache-Status"].startswith("mediaedge; hit") else None)(
+        node.get("/media/warm.jpg")), 5)
+    assert r.content == b"v2" and r.headers["X-Media-Revision"] == "w2"
+    assert upstream.hits["/media/warm.jpg"] == 2
