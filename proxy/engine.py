@@ -123,11 +123,11 @@ class Engine:
             found = _Lookup(Entry(hot[0], body=hot[1]), None)
         else:
             generation = self.hot.generation
-            try:
-                found = await asyncio.to_thread(self._lookup, req)
-            except Exception as e:  # a broken cache degrades to a miss, never a failed response
-                log.warning("cache lookup failed for %s: %s", req.target, e)
-                found = _Lookup(None, None)
+            found = await self._lookup_async(req)
+            if found.entry is None and self.hot.generation != generation and req.target not in self._flights:
+                # A fill for this target committed while we looked: look again rather
+                # than start a second origin fetch for something now stored.
+                found = await self._lookup_async(req)
             if found.entry is not None and found.entry.body is not None and found.pointer is not None:
                 meta = found.entry.meta
                 self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (), meta,
@@ -152,6 +152,13 @@ class Engine:
                 stale_fallback.close()
 
     # ---------------------------------------------------------------- lookups
+    async def _lookup_async(self, req: MediaRequest) -> _Lookup:
+        try:
+            return await asyncio.to_thread(self._lookup, req)
+        except Exception as e:  # a broken cache degrades to a miss, never a failed response
+            log.warning("cache lookup failed for %s: %s", req.target, e)
+            return _Lookup(None, None)
+
     def _lookup(self, req: MediaRequest) -> _Lookup:
         pointer = self.store.get_pointer(req.target)
         if pointer is None:

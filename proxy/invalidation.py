@@ -48,6 +48,8 @@ class Invalidator:
         self._apply_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.latest_seq = 0
+        self._cursor_saved = 0
+        self._cursor_saved_at = 0.0
 
     # ------------------------------------------------------------------ webhook
     async def accept(self, events: list[Event]) -> tuple[int, int]:
@@ -71,22 +73,33 @@ class Invalidator:
             entries = await in_database_thread(self.log.since, applied, limit=1000)
             if not entries:
                 break
+            events: list[Event] = []
             for entry in entries:
                 try:
-                    event = event_from_json(entry.event)
+                    events.append(event_from_json(entry.event))
                 except Exception as e:  # noqa: BLE001 - a bad row must not stop the log
                     log.warning("skipping unreadable invalidation seq %s: %s", entry.seq, e)
-                else:
-                    await self.apply(event)
-                applied = entry.seq
-                count += 1
-            await asyncio.to_thread(self.store.set_applied_seq, applied)
-            try:  # progress visible to operators in mediaedge_node_state; the cache's own copy rules
-                await in_database_thread(self.log.save_cursor, self.node, applied)
-            except Exception as e:  # noqa: BLE001
-                log.debug("could not record cursor: %s", e)
+            applied = entries[-1].seq
+            # Cache side of the whole batch in one worker-thread call, the applied
+            # sequence recorded in the same step; then the loop side, in log order.
+            targets = await asyncio.to_thread(self._apply_to_store, events, applied)
+            for event, t in zip(events, targets):
+                self._apply_on_loop(event, t)
+            count += len(entries)
         self.latest_seq = max(self.latest_seq, applied)
+        await self._record_cursor(applied)
         return count
+
+    async def _record_cursor(self, applied: int) -> None:
+        """Progress visible to operators in mediaedge_node_state (at most once a second)."""
+        now = time.monotonic()
+        if applied == self._cursor_saved or now - self._cursor_saved_at < 1.0:
+            return
+        try:
+            await in_database_thread(self.log.save_cursor, self.node, applied)
+            self._cursor_saved, self._cursor_saved_at = applied, now
+        except Exception as e:  # noqa: BLE001 - informational only; the cache's own copy rules
+            log.debug("could not record cursor: %s", e)
 
     async def run(self) -> None:
         """Follow the log until cancelled (polling; NOTIFY wakes us early on PostgreSQL)."""
@@ -118,31 +131,50 @@ class Invalidator:
 
     # ------------------------------------------------------------------ applying
     async def apply(self, event: Event) -> None:
+        """Apply one event outside the log (RFC 9111 4.4 invalidation by unsafe requests)."""
+        [targets] = await asyncio.to_thread(self._apply_to_store, [event], None)
+        self._apply_on_loop(event, targets)
+
+    def _apply_to_store(self, events: list[Event], applied: int | None) -> list[list[str]]:
+        """The blocking half (worker thread): change the cache, return each event's targets."""
+        out: list[list[str]] = []
+        with self.engine.store_lock:
+            for event in events:
+                if isinstance(event, PublishEvent):
+                    self._publish(event.path, event.revision)
+                    out.append([event.path])
+                elif isinstance(event, DeleteEvent):
+                    self._delete(event.path)
+                    out.append([event.path])
+                else:
+                    targets = self._purge_targets(event)
+                    if event.soft:
+                        self._soft(targets)
+                    else:
+                        self._drop(targets)
+                    out.append(targets)
+            if applied is not None:
+                self.store.set_applied_seq(applied)
+        return out
+
+    def _apply_on_loop(self, event: Event, targets: list[str]) -> None:
+        """The loop half: running fills, downloads, the hot tier, prewarm, counters."""
         if isinstance(event, PublishEvent):
-            targets = [event.path]
-            await asyncio.to_thread(self._locked, self._publish, event.path, event.revision)
             self.engine.forget_flights(targets, abort=False)
             if event.prewarm:
                 self.engine.prewarm(MediaRequest("GET", event.path, Headers()))
         elif isinstance(event, DeleteEvent):
-            targets = [event.path]
-            await asyncio.to_thread(self._locked, self._delete, event.path)
             self.engine.forget_flights(targets, abort=event.abort_inflight)
+        elif event.soft:
+            for t in targets:
+                self.engine.hot.drop(t)
         else:
-            targets = await asyncio.to_thread(self._purge_targets, event)
-            if event.soft:
-                await asyncio.to_thread(self._locked, self._soft, targets)
-                for t in targets:
-                    self.engine.hot.drop(t)
-            else:
-                await asyncio.to_thread(self._locked, self._drop, targets)
-                self.engine.forget_flights(targets + self.engine.flights_matching(event.prefix), abort=event.abort_inflight)
+            prefix_running = self.engine.flights_matching(event.prefix)
+            self.engine.forget_flights(targets + prefix_running, abort=event.abort_inflight)
+            if event.prefix is not None:
+                self.engine.hot.drop_prefix(event.prefix)
         if self.stats is not None:
             self.stats.invalidation(event_kind(event))
-
-    def _locked(self, fn: Callable[..., None], *args: Any) -> None:
-        with self.engine.store_lock:
-            fn(*args)
 
     def _publish(self, target: str, revision: str) -> None:
         self.store.set_published(target, revision)
