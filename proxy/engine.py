@@ -87,6 +87,7 @@ class _Flight:
     task: asyncio.Task[None] | None = None
     upstream_failure: str | None = None  # why the upstream was not used (for error lines)
     upstream_status: int | None = None
+    db_object: DbObject | None = None  # already looked up (published-revision check)
 
 
 class Engine:
@@ -335,12 +336,19 @@ class Engine:
             await resp.aclose()
             return False
         revision = revision_from(resp.headers, self.config.revision_header)
-        if published is not None and resp.status == 200 and revision != published and self.db is not None:
-            # Published revision wins: the app server lags; the database is the truth.
-            self._count_fetch("upstream", "ok")
-            await resp.aclose()
-            return False
         self._count_fetch("upstream", "ok")
+        if published is not None and resp.status == 200 and revision != published and self.db is not None:
+            # Published revision wins: the app server lags; the database is the truth —
+            # when it has the file. Media only the app has (no row) is served from the
+            # app, unstored, rather than turned into a 404 for everyone.
+            try:
+                obj = await in_database_thread(self.db.lookup, decoded_path(req.target))
+            except OriginError:
+                obj = None
+            if obj is not None:
+                await resp.aclose()
+                flight.db_object = obj
+                return False
         await self._pump_upstream(flight, req, resp, revision, published)
         return True
 
@@ -419,7 +427,7 @@ class Engine:
             raise _failed(upstream_failure or "no origin configured", 502)
         request_time = self.clock()
         try:
-            obj = await in_database_thread(self.db.lookup, decoded_path(req.target))
+            obj = flight.db_object or await in_database_thread(self.db.lookup, decoded_path(req.target))
         except OriginError as e:
             self._count_fetch("db", "error")
             both = f"{upstream_failure}; " if upstream_failure else ""

@@ -23,10 +23,37 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
      "upgrade", "proxy-authenticate", "proxy-authorization"}
 )
-NOT_FORWARDED_TO_UPSTREAM = HOP_BY_HOP | {
-    "host", "range", "if-range", "if-none-match", "if-modified-since", "if-match",
-    "if-unmodified-since", "content-length", "expect", "cache-control", "pragma",
-}
+# A media fetch is shared by every client that joins it and its answer is stored
+# for everyone, so only request fields that legitimately select a representation
+# go upstream (the usual Vary candidates), plus the credentials that make a request
+# private (never coalesced; stored only when the answer says public/s-maxage).
+# Everything else — X-Forwarded-Host, Forwarded, X-Original-URL, X-Rewrite-URL, … —
+# is an unkeyed input that could poison what other clients get.
+FORWARDED_TO_UPSTREAM = frozenset({
+    "accept", "accept-encoding", "accept-language", "user-agent", "authorization", "cookie",
+    "save-data", "dpr", "viewport-width", "width", "sec-ch-dpr", "sec-ch-width", "sec-ch-viewport-width",
+})
+
+
+def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The client's fields we send on a media fetch: allow-listed, well-formed only.
+
+    A value with control characters (CR, LF, NUL; obs-fold) is dropped rather than
+    sent: it would make our own request fail and turn into a database fallback for
+    everyone. obs-text (bytes >= 0x80) is passed as latin-1, as it came.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in request_headers:
+        lname = name.lower()
+        if lname not in FORWARDED_TO_UPSTREAM:
+            continue
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+            continue
+        try:
+            out.append((lname.encode("ascii"), value.strip().encode("latin-1")))
+        except UnicodeEncodeError:
+            continue
+    return out
 
 
 class UpstreamError(Exception):
@@ -71,11 +98,11 @@ class Upstream:
 
     async def get(self, target: str, request_headers: Headers) -> UpstreamResponse:
         """GET the whole object (no Range, no conditionals) with the client's other headers."""
-        headers = [(k, v) for k, v in request_headers if k.lower() not in NOT_FORWARDED_TO_UPSTREAM]
-        request = self._client.build_request("GET", self.base_url + target, headers=headers)
         try:
+            request = self._client.build_request("GET", self.base_url + target,
+                                                 headers=upstream_request_headers(request_headers))
             response = await self._client.send(request, stream=True)
-        except (httpx.HTTPError, OSError) as e:
+        except (httpx.HTTPError, OSError, ValueError) as e:
             raise _map_error(e) from e
         pairs = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
         return UpstreamResponse(response.status_code, Headers(pairs), response)
