@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from proxy.fill import Fill, FillFailed, FillHead
+from proxy.fill import Fill, FillFailed, FillHead, SpoolHandle
 from proxy.headers import Headers
 from proxy.hot import HotEntries
 from proxy.origins.contenttype import guess_content_type
@@ -221,10 +221,11 @@ class Engine:
         try:
             return await self._reply_from_flight(req, stale, now, flight, joined, handle)
         finally:
-            handle.close()  # the streaming job holds its own dup
+            if not handle.consumed:
+                handle.close()
 
     async def _reply_from_flight(
-        self, req: MediaRequest, stale: Entry | None, now: float, flight: _Flight, joined: bool, handle: BinaryIO
+        self, req: MediaRequest, stale: Entry | None, now: float, flight: _Flight, joined: bool, handle: SpoolHandle
     ) -> Reply:
         # Joining a fill whose body is already complete and checked is reading the
         # entry being committed: report it as the hit it is about to be.
@@ -243,7 +244,8 @@ class Engine:
             try:
                 return await self._reply_from_flight(req, stale, now, alone, False, own)
             finally:
-                own.close()
+                if not own.consumed:
+                    own.close()
         if joined and not complete and self.stats is not None:
             self.stats.coalesced()  # type: ignore[attr-defined]
         fwd = "miss" if head.storable or head.negative else "bypass"
@@ -268,14 +270,14 @@ class Engine:
         reply = Reply(plan.status, plan.headers, result=result, source=source, target=req.target)
         if plan.window is not None:
             start, end = plan.window
-            mine = os.fdopen(os.dup(handle.fileno()), "rb", buffering=0)
+            mine = handle
             if head.negative or (head.length is not None and head.length <= SMALL_BODY and flight.fill.done):
                 reply.body = await _collect(flight.fill.reader(mine, start, end))
             else:
                 reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
 
-    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool, BinaryIO]:
+    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
         Returns the flight, whether it was joined, and this reader's own spool handle
@@ -283,7 +285,7 @@ class Engine:
         private = "authorization" in req.headers or "cookie" in req.headers
         if not alone and not private:
             flight = self._flights.get(req.target)
-            if flight is not None:
+            if flight is not None and not flight.fill.spilled:
                 return flight, True, flight.fill.open_handle()
         fill = Fill(req.target, self.store.new_temp_path())
         flight = _Flight(fill, req.headers)
@@ -408,8 +410,7 @@ class Engine:
     async def _copy_chunks(self, fill: Fill, chunks: object) -> None:
         try:
             async for chunk in chunks:  # type: ignore[attr-defined]
-                await asyncio.to_thread(fill.write_blocking, chunk)
-                fill.advanced(len(chunk))
+                await fill.write(chunk)
         except UpstreamError:
             raise
         except Exception as e:  # httpx read errors mid-body
@@ -458,8 +459,7 @@ class Engine:
         assert self.db is not None
         try:
             for chunk in self.db.read(obj):
-                fill.write_blocking(chunk)
-                loop.call_soon_threadsafe(fill.advanced, len(chunk))
+                fill.write_from_thread(chunk, loop)
         except OriginError as e:
             raise _failed(f"database read failed: {e}", 502) from e
 
@@ -468,8 +468,7 @@ class Engine:
         headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
         fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=True,
                                       storable=True, negative=True))
-        await asyncio.to_thread(fill.write_blocking, NOT_FOUND_BODY)
-        fill.advanced(len(NOT_FOUND_BODY))
+        await fill.write(NOT_FOUND_BODY)
         sha = fill.finish()
         now = self.clock()
         meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
@@ -477,6 +476,10 @@ class Engine:
         await self._install_async(fill, meta)
 
     async def _install_async(self, fill: Fill, meta: EntryMeta) -> None:
+        if fill.spilled:
+            if self.stats is not None and hasattr(self.stats, "disk_error"):
+                self.stats.disk_error()
+            return  # the cache disk failed during this fill: passed through, not stored
         self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
         await asyncio.to_thread(self._install, fill, meta)
         self.hot.drop(meta.target)

@@ -6,19 +6,29 @@ start from the first byte instead of waiting for the end). The body goes to a te
 file in the cache directory; readers `pread` it at their own pace, so a slow client
 never holds the origin or memory. When the body is complete and its length checked,
 the engine commits the temp file into the cache by rename.
+
+When the cache disk fails (full, read-only, file too large) the fill *spills*: it
+stops writing, is never stored, and hands every later chunk to each reader that had
+joined through a small bounded queue — pass-through with back-pressure, so the
+clients still get every byte and memory stays bounded.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
-from typing import BinaryIO
 from dataclasses import dataclass
 
 from proxy.headers import Headers
 
+log = logging.getLogger("mediaedge.fill")
+
 READ_CHUNK = 256 * 1024
+QUEUE_CHUNKS = 16  # per reader, after a spill
+SLOW_READER_TIMEOUT = 30.0  # a spilled reader that takes no chunk for this long is cut off
+_END = b""
 
 
 @dataclass(frozen=True)
@@ -47,36 +57,106 @@ class FillFailed(Exception):
         self.status = status
 
 
+class SpoolHandle:
+    """One reader's access to a fill: its own dup of the spool file, and its queue for
+    the bytes that arrive after a spill. Closing it releases both."""
+
+    def __init__(self, fill: Fill, fd: int | None) -> None:
+        self.fill = fill
+        self.file = os.fdopen(fd, "rb", buffering=0) if fd is not None else None
+        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(QUEUE_CHUNKS)
+        self.consumed = False  # handed to a reader, which closes it
+        fill._queues.add(self)
+
+    def close(self) -> None:
+        self.fill._queues.discard(self)
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 class Fill:
     def __init__(self, target: str, temp_path: str) -> None:
         self.target = target
         self.temp_path = temp_path
-        self._wfd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.rfd = os.open(temp_path, os.O_RDONLY)
         self.head: asyncio.Future[FillHead] = asyncio.get_running_loop().create_future()
-        self.written = 0
+        self.written = 0  # body bytes received so far
+        self.on_disk = 0  # of which in the spool file
+        self.spilled_at: int | None = None  # bytes from here on live only in reader queues
+        self.spill_reason = ""
         self.done = False
         self.error: str | None = None
         self.readers = 0
         self._hash = hashlib.sha256()
         self._progress = asyncio.Event()
+        self._queues: set[SpoolHandle] = set()
         self.invalidated = False  # an invalidation arrived meanwhile: never commit
         self.length: int | None = None  # the body's announced length, once the head is known
         # Set once the fill is committed (or will not be): a reader holds back the body's
         # last bytes until then, so a client that got a whole response and asks again
         # finds the entry (no race between "client done" and "entry stored").
         self.settled = asyncio.Event()
+        self._wfd = self.rfd = -1
+        try:
+            self._wfd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.rfd = os.open(temp_path, os.O_RDONLY)
+        except OSError as e:
+            self._spill(e)
+
+    @property
+    def spilled(self) -> bool:
+        return self.spilled_at is not None
 
     # -- writer side (the engine's fetch task) --------------------------------------
-    def write_blocking(self, chunk: bytes) -> None:
-        """Append a chunk (in a worker thread); the caller then calls `advanced`."""
+    async def write(self, chunk: bytes) -> None:
+        """Append a chunk: to the spool file (in a worker thread), or after a spill
+        straight to every reader's queue (waiting for the slowest one)."""
+        if not chunk:
+            return
+        if self.spilled_at is None:
+            try:
+                await asyncio.to_thread(self._write_disk, chunk)
+            except OSError as e:
+                self._spill(e)
+                rest = chunk[self.on_disk - self.written:]
+                self._hash.update(rest)
+                self.written = self.on_disk
+                await self._to_queues(rest)
+                self._advance(len(rest))
+                return
+            self._advance(len(chunk))
+            return
+        self._hash.update(chunk)
+        await self._to_queues(chunk)
+        self._advance(len(chunk))
+
+    def write_from_thread(self, chunk: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        """`write` for a producer running in a worker thread (database reads)."""
+        asyncio.run_coroutine_threadsafe(self.write(chunk), loop).result()
+
+    def _write_disk(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
             n = os.write(self._wfd, view)
+            self.on_disk += n
+            self._hash.update(view[:n])
             view = view[n:]
-        self._hash.update(chunk)
 
-    def advanced(self, n: int) -> None:
+    def _spill(self, e: OSError) -> None:
+        self.spilled_at = self.on_disk
+        self.spill_reason = f"{type(e).__name__}: {e.strerror or e}"
+        log.warning("cache disk write failed for %s (%s): passing through without storing",
+                    self.target, self.spill_reason)
+        self._close_writer()
+
+    async def _to_queues(self, chunk: bytes) -> None:
+        for handle in list(self._queues):
+            try:
+                await asyncio.wait_for(handle.queue.put(chunk), SLOW_READER_TIMEOUT)
+            except asyncio.TimeoutError:
+                handle.close()  # a reader that stopped reading; it will find its queue gone
+
+    def _advance(self, n: int) -> None:
         self.written += n
         self._wake()
 
@@ -84,6 +164,7 @@ class Fill:
         """Mark the body complete; returns its SHA-256 hex."""
         self._close_writer()
         self.done = True
+        self._signal(_END)
         self._wake()
         return self._hash.hexdigest()
 
@@ -94,7 +175,19 @@ class Fill:
         if not self.head.done():
             self.head.set_exception(FillFailed(reason, status))
             self.head.exception()  # mark retrieved: nobody may be waiting
+        self._signal(FillFailed(reason, status))
         self._wake()
+
+    def _signal(self, item: bytes | Exception) -> None:
+        """Wake readers blocked on an empty queue (a full queue's reader will find
+        `done`/`error` once it has drained it)."""
+        if self.spilled_at is None:
+            return
+        for handle in list(self._queues):
+            try:
+                handle.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                pass
 
     def _close_writer(self) -> None:
         if self._wfd >= 0:
@@ -114,48 +207,72 @@ class Fill:
             self.rfd = -1
 
     # -- reader side ----------------------------------------------------------------
-    def open_handle(self) -> BinaryIO:
-        """A reader's own handle on the spool, taken when it joins (a dup of the fill's),
-        so the temp file may be renamed, unlinked or closed by the fill meanwhile."""
-        return os.fdopen(os.dup(self.rfd), "rb", buffering=0)
+    def open_handle(self) -> SpoolHandle:
+        """A reader's own handle, taken when it joins: a dup of the spool file (so the
+        temp file may be renamed, unlinked or closed meanwhile) and a spill queue."""
+        return SpoolHandle(self, os.dup(self.rfd) if self.rfd >= 0 else None)
 
-    def reader(self, handle: BinaryIO, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) as they are written; raises FillFailed if the fill fails.
+    def reader(self, handle: SpoolHandle, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) as they arrive; raises FillFailed if the fill fails.
 
         `end` None means "to the end of the body, whenever that is". Closes `handle`.
         """
+        handle.consumed = True
         return self._iter(handle, start, end)
 
-    async def _iter(self, f: object, start: int, end: int | None) -> AsyncIterator[bytes]:
-        fd = f.fileno()  # type: ignore[attr-defined]
+    async def _iter(self, handle: SpoolHandle, start: int, end: int | None) -> AsyncIterator[bytes]:
         self.readers += 1
+        queue_pos: int | None = None  # offset of the next byte the spill queue will give
         try:
             pos = start
             while end is None or pos < end:
                 if self.error is not None:
                     raise FillFailed(self.error)
-                available = self.written
-                if pos < available:
-                    n = min(available - pos, READ_CHUNK)
+                if self.spilled_at is not None and pos >= self.spilled_at:
+                    if queue_pos is None:
+                        queue_pos = self.spilled_at
+                    if handle.queue.empty():
+                        if self.error is not None:
+                            raise FillFailed(self.error)
+                        if self.done:
+                            break
+                        if handle not in self._queues:
+                            raise FillFailed("reader fell behind a pass-through")
+                    item = await handle.queue.get()
+                    if isinstance(item, Exception):
+                        raise item
+                    if item is _END:
+                        break
+                    lo, hi = queue_pos, queue_pos + len(item)
+                    queue_pos = hi
+                    piece = item[max(0, pos - lo): (hi if end is None else min(hi, end)) - lo]
+                    if piece:
+                        pos += len(piece)
+                        yield piece
+                    continue
+                limit = self.on_disk if self.spilled_at is None else self.spilled_at
+                if pos < limit and handle.file is not None:
+                    n = min(limit - pos, READ_CHUNK)
                     if end is not None:
                         n = min(n, end - pos)
-                    chunk = await asyncio.to_thread(os.pread, fd, n, pos)
+                    chunk = await asyncio.to_thread(os.pread, handle.file.fileno(), n, pos)
                     if not chunk:
                         raise FillFailed("spool file shrank")
                     pos += len(chunk)
                     total = self.written if self.done else self.length
-                    if total is not None and pos >= total:
+                    if total is not None and pos >= total and self.spilled_at is None:
                         await self.settled.wait()
                         if self.error is not None:
                             raise FillFailed(self.error)
                     yield chunk
                     continue
-                if self.done:
-                    if end is not None and pos < end:
-                        raise FillFailed("body shorter than announced")
-                    await self.settled.wait()
-                    return
+                if self.done and self.spilled_at is None:
+                    break
                 await self._progress.wait()
+            if end is not None and pos < end:
+                raise FillFailed("body shorter than announced")
+            if self.spilled_at is None:
+                await self.settled.wait()
         finally:
             self.readers -= 1
-            f.close()  # type: ignore[attr-defined]
+            handle.close()

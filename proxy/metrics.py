@@ -75,6 +75,10 @@ class StatsCollector(Collector):
         yield CounterMetricFamily(
             "mediaedge_coalesced", "Requests that joined an origin fetch already running.", value=snap["coalesced"]
         )
+        yield CounterMetricFamily(
+            "mediaedge_disk_errors", "Cache disk write failures (responses passed through unstored).",
+            value=snap.get("disk_errors", 0),
+        )
 
         by_prefix = CounterMetricFamily(
             "mediaedge_prefix_requests", "Media requests by media prefix and cache result.", labels=["prefix", "result"]

@@ -123,6 +123,7 @@ class Stats:
         self._prefixes = {p: _Counts() for p in self._prefix_names}
         self._origin = {o: dict.fromkeys(OUTCOMES, 0) for o in ORIGINS}
         self._coalesced = 0
+        self._disk_errors = 0  # not persisted: a count of this run's disk trouble
         self._invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
         # Per result: non-cumulative counts, one per bucket plus +Inf; and the sum.
         self._durations = {r: [0] * (len(DURATION_BUCKETS) + 1) for r in RESULTS}
@@ -166,6 +167,10 @@ class Stats:
         """A request joined an origin fetch already running for its key."""
         self._coalesced += 1
 
+    def disk_error(self) -> None:
+        """The cache disk failed a write (full, read-only): a response passed through unstored."""
+        self._disk_errors += 1
+
     def invalidation(self, type_: str, count: int = 1) -> None:
         """`count` invalidation events of `type_` (publish, delete, purge, soft-purge, abort...)."""
         self._invalidations[type_] = self._invalidations.get(type_, 0) + count
@@ -196,6 +201,7 @@ class Stats:
             "top_missed": self.top_missed(),
             "origin_fetch_outcomes": {o: dict(outcomes) for o, outcomes in self._origin.items()},
             "invalidations_by_type": dict(self._invalidations),
+            "disk_errors": self._disk_errors,
         }
 
     def top_missed(self, n: int | None = None) -> list[dict[str, Any]]:
