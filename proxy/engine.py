@@ -9,11 +9,12 @@ decisions come from `proxy.policy.*` and `proxy.respond`, pure functions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -23,12 +24,12 @@ from proxy.hot import HotEntries
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
 from proxy.policy.cachecontrol import delta_seconds
-from proxy.pools import in_database_thread
 from proxy.policy.cachestatus import cache_status
 from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.storable import storability
 from proxy.policy.target import decoded_path, revision_from, vary_names
+from proxy.pools import in_database_thread
 from proxy.respond import plan_response
 from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
 from proxy.streamserver import FileBody, Job
@@ -36,6 +37,7 @@ from proxy.upstream import Upstream, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("mediaedge.engine")
 
+VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NOT_FOUND_BODY = b"not found\n"
@@ -211,9 +213,40 @@ class Engine:
             reply.body = entry.body[start:end]
             return reply
         assert entry.file is not None
-        reply.job = self._track(req.target, Job(plan.status, plan.headers, FileBody(entry.file, start, end - start)))
+        if start == 0 and end == meta.size:
+            # A whole body is checked against the SHA-256 recorded at fill time as it
+            # streams; the last bytes are held back until it matches, so a damaged file
+            # can only ever reach a client as a cut response, never as a complete one.
+            body: object = self._verified_body(entry.file, meta)
+        else:
+            body = FileBody(entry.file, start, end - start)  # a window: sendfile, length-checked only
+        reply.job = self._track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
         entry.file = None  # the job owns it now
         return reply
+
+    async def _verified_body(self, f: BinaryIO, meta: EntryMeta) -> AsyncIterator[bytes]:
+        h = hashlib.sha256()
+        left = meta.size
+        held = b""
+        try:
+            while left:
+                chunk = await asyncio.to_thread(f.read, min(left, VERIFY_CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                h.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+            if left or h.hexdigest() != meta.sha256:
+                log.warning("cache entry for %s is damaged on disk: dropped, download cut", meta.target)
+                await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
+                self.hot.drop(meta.target)
+                raise FillFailed("damaged cache entry")
+            if held:
+                yield held
+        finally:
+            f.close()
 
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:

@@ -138,10 +138,10 @@ class StreamServer:
             await writer.drain()
             completed = True
             return True
-        except (ConnectionError, asyncio.CancelledError, OSError) as e:
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - client gone, fill failed, damaged entry: cut the body
             log.debug("stream ended early: %r", e)
-            if isinstance(e, asyncio.CancelledError):
-                raise
             return False
         finally:
             job._transport = None
