@@ -229,12 +229,16 @@ class Engine:
         left = meta.size
         held = b""
         try:
+            def read_hashed(n: int) -> bytes:  # worker thread: hashlib releases the GIL
+                data = f.read(n)
+                h.update(data)
+                return data
+
             while left:
-                chunk = await asyncio.to_thread(f.read, min(left, VERIFY_CHUNK))
+                chunk = await asyncio.to_thread(read_hashed, min(left, VERIFY_CHUNK))
                 if not chunk:
                     break
                 left -= len(chunk)
-                h.update(chunk)
                 if held:
                     yield held
                 held = chunk
