@@ -38,6 +38,8 @@ MAGIC = b"MEG1"
 FOOTER = struct.Struct(">4sI")
 SEP = "\x1f"
 INLINE_LIMIT = 32 * 1024  # diskcache keeps values under this inside SQLite
+WAL_LIMIT = 1 << 20  # bytes: SQLite checkpoints and truncates its WAL to this
+OVERHEAD_RESERVE = 3 << 20  # bytes of --cache-size kept for the WAL, state and stats.json
 
 
 class StorageError(Exception):
@@ -234,13 +236,19 @@ class CacheStore:
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
         self.size_limit = size_limit
         self.small_verify_limit = small_verify_limit
+        # --cache-size bounds the whole directory: diskcache counts its database and
+        # values; SQLite's WAL (capped below), the durable state and stats.json are
+        # outside that count, so entries get the limit less a reserve for them.
+        reserve = min(size_limit // 4, OVERHEAD_RESERVE)
         # cull_limit=0: never evict inside set(); we evict deliberately after each store,
         # because diskcache's own culling can evict the entry just stored (FACTS.md).
         # least-recently-stored: reads never write to SQLite (LRU writes on every get).
         self._cache = diskcache.Cache(
             directory,
             disk=SafeDisk,
-            size_limit=size_limit,
+            size_limit=size_limit - reserve,
+            sqlite_journal_size_limit=WAL_LIMIT,
+            sqlite_wal_autocheckpoint=WAL_LIMIT // 4096,
             cull_limit=0,
             eviction_policy="least-recently-stored",
             statistics=False,
@@ -252,6 +260,7 @@ class CacheStore:
         self._state = diskcache.Cache(
             os.path.join(directory, "state"), disk=SafeDisk, size_limit=2**62, cull_limit=0,
             eviction_policy="none", statistics=False, tag_index=False,
+            sqlite_journal_size_limit=WAL_LIMIT // 4, sqlite_wal_autocheckpoint=WAL_LIMIT // 16384,
         )
 
     # -- durable state --------------------------------------------------------------
