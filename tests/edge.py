@@ -56,6 +56,8 @@ class Route:
     chunk_delay: float = 0.0  # between 64 KiB chunks
     cut_after: int | None = None  # send only this many body bytes, then close
     size: int | None = None  # synthetic body of this many bytes (deterministic), streamed
+    chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length (a cut omits the last chunk)
+    reflect: tuple[str, ...] = ()  # request headers whose "name: value" the app appends to the body
     seed: int = 0  # which synthetic body
 
 
@@ -88,6 +90,11 @@ class Upstream:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        # monotonic times per path at which a body was fully sent (tests/test_coalescing.py)
+        self.finished_at: dict[str, list[float]] = {}
+        # Emulates apps that route by a header (IIS URL Rewrite, old Symfony): when a request
+        # carries one of these, the route is looked up by its value instead of the path.
+        self.path_override_headers: tuple[str, ...] = ()
         self.port = free_port()
         outer = self
 
@@ -103,7 +110,12 @@ class Upstream:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                route = outer.routes.get(self.path)
+                route_path = self.path
+                for name in outer.path_override_headers:
+                    if self.headers.get(name):
+                        route_path = self.headers[name]
+                        break
+                route = outer.routes.get(route_path)
                 if route is None:
                     body = b"no route\n"
                     self.send_response(404)
@@ -114,11 +126,16 @@ class Upstream:
                 if route.delay:
                     time.sleep(route.delay)
                 body = route.body() if callable(route.body) else route.body
+                if route.reflect:
+                    body = body + b"".join(
+                        f"\n{name}: {self.headers.get(name)}".encode() for name in route.reflect if name in self.headers)
                 size = route.size if route.size is not None else len(body)
                 self.send_response(route.status)
                 for k, v in route.headers.items():
                     self.send_header(k, v)
-                if "Content-Length" not in route.headers:
+                if route.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                elif "Content-Length" not in route.headers:
                     self.send_header("Content-Length", str(size))
                 self.end_headers()
                 if self.command == "HEAD":
@@ -129,13 +146,16 @@ class Upstream:
                     while pos < limit:
                         n = min(65536, limit - pos)
                         chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n, route.seed)
-                        self.wfile.write(chunk)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
                         pos += n
                         if route.chunk_delay:
                             time.sleep(route.chunk_delay)
+                    if route.chunked and route.cut_after is None:
+                        self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                outer.finished_at.setdefault(self.path, []).append(time.monotonic())
                 if route.cut_after is not None:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
