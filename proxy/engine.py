@@ -90,6 +90,7 @@ class _Flight:
     upstream_failure: str | None = None  # why the upstream was not used (for error lines)
     upstream_status: int | None = None
     db_object: DbObject | None = None  # already looked up (published-revision check)
+    upstream_error_kind: str | None = None  # refused | timeout | error
 
 
 class Engine:
@@ -367,6 +368,7 @@ class Engine:
         except UpstreamError as e:
             self._count_fetch("upstream", "error")
             flight.upstream_failure = str(e)
+            flight.upstream_error_kind = e.kind
             return False
         if resp.status in (404, 410) or resp.status >= 500:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
@@ -503,10 +505,16 @@ class Engine:
     async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
         headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
-        fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=True,
-                                      storable=True, negative=True))
+        # "Absent" is remembered for everyone only when this request could not have
+        # caused it: not after our own upstream request failed as a request (rather
+        # than refused or timed out), which a client's odd fields might provoke.
+        storable = flight.upstream_error_kind != "error"
+        fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=storable,
+                                      storable=storable, negative=True))
         await fill.write(NOT_FOUND_BODY)
         sha = fill.finish()
+        if not storable:
+            return
         now = self.clock()
         meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
                          sha256=sha, request_time=now, response_time=now, source=source, negative=True)

@@ -128,7 +128,10 @@ class Runtime:
 
     async def _save_stats(self) -> None:
         """Counters survive restarts: state taken on the loop, written off it (atomically)."""
-        await asyncio.to_thread(write_state, self.stats_path, self.stats.state())
+        try:
+            await asyncio.to_thread(write_state, self.stats_path, self.stats.state())
+        except OSError as e:  # a full cache disk must not break a clean stop
+            log.warning("could not save counters to %s: %s", self.stats_path, e.strerror or e)
 
     async def _refresh_fill(self) -> None:
         self._fill_cache = await asyncio.to_thread(lambda: (self.store.entry_count(), self.store.volume()))

@@ -48,8 +48,13 @@ async def _serve(settings: Settings) -> int:
     addon = MediaEdge(settings)
     opts = options.Options()
     master = Master(opts)
-    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
-                      errorcheck.ErrorCheck(), addon)
+    needed = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), errorcheck.ErrorCheck(), addon]
+    if settings.upstream and settings.upstream.startswith("https:"):
+        # TLS towards an https app server. Without an https upstream we leave TlsConfig
+        # out: then a TLS ClientHello on the plain data port finds no certificate and the
+        # handshake fails, instead of being served HTTPS with mitmproxy's own CA.
+        needed.insert(3, tlsconfig.TlsConfig())
+    master.addons.add(*needed)
     upstream = settings.upstream or NO_UPSTREAM
     listen_host = f"[{host}]" if ":" in host else host
     opts.update(

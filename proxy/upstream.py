@@ -35,6 +35,10 @@ FORWARDED_TO_UPSTREAM = frozenset({
 })
 
 
+MAX_FIELD = 8 * 1024  # bytes per forwarded field; a longer one is dropped, not sent
+MAX_FIELDS_TOTAL = 32 * 1024
+
+
 def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, bytes]]:
     """The client's fields we send on a media fetch: allow-listed, well-formed only.
 
@@ -43,10 +47,14 @@ def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, byte
     everyone. obs-text (bytes >= 0x80) is passed as latin-1, as it came.
     """
     out: list[tuple[bytes, bytes]] = []
+    total = 0
     for name, value in request_headers:
         lname = name.lower()
-        if lname not in FORWARDED_TO_UPSTREAM:
+        if lname not in FORWARDED_TO_UPSTREAM or len(value) > MAX_FIELD:
             continue
+        total += len(value)
+        if total > MAX_FIELDS_TOTAL:
+            break
         if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
             continue
         try:

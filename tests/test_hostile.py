@@ -166,10 +166,6 @@ def test_random_junk_bytes_never_break_the_node(env):
     assert_serving(edge)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mitmproxy's NextLayer (_setup_reverse_proxy, scheme http) stacks a ClientTLSLayer when the first "
-    "bytes look like TLS, and TlsConfig mints a leaf certificate from ~/.mitmproxy's CA: the plain "
-    "HTTP port completes TLS handshakes and serves HTTPS"))
 def test_tls_on_the_plain_port_is_refused(env):
     """A real TLS client (Python's ssl) on the plain HTTP port: refused, not served over TLS."""
     edge, _ = env
@@ -292,18 +288,13 @@ def test_large_request_header_does_not_affect_other_clients(env, size):
     assert_serving(edge)
 
 
-HHO_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "HTTP header oversize cache-poisoned DoS: an 8 MB value in a field that is forwarded upstream "
-    "(proxy/upstream.py FORWARDED_TO_UPSTREAM) makes the node's own request fail (write error → "
-    "UpstreamError), Engine._try_upstream falls back to the database, which has no row, and the 404 "
-    "is negative-cached for every client — even from a Cookie request, which never joins a shared fill"))
 
 
 @pytest.mark.parametrize("header", [
     "X-Big",
-    pytest.param("User-Agent", marks=HHO_XFAIL),
-    pytest.param("Accept", marks=HHO_XFAIL),
-    pytest.param("Cookie", marks=HHO_XFAIL),
+    "User-Agent",
+    "Accept",
+    "Cookie",
 ])
 def test_oversized_header_cannot_negative_cache_a_404_for_others(env, header):
     edge, up = env
