@@ -16,6 +16,7 @@ import sys
 from mitmproxy import options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.proxy import server as mitm_server
 
 from addons.mediaedge import MediaEdge
 from proxy.config import Settings
@@ -41,7 +42,14 @@ def _check_free(setting: str, host: str, port: int) -> None:
             raise StartupError(f"{setting}: cannot listen on {host}:{port}: {e.strerror or e}") from e
 
 
+# mitmproxy closes a connection with no activity for this long (its default: 10 min).
+# 30 s, like nginx's client_header_timeout / send_timeout range, reaps slowloris-style
+# half-open connections before they exhaust file descriptors.
+IDLE_TIMEOUT = 30
+
+
 async def _serve(settings: Settings) -> int:
+    mitm_server.TCP_TIMEOUT = IDLE_TIMEOUT
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)

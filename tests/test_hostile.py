@@ -358,10 +358,6 @@ def test_slowloris_half_open_connections_do_not_stop_normal_clients(env):
 
 
 @pytest.mark.full
-@pytest.mark.xfail(strict=True, reason=(
-    "no request-head timeout: half-open connections are held forever, so once they use up the "
-    "node's file descriptors nobody is served (data plane nor admin) until the attacker lets go "
-    "(mitmproxy logs 'Too many open files')"))
 def test_half_open_connections_are_reaped_so_clients_are_served_again(tmp_path):
     """The node runs with RLIMIT_NOFILE 256 and an attacker holds 300 half-open connections.
     Expected: the node closes idle half-open connections (a header timeout, like nginx's
