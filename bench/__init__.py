@@ -1,0 +1,1 @@
+"""mediaedge benchmark harness: `python -m bench --help`."""
