@@ -374,7 +374,7 @@ class Engine:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
             flight.upstream_failure = f"upstream answered {resp.status}"
             flight.upstream_status = resp.status
-            await resp.aclose()
+            await resp.discard()
             return False
         revision = revision_from(resp.headers, self.config.revision_header)
         self._count_fetch("upstream", "ok")

@@ -85,6 +85,17 @@ class UpstreamResponse:
     async def aclose(self) -> None:
         await self._response.aclose()
 
+    async def discard(self) -> None:
+        """Drop an unused answer (a 404/5xx before the database fallback). A small body
+        is read to its end first so the keep-alive connection can be reused."""
+        length = self._response.headers.get("content-length", "")
+        try:
+            if length.isdigit() and int(length) <= 64 * 1024:
+                await self._response.aread()
+        except (httpx.HTTPError, OSError):
+            pass
+        await self._response.aclose()
+
 
 def _map_error(e: Exception) -> UpstreamError:
     if isinstance(e, httpx.TimeoutException):
