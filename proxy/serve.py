@@ -8,6 +8,7 @@ is `lazy` so a dead upstream never drops a client before the addon answers.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -80,6 +81,8 @@ async def _serve(settings: Settings) -> int:
 
     addon.rt = Runtime(settings)
     await addon.rt.start()
+    gc.collect()
+    gc.freeze()  # start-up objects (mitmproxy, policy tables) out of every later full collection
     print(f"mediaedge: data plane on http://{listen_host}:{port} "
           f"(upstream {settings.upstream or 'none: database origin only'})", flush=True)
     print(f"mediaedge: admin plane on http://{settings.admin_url.split('://', 1)[1]}", flush=True)

@@ -248,6 +248,10 @@ class CacheStore:
             disk=SafeDisk,
             size_limit=size_limit - reserve,
             sqlite_journal_size_limit=WAL_LIMIT,
+            # One SQLite connection per worker thread: no 64 MiB memory map each, and a
+            # 4 MiB page cache each (hot hits are served from memory anyway).
+            sqlite_mmap_size=0,
+            sqlite_cache_size=1024,
             sqlite_wal_autocheckpoint=WAL_LIMIT // 4096,
             cull_limit=0,
             eviction_policy="least-recently-stored",

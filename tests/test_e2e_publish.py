@@ -161,9 +161,11 @@ def _two_nodes(tmp_path, upstream, state_db: str | None = None):
     return nodes
 
 
-def test_every_node_applies_within_a_second_and_a_down_node_catches_up(tmp_path, upstream):
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=[pytest.mark.full, pytest.mark.postgres])])
+def test_every_node_applies_within_a_second_and_a_down_node_catches_up(tmp_path, upstream, request, kind):
     upstream.routes["/media/n.jpg"] = Route(body=b"old", headers={"X-Media-Revision": "o"})
-    a, b = _two_nodes(tmp_path, upstream)
+    state = request.getfixturevalue("pg_server").create_database() if kind == "postgres" else None
+    a, b = _two_nodes(tmp_path, upstream, state_db=state)
     try:
         for n in (a, b):
             n.get("/media/n.jpg")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from proxy.headers import Headers
-from proxy.hot import HotEntries
+from proxy.hot import ENTRY_OVERHEAD, HotEntries
 from proxy.storage import EntryMeta
 
 
@@ -15,7 +15,7 @@ def none(vary):
 
 
 def test_put_get_and_drop():
-    h = HotEntries(max_bytes=100)
+    h = HotEntries(max_bytes=100_000)
     h.put("/a", (), (), m("/a"), b"x" * 10, h.generation)
     assert h.get("/a", none)[1] == b"x" * 10
     h.drop("/a")
@@ -31,12 +31,12 @@ def test_a_lookup_older_than_an_invalidation_does_not_insert():
 
 
 def test_bounded_by_bytes_lru_first():
-    h = HotEntries(max_bytes=30, max_entry=10)
+    h = HotEntries(max_bytes=3 * (10 + ENTRY_OVERHEAD), max_entry=10)
     for t in ("/a", "/b", "/c"):
         h.put(t, (), (), m(t), b"1234567890", h.generation)
     h.get("/a", none)  # /a is now the most recent
     h.put("/d", (), (), m("/d"), b"1234567890", h.generation)
-    assert h.get("/b", none) is None and h.get("/a", none) is not None and h.size <= 30
+    assert h.get("/b", none) is None and h.get("/a", none) is not None and h.size <= 3 * (10 + ENTRY_OVERHEAD)
     h.put("/big", (), (), m("/big"), b"x" * 11, h.generation)
     assert h.get("/big", none) is None
 
