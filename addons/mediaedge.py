@@ -21,6 +21,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
 from proxy.config import ConfigError, Settings, load_settings
+from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
@@ -66,6 +67,7 @@ class MediaEdge:
 
     # ------------------------------------------------------------------ options
     def load(self, loader: Loader) -> None:
+        http1guard.install()  # request-head limit and leading empty lines (docs in the module)
         if self.settings is not None:
             return
         for name, flag in OPTION_FLAGS.items():
