@@ -8,15 +8,17 @@ else goes to the upstream untouched. Loads in plain `mitmdump -s addons/mediaedg
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 import os
 import time
 from urllib.parse import unquote
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from mitmproxy import ctx, http
+from mitmproxy.net.http import status_codes
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
@@ -26,6 +28,7 @@ from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
 from proxy.policy.target import TargetError, is_media, normalize_target
+from proxy.respond import wire_pairs
 from proxy.runtime import Runtime
 from proxy.webhook import PurgeEvent
 from proxy.accesslog import format_access_line
@@ -56,6 +59,8 @@ OPTION_FLAGS = {
     "mediaedge_webhook_secret": "webhook-secret",
     "mediaedge_node_id": "node-id",
     "mediaedge_grace": "grace",
+    "mediaedge_coalesce_timeout": "coalesce-timeout",
+    "mediaedge_coalesce_max_waiters": "coalesce-max-waiters",
     "mediaedge_access_log": "access-log",
 }
 
@@ -112,32 +117,53 @@ class MediaEdge:
             self.rt = None
 
     # ------------------------------------------------------------------ hooks
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Sync on purpose: a fresh small hit held in memory is answered right here, with
+        no coroutine (mitmproxy awaits what a hook returns, so the rest is async)."""
         if flow.response or flow.error or not flow.live or self.rt is None:
-            return
-        rt = self.rt
+            return None
         started = time.perf_counter()
         method = flow.request.method.upper()
+        req = None
+        if method in ("GET", "HEAD"):
+            try:
+                target = _normalize(flow.request.path)
+            except TargetError:
+                target = None
+            if target is not None and is_media(target, self.rt.settings.media_prefixes):
+                req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
+                reply = self.rt.engine.hot_hit(req)
+                if reply is not None:
+                    self._apply(flow, reply, started)
+                    return None
+        if req is not None:
+            return self._media(flow, req, started)
+        return self._request(flow, method, started)
+
+    async def _media(self, flow: http.HTTPFlow, req: MediaRequest, started: float) -> None:
+        assert self.rt is not None
+        try:
+            reply = await self.rt.engine.handle(req)
+        except Exception as e:  # noqa: BLE001 - never a traceback to the client
+            log.exception("media request %s failed", req.target)
+            self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
+                         target=req.target)
+            return
+        self._apply(flow, reply, started)
+
+    async def _request(self, flow: http.HTTPFlow, method: str, started: float) -> None:
+        """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""
+        rt = self.rt
+        assert rt is not None
         raw = flow.request.path
         try:
-            target = normalize_target(raw)
+            target = _normalize(raw)
         except TargetError as e:
             if _looks_media(raw, rt.settings.media_prefixes):
                 self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
                 return
             target = None
         media = target is not None and is_media(target, rt.settings.media_prefixes)
-        if media and method in ("GET", "HEAD"):
-            req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
-            try:
-                reply = await rt.engine.handle(req)
-            except Exception as e:  # noqa: BLE001 - never a traceback to the client
-                log.exception("media request %s failed", target)
-                self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
-                             target=target)
-                return
-            self._apply(flow, reply, started)
-            return
         if method == "PURGE" and target is not None and _is_loopback(flow):
             # Varnish's habit: PURGE from a loopback client purges that path (logged like a webhook).
             accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
@@ -154,10 +180,13 @@ class MediaEdge:
         if flow.metadata.get(META_STREAM) and flow.response is not None:
             flow.response.stream = True
 
-    async def response(self, flow: http.HTTPFlow) -> None:
-        target = flow.metadata.get(META_UNSAFE)
-        if target is None or self.rt is None or flow.response is None:
-            return
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if META_UNSAFE not in flow.metadata or self.rt is None or flow.response is None:
+            return None  # every media hit and miss: no coroutine
+        return self._after_unsafe(flow, flow.metadata[META_UNSAFE])
+
+    async def _after_unsafe(self, flow: http.HTTPFlow, target: str) -> None:
+        assert self.rt is not None and flow.response is not None
         if 200 <= flow.response.status_code < 400:
             # RFC 9111 4.4: a successful unsafe request invalidates the target and its
             # same-origin Location / Content-Location.
@@ -175,12 +204,12 @@ class MediaEdge:
     def _apply(self, flow: http.HTTPFlow, reply: Reply, started: float) -> None:
         assert self.rt is not None
         rt = self.rt
-        pairs = [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in reply.headers]
+        pairs = reply.wire if reply.wire is not None else wire_pairs(reply.headers)
         if reply.job is None:
-            resp = http.Response.make(reply.status, b"")
-            resp.headers = http.Headers(pairs)  # ours, Content-Length included (HEAD: the full size)
-            resp.raw_content = reply.body
-            flow.response = resp
+            now = time.time()
+            # Our headers, Content-Length included (HEAD: the full size); the body as is.
+            flow.response = http.Response(b"HTTP/1.1", reply.status, _reason(reply.status), http.Headers(pairs),
+                                          reply.body, None, now, now)
             self._record(flow, reply, len(reply.body), started)
             return
 
@@ -221,6 +250,14 @@ class MediaEdge:
                 referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
                 cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(),
             ))
+
+
+_normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur
+
+
+@functools.lru_cache(maxsize=64)
+def _reason(status: int) -> bytes:
+    return status_codes.RESPONSES.get(status, "").encode()
 
 
 def _looks_media(raw: str, prefixes: tuple[str, ...]) -> bool:

@@ -2,7 +2,8 @@
 
 The fastest any cache built as a mitmproxy addon can be on this machine: the same
 cut-down `Master` mediaedge uses (core, proxyserver, next_layer, tlsconfig,
-errorcheck; `connection_strategy=lazy`), plus one synchronous `request` hook that
+errorcheck; `connection_strategy=lazy`; mitmproxy's debug-only message type checks off,
+`proxy.serve.skip_debug_typechecks`), plus one synchronous `request` hook that
 sets a prebuilt response. No lookup, no policy, no counters. The response carries
 the same number of headers a mediaedge hit does, so the bytes on the wire match.
 
@@ -44,6 +45,9 @@ class FromMemory:
 
 
 async def _main(host: str, port: int, size: int) -> None:
+    from proxy.serve import skip_debug_typechecks
+
+    skip_debug_typechecks()  # as `mediaedge serve` does: the ratio measures the addon alone
     opts = options.Options()
     master = Master(opts)
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),

@@ -255,6 +255,13 @@ def _positive_duration(value: object) -> float:
     return seconds
 
 
+def _positive_int(value: object) -> int:
+    text = str(value).strip() if isinstance(value, int) and not isinstance(value, bool) else _text(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {value!r}")
+    return int(text)
+
+
 def _optional(parse: Callable[[object], object]) -> Callable[[object], object]:
     """An empty value means "none" for the settings that may be off."""
 
@@ -388,6 +395,17 @@ OPTIONS: tuple[Option, ...] = (
         "response gave no stale-if-error (Varnish's grace).",
     ),
     Option(
+        "coalesce-timeout", "coalesce_timeout", "SECONDS", 30, "30", _positive_duration,
+        "How long a request waits on a fetch it shares with others (coalesced misses) for the "
+        "response head, or for the next bytes once they stop coming; then it gets the stale "
+        "entry or a 504 while the fetch goes on for the rest.",
+    ),
+    Option(
+        "coalesce-max-waiters", "coalesce_max_waiters", "N", 1000, "1000", _positive_int,
+        "Most requests one fetch may serve at once; further ones get the stale entry or a 503 "
+        "with Retry-After rather than another origin fetch.",
+    ),
+    Option(
         "access-log", "access_log", "PATH", None, "off", _optional(_nonempty),
         "Write one line per request to PATH ('-' for standard output).",
         optional=True,
@@ -417,6 +435,8 @@ class Settings:
     webhook_secret: str | None
     node_id: str
     grace: float
+    coalesce_timeout: float
+    coalesce_max_waiters: int
     access_log: str | None
     config_path: str | None = None
 
@@ -452,6 +472,8 @@ class Settings:
             "webhook-secret": "***" if self.webhook_secret else None,
             "node-id": self.node_id,
             "grace": self.grace,
+            "coalesce-timeout": self.coalesce_timeout,
+            "coalesce-max-waiters": self.coalesce_max_waiters,
             "access-log": self.access_log,
             "config": self.config_path,
         }

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from proxy.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from proxy.fill import Fill, FillFailed, FillHead, SpoolHandle
 from proxy.headers import Headers
 from proxy.hot import HotEntries
@@ -30,7 +31,7 @@ from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.storable import storability
 from proxy.policy.target import decoded_path, revision_from, vary_names
 from proxy.pools import in_database_thread
-from proxy.respond import plan_response
+from proxy.respond import hit_template, is_plain, plan_response
 from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
 from proxy.streamserver import FileBody, Job
 from proxy.upstream import Upstream, UpstreamError, UpstreamResponse
@@ -41,6 +42,7 @@ VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NOT_FOUND_BODY = b"not found\n"
+NO_HEADERS = Headers()
 STRIPPED_FROM_ORIGIN = ("surrogate-key", "xkey", "surrogate-control", "set-cookie2")
 
 
@@ -52,6 +54,12 @@ class EngineConfig:
     grace: float = 86400.0
     max_object_size: int = 128 << 20
     upstream_timeout: float = 10.0
+    coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
+    coalesce_max_waiters: int = 1000  # requests one fetch serves at once
+
+
+class _Busy(Exception):
+    """A fetch already serves `coalesce_max_waiters` requests."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Reply:
     result: str = "miss"  # hit | stale | miss | pass | error
     source: str | None = None  # cache | upstream | db
     target: str = ""
+    wire: list[tuple[bytes, bytes]] | None = None  # headers already encoded (hot hits); then `headers` is unused
 
 
 @dataclass
@@ -118,9 +127,36 @@ class Engine:
         self.ready = asyncio.Event()
 
     # ---------------------------------------------------------------- entry point
+    def hot_hit(self, req: MediaRequest) -> Reply | None:
+        """The common case answered without a coroutine, a lookup or a plan: a fresh entry
+        held in memory, asked for without Range or conditionals. None: take `handle`.
+
+        Same decision as `handle`'s first branch (fresh and not soft-purged → hit), with
+        the plan taken from the entry's `HitTemplate` (tests/test_respond.py checks it
+        equals `plan_response`)."""
+        if not self.ready.is_set() or not is_plain(req.headers):
+            return None
+        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
+        if hot is None:
+            return None
+        meta, body, template = hot
+        state, age, fresh = self._state_of(meta, self.clock())
+        if state != "fresh" or meta.soft_stale:
+            return None
+        if template is None:
+            template = hot[2] = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
+                                             revision=meta.revision or None,
+                                             revision_header=self.config.revision_header)
+        wire = template.headers(age=int(age), cache_status=cache_status(hit=True, ttl=ttl_left(age, fresh)))
+        return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else body, result="hit",
+                     source="cache", target=req.target, wire=wire)
+
     async def handle(self, req: MediaRequest) -> Reply:
         if not self.ready.is_set():
             await self.ready.wait()
+        fast = self.hot_hit(req)
+        if fast is not None:
+            return fast
         now = self.clock()
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is not None:
@@ -219,8 +255,12 @@ class Engine:
             # streams; the last bytes are held back until it matches, so a damaged file
             # can only ever reach a client as a cut response, never as a complete one.
             body: object = self._verified_body(entry.file, meta)
+        elif blocks_valid(meta.blocks, meta.size):
+            # A window: each MiB block it touches is checked against its CRC-32 before
+            # any byte of it is sent, so a damaged block reaches no client at all.
+            body = self._verified_window(entry.file, meta, start, end)
         else:
-            body = FileBody(entry.file, start, end - start)  # a window: sendfile, length-checked only
+            body = FileBody(entry.file, start, end - start)  # entries from before block sums
         reply.job = self._track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
         entry.file = None  # the job owns it now
         return reply
@@ -244,18 +284,50 @@ class Engine:
                     yield held
                 held = chunk
             if left or h.hexdigest() != meta.sha256:
-                log.warning("cache entry for %s is damaged on disk: dropped, download cut", meta.target)
-                await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
-                self.hot.drop(meta.target)
+                await self._drop_damaged(meta, "SHA-256")
                 raise FillFailed("damaged cache entry")
             if held:
                 yield held
         finally:
             f.close()
 
+    async def _verified_window(self, f: BinaryIO, meta: EntryMeta, start: int, end: int) -> AsyncIterator[bytes]:
+        def read_block(index: int) -> bytes | None:  # worker thread: zlib releases the GIL
+            f.seek(index * BLOCK)
+            data = f.read(min(BLOCK, meta.size - index * BLOCK))
+            return data if crc(data) == block_sum(meta.blocks, index) else None
+
+        try:
+            for index in covering_blocks(start, end):
+                try:
+                    data = await asyncio.to_thread(read_block, index)
+                except ValueError:  # a trailer whose sums are not hex
+                    data = None
+                if data is None:
+                    await self._drop_damaged(meta, f"block {index}")
+                    raise FillFailed("damaged cache entry")
+                base = index * BLOCK
+                yield data[max(start - base, 0):end - base]
+        finally:
+            f.close()
+
+    async def _drop_damaged(self, meta: EntryMeta, where: str) -> None:
+        log.warning("cache entry for %s is damaged on disk (%s): dropped, download cut", meta.target, where)
+        await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
+        self.hot.drop(meta.target)
+
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
-        flight, joined, handle = self._flight_for(req)
+        try:
+            flight, joined, handle = self._flight_for(req)
+        except _Busy as e:
+            # Another fetch of the same object would defeat coalescing; the stale copy
+            # or a retry soon is what a herd this size should get.
+            if stale is not None:
+                return self._serve_stale(req, stale, now)
+            reply = _error_reply(req.target, 503, str(e))
+            reply.headers = reply.headers.with_set("Retry-After", "1")
+            return reply
         try:
             return await self._reply_from_flight(req, stale, now, flight, joined, handle)
         finally:
@@ -269,13 +341,16 @@ class Engine:
         # entry being committed: report it as the hit it is about to be.
         complete = joined and flight.fill.done and flight.fill.error is None
         try:
-            head = await flight.fill.head
+            # shield: the head is shared with every other waiter of this fetch
+            head = await asyncio.wait_for(asyncio.shield(flight.fill.head), self.config.coalesce_timeout)
         except FillFailed as e:
             if stale is not None:
-                state_age = self._state_of(stale.meta, now)
-                return self._serve_entry(req, stale, state_age[1], state_age[2], "stale")
-            status = e.status
-            return _error_reply(req.target, status, str(e))
+                return self._serve_stale(req, stale, now)
+            return _error_reply(req.target, e.status, str(e))
+        except asyncio.TimeoutError:
+            if stale is not None:
+                return self._serve_stale(req, stale, now)
+            return _error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
         if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
             # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
             alone, _, own = self._flight_for(req, alone=True)
@@ -315,6 +390,10 @@ class Engine:
                 reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
 
+    def _serve_stale(self, req: MediaRequest, stale: Entry, now: float) -> Reply:
+        _, age, fresh = self._state_of(stale.meta, now)
+        return self._serve_entry(req, stale, age, fresh, "stale")
+
     def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
@@ -324,8 +403,10 @@ class Engine:
         if not alone and not private:
             flight = self._flights.get(req.target)
             if flight is not None and not flight.fill.spilled:
+                if flight.fill.waiting >= self.config.coalesce_max_waiters:
+                    raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
                 return flight, True, flight.fill.open_handle()
-        fill = Fill(req.target, self.store.new_temp_path())
+        fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
         flight = _Flight(fill, req.headers)
         if not alone and not private:
             self._flights[req.target] = flight
@@ -440,7 +521,8 @@ class Engine:
         if storable and fill.written <= self.config.max_object_size and head_sent:
             meta = EntryMeta(
                 target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
-                sha256=sha, request_time=request_time, response_time=self.clock(), source="upstream",
+                sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
+                source="upstream",
                 vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
                 key_revision=explicit or "",
             )
@@ -489,7 +571,8 @@ class Engine:
         if storable:
             meta = EntryMeta(
                 target=req.target, revision=obj.revision, status=200, headers=headers, size=obj.size,
-                sha256=sha, request_time=request_time, response_time=self.clock(), source="db", tags=obj.tags,
+                sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
+                source="db", tags=obj.tags,
                 key_revision=obj.revision,
             )
             await self._install_async(fill, meta)
@@ -517,7 +600,7 @@ class Engine:
             return
         now = self.clock()
         meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
-                         sha256=sha, request_time=now, response_time=now, source=source, negative=True)
+                         sha256=sha, blocks=fill.block_sums(), request_time=now, response_time=now, source=source, negative=True)
         await self._install_async(fill, meta)
 
     async def _install_async(self, fill: Fill, meta: EntryMeta) -> None:

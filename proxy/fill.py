@@ -15,14 +15,16 @@ clients still get every byte and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from proxy.digest import BodyDigest
 from proxy.headers import Headers
 
+T = TypeVar("T")
 log = logging.getLogger("mediaedge.fill")
 
 READ_CHUNK = 256 * 1024
@@ -76,8 +78,9 @@ class SpoolHandle:
 
 
 class Fill:
-    def __init__(self, target: str, temp_path: str) -> None:
+    def __init__(self, target: str, temp_path: str, *, stall_timeout: float = 30.0) -> None:
         self.target = target
+        self.stall_timeout = stall_timeout  # a reader waiting this long for new bytes gives up
         self.temp_path = temp_path
         self.head: asyncio.Future[FillHead] = asyncio.get_running_loop().create_future()
         self.written = 0  # body bytes received so far
@@ -87,7 +90,7 @@ class Fill:
         self.done = False
         self.error: str | None = None
         self.readers = 0
-        self._hash = hashlib.sha256()
+        self._hash = BodyDigest()  # SHA-256 and per-MiB CRC-32, see proxy/digest.py
         self._progress = asyncio.Event()
         self._queues: set[SpoolHandle] = set()
         self.invalidated = False  # an invalidation arrived meanwhile: never commit
@@ -102,6 +105,11 @@ class Fill:
             self.rfd = os.open(temp_path, os.O_RDONLY)
         except OSError as e:
             self._spill(e)
+
+    @property
+    def waiting(self) -> int:
+        """Requests holding a handle on this fill: reading it or waiting for its head."""
+        return len(self._queues)
 
     @property
     def spilled(self) -> bool:
@@ -168,6 +176,10 @@ class Fill:
         self._wake()
         return self._hash.hexdigest()
 
+    def block_sums(self) -> str:
+        """Per-block CRC-32s of the body written so far (valid once finished)."""
+        return self._hash.blocks()
+
     def fail(self, reason: str, status: int = 502) -> None:
         self._close_writer()
         self.error = reason
@@ -220,6 +232,14 @@ class Fill:
         handle.consumed = True
         return self._iter(handle, start, end)
 
+    async def _stalled(self, waiting: Awaitable[T]) -> T:
+        """Wait for the fill's next bytes, at most `stall_timeout` (the reader gives up;
+        the fill itself goes on for the others and for the cache)."""
+        try:
+            return await asyncio.wait_for(waiting, self.stall_timeout)
+        except asyncio.TimeoutError:
+            raise FillFailed(f"no bytes from the origin for {self.stall_timeout:g} s", 504) from None
+
     async def _iter(self, handle: SpoolHandle, start: int, end: int | None) -> AsyncIterator[bytes]:
         self.readers += 1
         queue_pos: int | None = None  # offset of the next byte the spill queue will give
@@ -238,7 +258,7 @@ class Fill:
                             break
                         if handle not in self._queues:
                             raise FillFailed("reader fell behind a pass-through")
-                    item = await handle.queue.get()
+                    item = await self._stalled(handle.queue.get())
                     if isinstance(item, Exception):
                         raise item
                     if item is _END:
@@ -268,7 +288,7 @@ class Fill:
                     continue
                 if self.done and self.spilled_at is None:
                     break
-                await self._progress.wait()
+                await self._stalled(self._progress.wait())
             if end is not None and pos < end:
                 raise FillFailed("body shorter than announced")
             if self.spilled_at is None:

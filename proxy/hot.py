@@ -24,12 +24,13 @@ class HotEntries:
         self.max_entry = max_entry
         self.generation = 0
         self._bytes = 0
-        # target -> (vary names, {vary values: (meta, body)})
-        self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str, ...], tuple[EntryMeta, bytes]]]] = (
-            OrderedDict()
-        )
+        # target -> (vary names, {vary values: [meta, body, hit template or None]})
+        self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str, ...], list]]] = OrderedDict()
 
-    def get(self, target: str, values_for: object) -> tuple[EntryMeta, bytes] | None:
+    def get(self, target: str, values_for: object) -> list | None:
+        """`[meta, body, template]` for the request's variant, or None. The third slot is
+        the entry's `proxy.respond.HitTemplate`, built by the engine on first use and kept
+        here so it lives and dies with the entry."""
         item = self._items.get(target)
         if item is None:
             return None
@@ -51,18 +52,18 @@ class HotEntries:
         old = item[1].get(values)
         if old is not None:
             self._bytes -= len(old[1]) + ENTRY_OVERHEAD
-        item[1][values] = (meta, body)
+        item[1][values] = [meta, body, None]
         self._bytes += len(body) + ENTRY_OVERHEAD
         while self._bytes > self.max_bytes and self._items:
             _, (_, variants) = self._items.popitem(last=False)
-            self._bytes -= sum(len(b) + ENTRY_OVERHEAD for _, b in variants.values())
+            self._bytes -= sum(len(v[1]) + ENTRY_OVERHEAD for v in variants.values())
 
     def drop(self, target: str, *, bump: bool = True) -> None:
         if bump:
             self.generation += 1
         item = self._items.pop(target, None)
         if item is not None:
-            self._bytes -= sum(len(b) + ENTRY_OVERHEAD for _, b in item[1].values())
+            self._bytes -= sum(len(v[1]) + ENTRY_OVERHEAD for v in item[1].values())
 
     def drop_prefix(self, prefix: str) -> None:
         self.generation += 1

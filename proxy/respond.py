@@ -94,3 +94,53 @@ def plan_response(
     if length is not None:
         extra.append(("Content-Length", str(length)))
     return Plan(200, Headers([*out, *extra]), None if is_head else (0, length))
+
+
+# Request fields that can change what a stored response's plan is. A request with none
+# of them (the common case: a browser or CDN fetching an image) always gets the same
+# status and headers for an entry, except Age and Cache-Status (If-Range only matters
+# with Range). Vary is handled by the entry lookup, not here.
+PLAN_CHANGING_FIELDS = ("range", "if-none-match", "if-modified-since")
+
+
+def is_plain(request_headers: Headers) -> bool:
+    """True when `plan_response` gives this request the entry's template answer."""
+    return not any(name in request_headers for name in PLAN_CHANGING_FIELDS)
+
+
+@dataclass(frozen=True)
+class HitTemplate:
+    """`plan_response`'s answer to a plain GET or HEAD for one stored response, with the
+    two fields that change per request (Age, Cache-Status) at known positions, already
+    encoded for the wire. Built once per entry kept in memory (proxy/hot.py), so a hot
+    hit costs a copy and two substitutions instead of a plan."""
+
+    status: int
+    pairs: tuple[tuple[bytes, bytes], ...]
+    age_at: int
+    cache_status_at: int
+
+    def headers(self, *, age: int, cache_status: str) -> list[tuple[bytes, bytes]]:
+        pairs = list(self.pairs)
+        pairs[self.age_at] = (b"Age", str(max(0, age)).encode())
+        pairs[self.cache_status_at] = (b"Cache-Status", cache_status.encode("latin-1", "replace"))
+        return pairs
+
+
+def hit_template(*, status: int, headers: Headers, length: int, revision: str | None,
+                 revision_header: str) -> HitTemplate:
+    plan = plan_response(method="GET", request_headers=Headers(), status=status, headers=headers, length=length,
+                         revision=revision, revision_header=revision_header, cache_status="", age=0)
+    names = [k.lower() for k, _ in plan.headers]
+    return HitTemplate(
+        plan.status,
+        tuple(wire_pairs(plan.headers)),
+        names.index("age"),
+        names.index("cache-status"),
+    )
+
+
+def wire_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """Header fields as mitmproxy wants them. Names are tokens (ASCII); values we did not
+    make come from stored responses and pass through latin-1 as HTTP/1.1 carries them."""
+    return [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers]

@@ -49,8 +49,27 @@ def _check_free(setting: str, host: str, port: int) -> None:
 IDLE_TIMEOUT = 30
 
 
+def skip_debug_typechecks() -> None:
+    """Turn off mitmproxy's debug-only field type checks on every HTTP message.
+
+    `mitmproxy.http.MessageData.__post_init__` exists only `if __debug__`: it checks each
+    field of every request and response built against its annotation, and builds a
+    `TypeError` (with the repr of a typing union) for each check whether it fails or not.
+    That is ~30 µs and a burst of garbage per message, a tenth of a 10 KB hit, and the
+    garbage showed up as p99 latency (docs/BENCHMARKS.md). `python -O` drops it too; we
+    drop only this check, not our asserts. The ceiling in bench/ runs with the same."""
+    from mitmproxy import http
+
+    http.MessageData.__post_init__ = _no_check  # type: ignore[method-assign]
+
+
+def _no_check(self: object) -> None:
+    return None
+
+
 async def _serve(settings: Settings) -> int:
     mitm_server.TCP_TIMEOUT = IDLE_TIMEOUT
+    skip_debug_typechecks()
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)

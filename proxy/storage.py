@@ -111,6 +111,9 @@ class EntryMeta:
     # by its Vary variants), or "" when the origin gave none and `revision` was derived
     # per representation (ETag or body hash) — then variants must not displace each other.
     key_revision: str = ""
+    # CRC-32 per MiB as hex (proxy/digest.py): lets a Range hit check just its window.
+    # Empty for entries written before it existed: their windows are length-checked only.
+    blocks: str = ""
 
     def to_json(self) -> bytes:
         d = {
@@ -129,6 +132,7 @@ class EntryMeta:
             "negative": self.negative,
             "soft_stale": self.soft_stale,
             "key_revision": self.key_revision,
+            "blocks": self.blocks,
         }
         return json.dumps(d, separators=(",", ":")).encode()
 
@@ -151,6 +155,7 @@ class EntryMeta:
             negative=bool(d.get("negative", False)),
             soft_stale=bool(d.get("soft_stale", False)),
             key_revision=str(d.get("key_revision", "")),
+            blocks=str(d.get("blocks", "")),
         )
 
 

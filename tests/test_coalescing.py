@@ -260,3 +260,77 @@ def test_db_origin_misses_coalesce(tmp_path):
         wait_until(lambda: e.stats()["requests"] >= before["requests"] + 50, 10, 0.1, "stats")
     finally:
         e.stop()
+
+
+# ----------------------------------------------------------------------------- per-waiter cap and timeout
+@pytest.fixture(scope="module")
+def tight_edge(tmp_path_factory, upstream):
+    """At most 4 requests per fetch; a request waits at most 2 s for a head or for bytes."""
+    e = Edge(str(tmp_path_factory.mktemp("tight")), upstream=upstream.url,
+             args=["--upstream-timeout", "10", "--coalesce-max-waiters", "4", "--coalesce-timeout", "2"]).start()
+    yield e
+    e.stop()
+
+
+def test_waiters_past_the_cap_get_503_not_another_fetch(tight_edge, upstream):
+    path = "/media/tight/capped.jpg"
+    size = 1024 * 1024
+    upstream.routes[path] = Route(size=size, delay=0.8, chunk_delay=0.05, headers={"X-Media-Revision": "cap1"})
+    results = herd(tight_edge.url + path, 12, timeout=30)
+    assert upstream.hits[path] == 1
+    served = [r for r in results if r.status == 200]
+    refused = [r for r in results if r.status == 503]
+    assert len(served) + len(refused) == 12, [(r.status, r.error) for r in results]
+    assert refused, "nobody was refused: 12 clients shared a fetch capped at 4"
+    assert len([r for r in served if "fwd=miss" in r.cache_status]) <= 4
+    assert all(r.error is None and r.length == size and r.sha256 == synthetic_sha(size) for r in served)
+    for r in refused:
+        assert r.headers.get("Retry-After") == "1" and "Cache-Status" in r.headers
+    wait_until(lambda: fetch(tight_edge.url + path).cache_status.startswith("mediaedge; hit"), 10, 0.1,
+               "the entry to be stored")
+    assert upstream.hits[path] == 1
+
+
+def test_waiters_give_up_on_a_slow_head_with_504_and_the_fetch_goes_on(tight_edge, upstream):
+    path = "/media/tight/slow-head.jpg"
+    upstream.routes[path] = Route(body=b"late but good" * 100, delay=4.0, headers={"X-Media-Revision": "sh1"})
+    t0 = time.monotonic()
+    results = herd(tight_edge.url + path, 3, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert [r.status for r in results] == [504] * 3, [(r.status, r.error) for r in results]
+    assert elapsed < 3.8, f"waiters were held {elapsed:.1f} s with --coalesce-timeout 2"
+    r = requests.get(tight_edge.url + path + "?probe", timeout=10)  # another key: the node still serves
+    assert r.status_code in (200, 404)
+    wait_until(lambda: path in upstream.finished_at, 10, 0.05, "the upstream to finish")
+    wait_until(lambda: fetch(tight_edge.url + path).cache_status.startswith("mediaedge; hit"), 10, 0.1,
+               "the fetch the waiters left to be stored")
+    assert upstream.hits[path] == 1 and fetch(tight_edge.url + path).length == 1300
+
+
+def test_slow_head_serves_the_stale_entry_when_it_may(tight_edge, upstream):
+    path = "/media/tight/stale.jpg"
+    upstream.routes[path] = Route(body=b"old" * 1000, headers={"X-Media-Revision": "st1",
+                                                              "Cache-Control": "max-age=1, stale-if-error=600"})
+    assert fetch(tight_edge.url + path).status == 200
+    time.sleep(1.2)  # let it expire (the clock the entry is judged by is the edge's)
+    upstream.routes[path] = Route(body=b"new" * 1000, delay=4.0, headers={"X-Media-Revision": "st2"})
+    t0 = time.monotonic()
+    r = fetch(tight_edge.url + path)
+    assert time.monotonic() - t0 < 3.8
+    assert r.status == 200 and r.length == 3000 and r.headers["X-Media-Revision"] == "st1", r.cache_status
+    assert "hit" in r.cache_status and "ttl=-" in r.cache_status
+
+
+def test_a_stalled_body_cuts_its_waiters_after_the_timeout_and_the_fill_completes(tight_edge, upstream):
+    path = "/media/tight/stall.bin"
+    size = 4 * 64 * 1024
+    upstream.routes[path] = Route(size=size, chunk_delay=2.6, headers={"X-Media-Revision": "sb1"})
+    t0 = time.monotonic()
+    results = herd(tight_edge.url + path, 3, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert all(r.error is not None for r in results), [(r.status, r.length) for r in results]
+    assert elapsed < 5.5, f"waiters were held {elapsed:.1f} s by a body stalled past --coalesce-timeout 2"
+    wait_until(lambda: path in upstream.finished_at, 15, 0.05, "the upstream to finish")
+    r = fetch(tight_edge.url + path)
+    assert r.cache_status.startswith("mediaedge; hit") and r.sha256 == synthetic_sha(size), r.cache_status
+    assert upstream.hits[path] == 1

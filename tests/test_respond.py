@@ -67,3 +67,45 @@ def test_negative_entry():
 def test_unknown_length_streams_whole_body_and_ignores_range():
     p = plan(length=None, Range="bytes=0-9")
     assert p.status == 200 and p.window == (0, None) and p.headers.get("Content-Length") is None
+
+
+# ----------------------------------------------------------------------------- hot-hit templates
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from proxy.respond import hit_template, is_plain, wire_pairs  # noqa: E402
+
+_FIELD = st.sampled_from(["Content-Type", "ETag", "Last-Modified", "Age", "Cache-Status", "Content-Length",
+                          "X-Media-Revision", "Cache-Control", "Accept-Ranges", "Vary", "Surrogate-Key",
+                          "Content-Range", "Connection", "X-Other"])
+_VALUE = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored=st.lists(st.tuples(_FIELD, _VALUE), max_size=8), status=st.sampled_from([200, 404, 410]),
+       length=st.integers(0, 10**10), revision=st.one_of(st.none(), st.text("abc123", min_size=1, max_size=8)),
+       age=st.integers(-5, 10**9), method=st.sampled_from(["GET", "HEAD"]),
+       req=st.lists(st.tuples(st.sampled_from(["Accept", "User-Agent", "Cache-Control", "Pragma", "If-Range",
+                                               "Cookie"]), _VALUE), max_size=4),
+       ttl=st.integers(-100, 10**6))
+def test_a_hit_template_answers_exactly_like_plan_response(stored, status, length, revision, age, method, req, ttl):
+    """The hot-hit fast path (engine.hot_hit) may skip plan_response only because, for a
+    plain request, the template gives byte for byte the same status and headers."""
+    request_headers = Headers(req)
+    assert is_plain(request_headers)
+    cs = f"mediaedge; hit; ttl={ttl}"
+    plan = plan_response(method=method, request_headers=request_headers, status=status, headers=Headers(stored),
+                         length=length, revision=revision, revision_header="X-Media-Revision", cache_status=cs,
+                         age=age)
+    t = hit_template(status=status, headers=Headers(stored), length=length, revision=revision,
+                     revision_header="X-Media-Revision")
+    assert t.status == plan.status
+    assert t.headers(age=age, cache_status=cs) == wire_pairs(plan.headers)
+
+
+@pytest.mark.parametrize("fields, plain", [
+    ({}, True), ({"Accept": "*/*", "Cache-Control": "no-cache"}, True), ({"If-Range": '"x"'}, True),
+    ({"Range": "bytes=0-1"}, False), ({"If-None-Match": '"x"'}, False),
+    ({"if-modified-since": "Wed, 21 Oct 2015 07:28:00 GMT"}, False),
+])
+def test_is_plain(fields, plain):
+    assert is_plain(Headers(list(fields.items()))) is plain
