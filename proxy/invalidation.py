@@ -50,6 +50,7 @@ class Invalidator:
         self.latest_seq = 0
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
+        self._applied: int | None = None  # last sequence this process applied
 
     # ------------------------------------------------------------------ webhook
     async def accept(self, events: list[Event]) -> tuple[int, int]:
@@ -67,7 +68,12 @@ class Invalidator:
             return await self._catch_up_locked()
 
     async def _catch_up_locked(self) -> int:
-        applied = await asyncio.to_thread(self.store.get_applied_seq)
+        if self._applied is None:
+            # Read once: afterwards this process knows what it applied. Kept per process on
+            # purpose: processes sharing a cache directory each hold their own memory tier
+            # and running downloads, so each must apply every event itself.
+            self._applied = await asyncio.to_thread(self.store.get_applied_seq)
+        applied = self._applied
         count = 0
         while True:
             entries = await in_database_thread(self.log.since, applied, limit=1000)
@@ -85,6 +91,7 @@ class Invalidator:
             targets = await asyncio.to_thread(self._apply_to_store, events, applied)
             for event, t in zip(events, targets):
                 self._apply_on_loop(event, t)
+            self._applied = applied
             count += len(entries)
         self.latest_seq = max(self.latest_seq, applied)
         await self._record_cursor(applied)
@@ -106,9 +113,11 @@ class Invalidator:
         while True:
             try:
                 await self.catch_up()
-                woke = await in_database_thread(self.log.wait_for_notify, POLL_INTERVAL)
-                if not woke:
-                    await asyncio.sleep(POLL_INTERVAL if self.log_is_polling() else 0)
+                # One thread hop per poll when polling: they compete with hits for the GIL.
+                if self.log_is_polling():
+                    await asyncio.sleep(POLL_INTERVAL)
+                elif not await in_database_thread(self.log.wait_for_notify, POLL_INTERVAL):
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - keep following after a database outage
