@@ -58,6 +58,9 @@ class EngineConfig:
     coalesce_max_waiters: int = 1000  # requests one fetch serves at once
 
 
+_Facts = tuple[float | None, float | None, Freshness]  # Date, Age header, freshness
+
+
 class _Busy(Exception):
     """A fetch already serves `coalesce_max_waiters` requests."""
 
@@ -139,8 +142,10 @@ class Engine:
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is None:
             return None
-        meta, body, template = hot
-        state, age, fresh = self._state_of(meta, self.clock())
+        meta, body, template, facts = hot
+        if facts is None:
+            facts = hot[3] = self._facts(meta)
+        state, age, fresh = self._state_of(meta, self.clock(), facts)
         if state != "fresh" or meta.soft_stale:
             return None
         if template is None:
@@ -206,21 +211,24 @@ class Engine:
         values = _vary_values(pointer.vary, req.headers)
         return _Lookup(self.store.open_entry(req.target, pointer.revision, values), pointer)
 
-    def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
-        age = current_age(
-            date=parse_http_date(_first(meta.headers, "date")),
-            age_header=delta_seconds(_first(meta.headers, "age")),
-            request_time=meta.request_time,
-            response_time=meta.response_time,
-            now=now,
-        )
+    def _facts(self, meta: EntryMeta) -> _Facts:
+        """What an entry's state depends on besides the clock (kept with hot entries)."""
+        date = parse_http_date(_first(meta.headers, "date"))
+        age_header = delta_seconds(_first(meta.headers, "age"))
         if meta.negative:
-            fresh = Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
-            return ("fresh" if age < fresh.lifetime else "expired"), age, fresh
+            return date, age_header, Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
         # A database row says nothing about freshness; the Last-Modified we derive from
         # its updated_at must not turn into a (short) heuristic lifetime: --default-ttl.
         headers = meta.headers.without("last-modified") if meta.source == "db" else meta.headers
-        fresh = freshness(headers, default_ttl=self.config.default_ttl, response_time=meta.response_time)
+        return date, age_header, freshness(headers, default_ttl=self.config.default_ttl,
+                                           response_time=meta.response_time)
+
+    def _state_of(self, meta: EntryMeta, now: float, facts: _Facts | None = None) -> tuple[str, float, Freshness]:
+        date, age_header, fresh = facts or self._facts(meta)
+        age = current_age(date=date, age_header=age_header, request_time=meta.request_time,
+                          response_time=meta.response_time, now=now)
+        if meta.negative:
+            return ("fresh" if age < fresh.lifetime else "expired"), age, fresh
         return classify(age, fresh, grace=self.config.grace), age, fresh
 
     # ---------------------------------------------------------------- hits

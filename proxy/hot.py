@@ -24,13 +24,14 @@ class HotEntries:
         self.max_entry = max_entry
         self.generation = 0
         self._bytes = 0
-        # target -> (vary names, {vary values: [meta, body, hit template or None]})
+        # target -> (vary names, {vary values: [meta, body, hit template, state facts]})
         self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str, ...], list]]] = OrderedDict()
 
     def get(self, target: str, values_for: object) -> list | None:
-        """`[meta, body, template]` for the request's variant, or None. The third slot is
-        the entry's `proxy.respond.HitTemplate`, built by the engine on first use and kept
-        here so it lives and dies with the entry."""
+        """`[meta, body, template, facts]` for the request's variant, or None. The last two
+        slots (the entry's `proxy.respond.HitTemplate` and the clock-free inputs of its
+        freshness) are filled by the engine on first use and kept here so they live and
+        die with the entry."""
         item = self._items.get(target)
         if item is None:
             return None
@@ -52,7 +53,7 @@ class HotEntries:
         old = item[1].get(values)
         if old is not None:
             self._bytes -= len(old[1]) + ENTRY_OVERHEAD
-        item[1][values] = [meta, body, None]
+        item[1][values] = [meta, body, None, None]
         self._bytes += len(body) + ENTRY_OVERHEAD
         while self._bytes > self.max_bytes and self._items:
             _, (_, variants) = self._items.popitem(last=False)
