@@ -157,10 +157,21 @@ class Server:
         except OSError:
             return ""
 
+    def pause(self) -> None:
+        """SIGSTOP: an idle contender's timers (log polls, samplers) must not wake on the
+        core the one under test runs on."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.resume()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)

@@ -1,7 +1,7 @@
 """Soak: a bounded mix of hits, misses, ranges, 404s, database rows, publishes and purges
 against a real node, with every byte checked and memory sampled.
 
-Bounded: 24 client threads for MEDIAEDGE_SOAK_SECONDS (default 45), each request with
+Bounded: 32 client threads (MEDIAEDGE_SOAK_CLIENTS) for 60 s (MEDIAEDGE_SOAK_SECONDS), each request with
 its own timeout. Checked:
 - zero wrong bytes: every 200 is compared with the upstream's content for the revision
   named in its X-Media-Revision header, every 206 with the right window of it; 404s only
@@ -34,8 +34,8 @@ from proxy.webhook import signed_headers
 from tests.edge import Edge, Route, Upstream, synthetic_chunk, wait_until
 
 SECRET = "soak-secret"
-SECONDS = float(os.environ.get("MEDIAEDGE_SOAK_SECONDS", "45"))
-CLIENTS = 24
+SECONDS = float(os.environ.get("MEDIAEDGE_SOAK_SECONDS", "60"))
+CLIENTS = int(os.environ.get("MEDIAEDGE_SOAK_CLIENTS", "32"))
 RSS_GROWTH_LIMIT_MIB = 60
 
 SIZES = [2_000, 9_000, 30_000, 70_000, 250_000, 600_000, 1_500_000]  # inline, small files, streamed
