@@ -21,7 +21,7 @@ from typing import BinaryIO
 from proxy.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from proxy.fill import Fill, FillFailed, FillHead, SpoolHandle
 from proxy.headers import Headers
-from proxy.hot import HotEntries
+from proxy.hot import HotEntries, HotEntry
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
 from proxy.policy.cachecontrol import delta_seconds
@@ -142,19 +142,23 @@ class Engine:
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is None:
             return None
-        meta, body, template, facts = hot
-        if facts is None:
-            facts = hot[3] = self._facts(meta)
-        state, age, fresh = self._state_of(meta, self.clock(), facts)
-        if state != "fresh" or meta.soft_stale:
+        fresh = hot.fresh
+        age = current_age(date=hot.date, age_header=hot.age_header, request_time=hot.request_time,
+                          response_time=hot.response_time, now=self.clock())
+        if hot.soft_stale or self._state_at(age, fresh, hot.negative) != "fresh":
             return None
-        if template is None:
-            template = hot[2] = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
-                                             revision=meta.revision or None,
-                                             revision_header=self.config.revision_header)
+        template = hot.template
         wire = template.headers(age=int(age), cache_status=cache_status(hit=True, ttl=ttl_left(age, fresh)))
-        return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else body, result="hit",
+        return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else hot.body, result="hit",
                      source="cache", target=req.target, wire=wire)
+
+    def _hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
+        """What the memory tier keeps of a small entry: everything `hot_hit` needs, computed once."""
+        date, age_header, fresh = self._facts(meta)
+        template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
+                                revision=meta.revision or None, revision_header=self.config.revision_header)
+        return HotEntry(meta.to_json(), body, template, date, age_header, fresh, meta.request_time,
+                        meta.response_time, meta.negative, meta.soft_stale)
 
     async def handle(self, req: MediaRequest) -> Reply:
         if not self.ready.is_set():
@@ -165,7 +169,7 @@ class Engine:
         now = self.clock()
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is not None:
-            found = _Lookup(Entry(hot[0], body=hot[1]), None)
+            found = _Lookup(Entry(EntryMeta.from_json(hot.meta_json), body=hot.body), None)
         else:
             generation = self.hot.generation
             found = await self._lookup_async(req)
@@ -175,8 +179,8 @@ class Engine:
                 found = await self._lookup_async(req)
             if found.entry is not None and found.entry.body is not None and found.pointer is not None:
                 meta = found.entry.meta
-                self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (), meta,
-                             found.entry.body, generation)
+                self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (),
+                             self._hot_entry(meta, found.entry.body), generation)
         stale_fallback: Entry | None = None
         if found.entry is not None:
             entry = found.entry
@@ -223,13 +227,16 @@ class Engine:
         return date, age_header, freshness(headers, default_ttl=self.config.default_ttl,
                                            response_time=meta.response_time)
 
-    def _state_of(self, meta: EntryMeta, now: float, facts: _Facts | None = None) -> tuple[str, float, Freshness]:
-        date, age_header, fresh = facts or self._facts(meta)
+    def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
+        date, age_header, fresh = self._facts(meta)
         age = current_age(date=date, age_header=age_header, request_time=meta.request_time,
                           response_time=meta.response_time, now=now)
-        if meta.negative:
-            return ("fresh" if age < fresh.lifetime else "expired"), age, fresh
-        return classify(age, fresh, grace=self.config.grace), age, fresh
+        return self._state_at(age, fresh, meta.negative), age, fresh
+
+    def _state_at(self, age: float, fresh: Freshness, negative: bool) -> str:
+        if negative:
+            return "fresh" if age < fresh.lifetime else "expired"
+        return classify(age, fresh, grace=self.config.grace)
 
     # ---------------------------------------------------------------- hits
     def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:

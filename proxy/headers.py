@@ -15,9 +15,12 @@ class Headers:
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._pairs: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
-        index: dict[str, list[str]] = {}
+        index: dict[str, tuple[str, ...]] = {}
         for k, v in self._pairs:
-            index.setdefault(k.lower(), []).append(v)
+            key = k.lower()
+            index[key] = (*index[key], v) if key in index else (v,)
+        # Tuples of str, not lists: the garbage collector stops tracking them (and then the
+        # dict), so the thousands of Headers kept by the memory tier cost no GC time.
         self._index = index
 
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -8,6 +8,7 @@ Accept-Ranges, Content-Length), and returns a plan. No I/O, no clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.headers import Headers
 from proxy.policy.conditional import not_modified
@@ -108,12 +109,12 @@ def is_plain(request_headers: Headers) -> bool:
     return not any(name in request_headers for name in PLAN_CHANGING_FIELDS)
 
 
-@dataclass(frozen=True)
-class HitTemplate:
+class HitTemplate(NamedTuple):
     """`plan_response`'s answer to a plain GET or HEAD for one stored response, with the
     two fields that change per request (Age, Cache-Status) at known positions, already
     encoded for the wire. Built once per entry kept in memory (proxy/hot.py), so a hot
-    hit costs a copy and two substitutions instead of a plan."""
+    hit costs a copy and two substitutions instead of a plan. A NamedTuple of bytes and
+    ints, which the garbage collector stops tracking."""
 
     status: int
     pairs: tuple[tuple[bytes, bytes], ...]

@@ -89,7 +89,7 @@ class SafeDisk(diskcache.Disk):
         return super().fetch(mode, filename, value, read)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryMeta:
     """What we know of one stored response, besides its body."""
 

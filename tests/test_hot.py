@@ -1,13 +1,22 @@
 """The in-memory tier: bounded, LRU, and never re-filled by a lookup older than an invalidation."""
 from __future__ import annotations
 
+import gc
+
 from proxy.headers import Headers
-from proxy.hot import ENTRY_OVERHEAD, HotEntries
+from proxy.hot import ENTRY_OVERHEAD, HotEntries, HotEntry
+from proxy.policy.freshness import Freshness
+from proxy.respond import hit_template
 from proxy.storage import EntryMeta
 
+TEMPLATE = hit_template(status=200, headers=Headers([("Content-Type", "image/jpeg")]), length=1, revision="r",
+                        revision_header="X-Media-Revision")
 
-def m(target: str) -> EntryMeta:
-    return EntryMeta(target, "r", 200, Headers(), 1, "x", 0.0, 0.0, "upstream")
+
+def entry(target: str, body: bytes) -> HotEntry:
+    meta = EntryMeta(target, "r", 200, Headers(), len(body), "x", 0.0, 0.0, "upstream")
+    return HotEntry(meta.to_json(), body, TEMPLATE, None, None, Freshness(60.0, "max-age", 0.0, None, False),
+                    0.0, 0.0, False, False)
 
 
 def none(vary):
@@ -16,8 +25,8 @@ def none(vary):
 
 def test_put_get_and_drop():
     h = HotEntries(max_bytes=100_000)
-    h.put("/a", (), (), m("/a"), b"x" * 10, h.generation)
-    assert h.get("/a", none)[1] == b"x" * 10
+    h.put("/a", (), (), entry("/a", b"x" * 10), h.generation)
+    assert h.get("/a", none).body == b"x" * 10
     h.drop("/a")
     assert h.get("/a", none) is None and h.size == 0
 
@@ -26,26 +35,39 @@ def test_a_lookup_older_than_an_invalidation_does_not_insert():
     h = HotEntries()
     gen = h.generation  # lookup starts
     h.drop("/a")  # invalidation meanwhile
-    h.put("/a", (), (), m("/a"), b"old", gen)
+    h.put("/a", (), (), entry("/a", b"old"), gen)
     assert h.get("/a", none) is None
 
 
 def test_bounded_by_bytes_lru_first():
     h = HotEntries(max_bytes=3 * (10 + ENTRY_OVERHEAD), max_entry=10)
     for t in ("/a", "/b", "/c"):
-        h.put(t, (), (), m(t), b"1234567890", h.generation)
+        h.put(t, (), (), entry(t, b"1234567890"), h.generation)
     h.get("/a", none)  # /a is now the most recent
-    h.put("/d", (), (), m("/d"), b"1234567890", h.generation)
+    h.put("/d", (), (), entry("/d", b"1234567890"), h.generation)
     assert h.get("/b", none) is None and h.get("/a", none) is not None and h.size <= 3 * (10 + ENTRY_OVERHEAD)
-    h.put("/big", (), (), m("/big"), b"x" * 11, h.generation)
+    h.put("/big", (), (), entry("/big", b"x" * 11), h.generation)
     assert h.get("/big", none) is None
 
 
 def test_vary_variants():
     h = HotEntries()
-    h.put("/v", ("accept",), ("image/webp",), m("/v"), b"webp", h.generation)
-    h.put("/v", ("accept",), ("image/png",), m("/v"), b"png", h.generation)
-    assert h.get("/v", lambda vary: ("image/png",))[1] == b"png"
+    h.put("/v", ("accept",), ("image/webp",), entry("/v", b"webp"), h.generation)
+    h.put("/v", ("accept",), ("image/png",), entry("/v", b"png"), h.generation)
+    assert h.get("/v", lambda vary: ("image/png",)).body == b"png"
     assert h.get("/v", lambda vary: ("text/html",)) is None
     h.drop_prefix("/")
     assert h.size == 0
+
+
+def test_entries_drop_out_of_the_garbage_collectors_tracking():
+    """Thousands of entries live for hours: after a collection they must not be tracked,
+    or every full collection walks them all (the gen-2 stops of docs/BENCHMARKS.md)."""
+    h = HotEntries()
+    for i in range(200):
+        h.put(f"/t{i}", (), (), entry(f"/t{i}", b"x" * 10), h.generation)
+    gc.collect()
+    gc.collect()
+    stored = [v for _, variants in h._items.values() for v in variants.values()]
+    assert len(stored) == 200 and not [v for v in stored if gc.is_tracked(v)]
+    assert h.get("/t7", none).template == TEMPLATE  # and the view comes back whole

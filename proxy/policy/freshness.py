@@ -19,7 +19,7 @@ response out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.headers import Headers
 from proxy.policy.cachecontrol import DELTA_SECONDS_MAX, delta_seconds, parse_cache_control
@@ -32,9 +32,11 @@ from proxy.policy.httpdate import parse_http_date
 HEURISTIC_FRACTION = 0.1
 
 
-@dataclass(frozen=True)
-class Freshness:
-    """How long a stored response may be reused, and how far past that."""
+class Freshness(NamedTuple):
+    """How long a stored response may be reused, and how far past that.
+
+    A NamedTuple of plain values: the memory tier keeps one per entry, and tuples of
+    atoms are not tracked by the garbage collector (proxy/hot.py)."""
 
     lifetime: float  # seconds fresh, counted from the response's age 0
     source: str  # 'cdn-cache-control', 's-maxage', 'max-age', 'expires', 'heuristic' or 'default'
