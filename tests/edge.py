@@ -95,7 +95,6 @@ class Upstream:
         # Emulates apps that route by a header (IIS URL Rewrite, old Symfony): when a request
         # carries one of these, the route is looked up by its value instead of the path.
         self.path_override_headers: tuple[str, ...] = ()
-        self.port = free_port()
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -162,7 +161,10 @@ class Upstream:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        # Port 0: the kernel picks a free port at bind time (no window for another socket
+        # to take one we picked earlier).
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port: int = self.server.server_address[1]
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -183,6 +185,7 @@ class Edge:
                  env: dict[str, str] | None = None, origin_db: str | None = None,
                  cache_dir: str | None = None, port: int | None = None, admin_port: int | None = None) -> None:
         self.workdir = workdir
+        self._auto_ports = port is None and admin_port is None
         self.port = port or free_port()
         self.admin_port = admin_port or free_port()
         self.origin_db = origin_db or f"sqlite:///{os.path.join(workdir, 'origin.db')}"
@@ -199,18 +202,30 @@ class Edge:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Edge:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-
-        def up() -> bool:
+        def up() -> str | bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"mediaedge exited {self.proc.returncode}: {self.log()}")
+                return "exited"
             requests.get(f"{self.admin}/healthz", timeout=1).raise_for_status()
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return True
 
-        wait_until(up, timeout, 0.05, "mediaedge to listen")
-        return self
+        for attempt in range(3):
+            self._log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log,
+                                         stderr=subprocess.STDOUT)
+            if wait_until(up, timeout, 0.05, "mediaedge to listen") is True:
+                return self
+            # A port picked by free_port() can be taken (say, as some connection's source
+            # port) before the node binds it; mediaedge then exits with one line. Retry on
+            # new ports, unless the test chose the ports itself.
+            if not (self._auto_ports and "cannot listen on" in self.log() and attempt < 2):
+                raise AssertionError(f"mediaedge exited {self.proc.returncode}: {self.log()}")
+            self._log.close()
+            old = (f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}")
+            self.port, self.admin_port = free_port(), free_port()
+            new = {old[0]: f"127.0.0.1:{self.port}", old[1]: f"127.0.0.1:{self.admin_port}"}
+            self.cmd = [new.get(a, a) for a in self.cmd]
+        raise AssertionError("unreachable")
 
     def log(self) -> str:
         try:
