@@ -216,9 +216,11 @@ class Edge:
             if wait_until(up, timeout, 0.05, "mediaedge to listen") is True:
                 return self
             # A port picked by free_port() can be taken (say, as some connection's source
-            # port) before the node binds it; mediaedge then exits with one line. Retry on
+            # port) before the node binds it (our own check, or mitmproxy's bind a moment
+            # later); mediaedge then exits with an error line. Retry on
             # new ports, unless the test chose the ports itself.
-            if not (self._auto_ports and "cannot listen on" in self.log() and attempt < 2):
+            taken = "cannot listen on" in self.log() or "address already in use" in self.log()
+            if not (self._auto_ports and taken and attempt < 2):
                 raise AssertionError(f"mediaedge exited {self.proc.returncode}: {self.log()}")
             self._log.close()
             old = (f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}")
