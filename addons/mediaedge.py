@@ -61,6 +61,9 @@ OPTION_FLAGS = {
     "mediaedge_grace": "grace",
     "mediaedge_coalesce_timeout": "coalesce-timeout",
     "mediaedge_coalesce_max_waiters": "coalesce-max-waiters",
+    "mediaedge_allow_purge_from": "allow-purge-from",
+    "mediaedge_browser_ttl": "browser-ttl",
+    "mediaedge_db_timeout": "db-timeout",
     "mediaedge_access_log": "access-log",
 }
 
@@ -78,6 +81,8 @@ class MediaEdge:
         for name, flag in OPTION_FLAGS.items():
             if flag == "media-prefix":
                 loader.add_option(name, Sequence[str], [], "Media path prefixes (default /media/).")
+            elif flag == "allow-purge-from":
+                loader.add_option(name, Sequence[str], [], "Networks whose PURGE is obeyed (default none).")
             else:
                 loader.add_option(name, str, "", f"mediaedge --{flag} (empty: mediaedge's default).")
 
@@ -89,7 +94,7 @@ class MediaEdge:
             for name, flag in OPTION_FLAGS.items():
                 value = getattr(ctx.options, name)
                 if value:
-                    cli[flag] = list(value) if flag == "media-prefix" else value
+                    cli[flag] = list(value) if flag in ("media-prefix", "allow-purge-from") else value
             if "upstream" not in cli:
                 for mode in ctx.options.mode:
                     if mode.startswith("reverse:"):

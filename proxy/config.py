@@ -262,6 +262,28 @@ def _positive_int(value: object) -> int:
     return int(text)
 
 
+def parse_cidrs(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list, or a comma-separated string, of networks like `127.0.0.1/32` or `::1`.
+
+    A bare address is a one-address network. Host bits set (`10.0.0.1/8`) are an error,
+    not silently masked: a typo in an ACL must not widen it."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else _text(value).split(",")
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in items:
+        text = _text(item).strip()
+        if not text:
+            continue
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not a network or address: {text!r} ({e})") from None
+        if net not in nets:
+            nets.append(net)
+    return tuple(nets)
+
+
 def _optional(parse: Callable[[object], object]) -> Callable[[object], object]:
     """An empty value means "none" for the settings that may be off."""
 
@@ -406,6 +428,25 @@ OPTIONS: tuple[Option, ...] = (
         "with Retry-After rather than another origin fetch.",
     ),
     Option(
+        "allow-purge-from", "allow_purge_from", "CIDR", (), "none", parse_cidrs,
+        "Client networks whose PURGE requests on the data plane are obeyed (Varnish's purge "
+        "ACL), e.g. 127.0.0.1/32 or 10.0.0.0/8; repeat the flag for several. With none, PURGE "
+        "is answered 405. A proxy in front on the same host makes every client 127.0.0.1: "
+        "allow loopback only when nothing else connects through it.",
+        repeatable=True,
+    ),
+    Option(
+        "browser-ttl", "browser_ttl", "SECONDS", 0, "0", parse_duration,
+        "Cache-Control sent to clients when the origin gave none (database rows): max-age=N "
+        "when N > 0, else no-cache, so browsers revalidate with the ETag and a publish reaches "
+        "them at once.",
+    ),
+    Option(
+        "db-timeout", "db_timeout", "SECONDS", 10, "10", _positive_duration,
+        "Bound on one database origin lookup (a statement timeout, not a cut of a long blob "
+        "stream); past it the lookup counts as the database failing.",
+    ),
+    Option(
         "access-log", "access_log", "PATH", None, "off", _optional(_nonempty),
         "Write one line per request to PATH ('-' for standard output).",
         optional=True,
@@ -437,6 +478,9 @@ class Settings:
     grace: float
     coalesce_timeout: float
     coalesce_max_waiters: int
+    allow_purge_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    browser_ttl: float
+    db_timeout: float
     access_log: str | None
     config_path: str | None = None
 
@@ -474,6 +518,9 @@ class Settings:
             "grace": self.grace,
             "coalesce-timeout": self.coalesce_timeout,
             "coalesce-max-waiters": self.coalesce_max_waiters,
+            "allow-purge-from": [str(n) for n in self.allow_purge_from],
+            "browser-ttl": self.browser_ttl,
+            "db-timeout": self.db_timeout,
             "access-log": self.access_log,
             "config": self.config_path,
         }
