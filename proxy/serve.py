@@ -16,6 +16,7 @@ import sys
 
 from mitmproxy import options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyserver, tlsconfig
+from mitmproxy.proxy import mode_specs
 from mitmproxy.master import Master
 from mitmproxy.proxy import server as mitm_server
 
@@ -49,6 +50,70 @@ def _check_free(setting: str, host: str, port: int) -> None:
 IDLE_TIMEOUT = 30
 
 
+def reverse_mode(upstream: str, host: str, port: int) -> str:
+    """mitmproxy's mode spec for our data plane.
+
+    mitmproxy splits `...@HOST:PORT` at the last colon and binds HOST as written, so an
+    IPv6 address goes in bare (`@::1:8080`), not bracketed: `@[::1]:8080` makes it look
+    up the host name "[::1]" and fail."""
+    spec = f"reverse:{upstream}@{host}:{port}"
+    parsed = mode_specs.ProxyMode.parse(spec)
+    assert parsed.custom_listen_host == host and parsed.custom_listen_port == port, spec
+    return spec
+
+
+class StartupCheck(errorcheck.ErrorCheck):
+    """mitmproxy's start-up error check, ending in our one line instead of its text.
+
+    mitmproxy logs a failed bind (a port taken after our own check, an address this
+    host does not have) as a multi-line error and exits; we turn the first error into
+    the `StartupError` every other bad setting raises, so `serve` stops with one line
+    naming the setting and exit code 1, never half up."""
+
+    name = "errorcheck"  # the name mitmproxy's Master looks the check up by
+
+    async def shutdown_if_errored(self) -> None:
+        await asyncio.sleep(0)  # let pending log records arrive, as mitmproxy's check does
+        if self.logger.has_errored:
+            raise StartupError(startup_error_line(self.logger.has_errored[0].getMessage()))
+
+    def finish(self) -> None:
+        super().finish()
+        _QUIET_STARTUP.active = False
+
+
+class _QuietStartup(logging.Filter):
+    """Keeps mitmproxy's own start-up errors off stderr: `StartupCheck` says them in one line."""
+
+    active = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.active and record.levelno >= logging.ERROR and record.name.startswith("mitmproxy"))
+
+
+_QUIET_STARTUP = _QuietStartup()
+
+
+def startup_error_line(message: str) -> str:
+    """`--listen: cannot listen on ...` from mitmproxy's failed-bind message, else its first line."""
+    first = " ".join(message.splitlines()[0].split()) if message.strip() else "mitmproxy failed to start"
+    if " failed to listen on " in first:
+        return "--listen: cannot listen on " + first.split(" failed to listen on ", 1)[1]
+    return f"--listen: {first}"
+
+
+class Announce:
+    """Prints the listener lines once mitmproxy's servers are really up (its `running`
+    hook), so a bind that fails never leaves a "data plane on" line behind it."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def running(self) -> None:
+        for line in self.lines:
+            print(line, flush=True)
+
+
 def skip_debug_typechecks() -> None:
     """Turn off mitmproxy's debug-only field type checks on every HTTP message.
 
@@ -76,7 +141,13 @@ async def _serve(settings: Settings) -> int:
     addon = MediaEdge(settings)
     opts = options.Options()
     master = Master(opts)
-    needed = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), errorcheck.ErrorCheck(), addon]
+    listen_host = f"[{host}]" if ":" in host else host
+    announce = Announce([
+        f"mediaedge: data plane on http://{listen_host}:{port} "
+        f"(upstream {settings.upstream or 'none: database origin only'})",
+        f"mediaedge: admin plane on http://{settings.admin_url.split('://', 1)[1]}",
+    ])
+    needed = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), StartupCheck(), addon, announce]
     if settings.upstream and settings.upstream.startswith("https:"):
         # TLS towards an https app server. Without an https upstream we leave TlsConfig
         # out: then a TLS ClientHello on the plain data port finds no certificate and the
@@ -84,9 +155,8 @@ async def _serve(settings: Settings) -> int:
         needed.insert(3, tlsconfig.TlsConfig())
     master.addons.add(*needed)
     upstream = settings.upstream or NO_UPSTREAM
-    listen_host = f"[{host}]" if ":" in host else host
     opts.update(
-        mode=[f"reverse:{upstream}@{listen_host}:{port}"],
+        mode=[reverse_mode(upstream, host, port)],
         connection_strategy="lazy",
         stream_large_bodies="1m",
         keep_host_header=False,
@@ -102,9 +172,6 @@ async def _serve(settings: Settings) -> int:
     await addon.rt.start()
     gc.collect()
     gc.freeze()  # start-up objects (mitmproxy, policy tables) out of every later full collection
-    print(f"mediaedge: data plane on http://{listen_host}:{port} "
-          f"(upstream {settings.upstream or 'none: database origin only'})", flush=True)
-    print(f"mediaedge: admin plane on http://{settings.admin_url.split('://', 1)[1]}", flush=True)
     try:
         await master.run()
     finally:
@@ -123,6 +190,8 @@ def run(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QUIET_STARTUP)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return asyncio.run(_serve(settings))

@@ -82,3 +82,53 @@ def test_readme_first_command_on_a_fresh_copy(tmp_path):
         p.communicate(timeout=30)
     assert p.returncode == 0
     shutil.rmtree(dst)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_listen_addresses_serve_on_both_planes(tmp_path):
+    assert _ipv6_loopback(), "this machine has ::1"
+    port, admin = free_port(), free_port()
+    p = _serve(str(tmp_path), "--listen", f"[::1]:{port}", "--admin-listen", f"[::1]:{admin}")
+    try:
+        wait_until(lambda: requests.get(f"http://[::1]:{admin}/healthz", timeout=1).ok, 30, 0.1)
+        assert p.stdout is not None
+        lines = [p.stdout.readline().strip(), p.stdout.readline().strip()]  # printed once both are up
+        r = requests.get(f"http://[::1]:{port}/media/nothing.jpg", timeout=5)
+        assert r.status_code == 404 and "detail=db" in r.headers["Cache-Status"]
+        assert p.poll() is None
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert lines == [f"mediaedge: data plane on http://[::1]:{port} (upstream none: database origin only)",
+                     f"mediaedge: admin plane on http://[::1]:{admin}"]
+    assert not out.strip()
+
+
+# mediaedge with its own free-port check switched off, so that mitmproxy's bind is the
+# one that finds the port taken (the race between our check and mitmproxy's bind).
+_NO_PRECHECK = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import proxy.serve as s; "
+                "s._check_free = lambda *a: None; from proxy.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_data_port_taken_after_our_check_is_one_line_and_nonzero(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = subprocess.run([sys.executable, "-c", _NO_PRECHECK, REPO, "serve", "--listen", f"127.0.0.1:{port}",
+                            "--admin-listen", f"127.0.0.1:{free_port()}"],
+                           cwd=str(tmp_path), text=True, capture_output=True, timeout=60)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "data plane on" not in p.stdout  # never announced as up
+    err = [line for line in p.stderr.splitlines() if line.strip() and " INFO " not in line]
+    assert len(err) == 1 and err[0].startswith("mediaedge: error: --listen: cannot listen on 127.0.0.1:"), err
+    assert "Traceback" not in p.stderr
