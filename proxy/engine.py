@@ -624,19 +624,23 @@ class Engine:
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
         self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
-        await asyncio.to_thread(self._install, fill, meta)
+        evicted = await asyncio.to_thread(self._install, fill, meta)
         self.hot.drop(meta.target)
+        for target in evicted:
+            self.hot.drop(target)  # never serve from memory what the disk has evicted
 
-    def _install(self, fill: Fill, meta: EntryMeta) -> None:
-        """Commit a finished fill and point the target at it (worker thread)."""
+    def _install(self, fill: Fill, meta: EntryMeta) -> list[str]:
+        """Commit a finished fill and point the target at it (worker thread); the
+        targets evicted to make room."""
+        evicted: list[str] = []
         with self.store_lock:
             if fill.invalidated:
-                return  # an invalidation arrived during the fill: its bytes are not current
+                return evicted  # an invalidation arrived during the fill: its bytes are not current
             published = self.store.get_published(meta.target)
             if published is not None and not meta.negative and meta.revision != published:
-                return
+                return evicted
             try:
-                self.store.commit(fill.temp_path, meta)
+                evicted = self.store.commit(fill.temp_path, meta)
                 old = self.store.get_pointer(meta.target)
                 self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
                 if old is not None and old.revision != meta.key_revision:
@@ -644,6 +648,7 @@ class Engine:
                     self.store.delete_revision(meta.target, old.revision)
             except OSError as e:
                 log.warning("could not store %s (serving without storing): %s", meta.target, e)
+        return evicted
 
     # ---------------------------------------------------------------- bookkeeping
     def _track(self, target: str, job: Job) -> Job:

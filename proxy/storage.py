@@ -240,6 +240,7 @@ class CacheStore:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
         self.size_limit = size_limit
+        self.evictions = 0  # entries evicted for room since start
         self.small_verify_limit = small_verify_limit
         # --cache-size bounds the whole directory: diskcache counts its database and
         # values; SQLite's WAL (capped below), the durable state and stats.json are
@@ -343,8 +344,11 @@ class CacheStore:
     def new_temp_path(self) -> str:
         return os.path.join(self.tmp_dir, uuid.uuid4().hex)
 
-    def commit(self, temp_path: str, meta: EntryMeta) -> None:
-        """Append the trailer to a finished temp file and make it the entry (atomic)."""
+    def commit(self, temp_path: str, meta: EntryMeta) -> list[str]:
+        """Append the trailer to a finished temp file and make it the entry (atomic).
+
+        Returns the targets whose entries were evicted to make room, so the memory
+        tier can drop them too (it must never serve what the disk no longer holds)."""
         key = entry_key(meta.target, meta.key_revision, meta.vary_values)
         with open(temp_path, "ab") as f:
             f.write(encode_trailer(meta))
@@ -356,7 +360,7 @@ class CacheStore:
             self._cache.set(key, data, tag=_tag_field(meta.tags))
         else:
             self._cache.set(key, _Adopt(temp_path, size), tag=_tag_field(meta.tags))
-        self._cull()
+        return self._cull()
 
     def mark_soft_stale(self, target: str) -> int:
         """Soft purge: rewrite each stored variant's metadata with soft_stale set."""
@@ -437,11 +441,27 @@ class CacheStore:
         return [r[0] for r in rows]
 
     # -- accounting -----------------------------------------------------------------
-    def _cull(self) -> None:
+    def _cull(self) -> list[str]:
+        """Evict least-recently-stored keys until the volume is within the limit.
+
+        Ours rather than `Cache.cull()`, which evicts the same way but does not say
+        what it evicted: the memory tier and the eviction counter need the targets."""
+        evicted: list[str] = []
         try:
-            self._cache.cull()
+            while self._cache.volume() > self._cache.size_limit:
+                rows = self._cache._sql(  # noqa: SLF001 - diskcache's own store_time index
+                    "SELECT key FROM Cache ORDER BY store_time LIMIT 16").fetchall()
+                if not rows:
+                    break
+                for (key,) in rows:
+                    if self._cache.delete(key) and isinstance(key, str) and key.startswith("v" + SEP):
+                        self.evictions += 1
+                        evicted.append(key.split(SEP, 2)[1])
+                    if self._cache.volume() <= self._cache.size_limit:
+                        break
         except diskcache.Timeout:
             pass
+        return evicted
 
     def volume(self) -> int:
         return int(self._cache.volume())

@@ -246,3 +246,27 @@ def test_cache_size_bound_holds(tmp_path, upstream):
         assert s["cache_bytes"] <= 2 * 1024 * 1024
     finally:
         e.stop()
+
+
+def test_entry_evicted_from_disk_is_not_served_from_memory(tmp_path, upstream):
+    """A small entry hit twice sits in the memory tier; once later stores evict it from
+    disk (--cache-size), the next request goes to the origin again, as with no memory tier."""
+    bodies = {f"/media/churn{i}.bin": os.urandom(100_000) for i in range(40)}
+    for path, body in bodies.items():
+        upstream.routes[path] = Route(body=body, headers={"Content-Type": "application/octet-stream"})
+    e = Edge(str(tmp_path), upstream=upstream.url, args=["--cache-size", "2MiB", "--max-object-size", "256KiB"]).start()
+    try:
+        first = "/media/churn0.bin"
+        for _ in range(3):  # miss, then hits (the memory tier holds it from the first hit)
+            r = e.get(first)
+            assert sha(r.content) == sha(bodies[first])
+        assert r.headers["Cache-Status"].startswith("mediaedge; hit")
+        for path in list(bodies)[1:]:
+            assert sha(e.get(path).content) == sha(bodies[path])
+        assert upstream.hits[first] == 1
+        r = e.get(first)
+        assert sha(r.content) == sha(bodies[first])
+        assert "fwd=miss" in r.headers["Cache-Status"], r.headers["Cache-Status"]
+        assert upstream.hits[first] == 2
+    finally:
+        e.stop()

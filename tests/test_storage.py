@@ -119,3 +119,23 @@ def test_stray_temp_files_are_cleared_at_start(tmp_path):
     s.close()
     CacheStore(str(tmp_path / "c"), size_limit=1 << 20).close()
     assert not os.path.exists(stray)
+
+
+def test_commit_reports_the_targets_it_evicted(tmp_path):
+    """The memory tier drops what the disk evicts, so a commit must say what that was."""
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    reported: list[str] = []
+    for i in range(30):
+        body = os.urandom(100_000)
+        m = meta(f"/media/e{i}.bin", body)
+        tmp = s.new_temp_path()
+        with open(tmp, "wb") as f:
+            f.write(body)
+        evicted = s.commit(tmp, m)
+        assert m.target not in evicted  # the entry just stored is never the one evicted
+        reported += evicted
+    gone = [f"/media/e{i}.bin" for i in range(30) if s.open_entry(f"/media/e{i}.bin", "r1", ()) is None]
+    assert gone and reported == gone == [f"/media/e{i}.bin" for i in range(len(gone))]  # oldest first
+    assert s.evictions == len(gone)
+    assert s.volume() <= 1 << 20
+    s.close()
