@@ -15,10 +15,11 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from proxy.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
+from proxy.epochs import Epochs, Verdict
 from proxy.fill import Fill, FillFailed, FillHead, SpoolHandle
 from proxy.headers import Headers
 from proxy.hot import HotEntries, HotEntry
@@ -103,6 +104,9 @@ class _Flight:
     upstream_status: int | None = None
     db_object: DbObject | None = None  # already looked up (published-revision check)
     upstream_error_kind: str | None = None  # refused | timeout | error
+    epoch: int = 0  # Epochs.epoch when the fill began (proxy/epochs.py)
+    tags: tuple[str, ...] | None = None  # surrogate keys, once the origin's head is known
+    revision: str | None = None  # the revision being fetched, once known
 
 
 class Engine:
@@ -125,6 +129,10 @@ class Engine:
         self._flights: dict[str, _Flight] = {}
         self._jobs_by_target: dict[str, set[Job]] = {}
         self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
+        # Invalidations applied while fills run, checked at commit under store_lock and
+        # before joining a running fill (proxy/epochs.py); and the epoch of each running fill.
+        self.epochs = Epochs()
+        self._running: dict[int, int] = {}
         self.hot = HotEntries()
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
@@ -416,22 +424,33 @@ class Engine:
         (taken now, while the fill's descriptor is certainly open)."""
         private = "authorization" in req.headers or "cookie" in req.headers
         if not alone and not private:
-            flight = self._flights.get(req.target)
-            if flight is not None and not flight.fill.spilled:
+            flight = self._joinable(req.target)
+            if flight is not None:
                 if flight.fill.waiting >= self.config.coalesce_max_waiters:
                     raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
                 return flight, True, flight.fill.open_handle()
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
-        flight = _Flight(fill, req.headers)
+        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch)
+        self._running[id(flight)] = flight.epoch
         if not alone and not private:
             self._flights[req.target] = flight
         handle = fill.open_handle()
         flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
         return flight, False, handle
 
+    def _joinable(self, target: str) -> _Flight | None:
+        """The running fill a new request may share: none if an event applied since it
+        began may cover it (nobody joins an invalidated fetch after the webhook's 200)."""
+        flight = self._flights.get(target)
+        if flight is None or flight.fill.spilled:
+            return None
+        if self.epochs.verdict(flight.epoch, target, flight.tags, flight.revision)[0] is not Verdict.CURRENT:
+            return None
+        return flight
+
     def _start_refresh(self, req: MediaRequest) -> None:
         """stale-while-revalidate / soft purge: one background fetch per target."""
-        if req.target in self._flights:
+        if self._joinable(req.target) is not None:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
         self._flight_for(bg)[2].close()
@@ -453,6 +472,8 @@ class Engine:
             fill.settled.set()
             if self._flights.get(req.target) is flight:
                 del self._flights[req.target]
+            self._running.pop(id(flight), None)
+            self.epochs.prune(min(self._running.values(), default=None))
             fill.close()
             _unlink_quiet(fill.temp_path)
 
@@ -503,6 +524,7 @@ class Engine:
         if published is not None and revision is not None and revision != published:
             storable = False
         tags = _surrogate_keys(resp.headers)
+        flight.tags = tags
         vary = vary_names(resp.headers) or ()
         explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
         chunks = resp.chunks()
@@ -514,6 +536,7 @@ class Engine:
             revision = "sha256:" + sha[:16]
         else:
             sha = ""
+        flight.revision = revision
         head = FillHead(resp.status, headers, "upstream", revision, length,
                         shareable=policy.storable and resp.status == 200, storable=storable,
                         not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else ""))
@@ -541,7 +564,7 @@ class Engine:
                 vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
                 key_revision=explicit or "",
             )
-            await self._install_async(fill, meta)
+            await self._install_async(flight, meta)
 
     async def _copy_chunks(self, fill: Fill, chunks: object) -> None:
         try:
@@ -571,11 +594,26 @@ class Engine:
             raise _failed(f"{both}database origin: {e}", 502 if self.upstream is not None else 503) from e
         if obj is None:
             self._count_fetch("db", "notfound")
+            if flight.upstream_status is not None and flight.upstream_status >= 500:
+                # The app failed and the database has no row: that is not "absent". The
+                # stale entry within its grace, else the app's own status, never stored.
+                raise _failed(f"{upstream_failure}; database origin: not found", flight.upstream_status)
+            if flight.upstream_error_kind is not None:
+                status = 504 if flight.upstream_error_kind == "timeout" else 502
+                raise _failed(f"{upstream_failure}; database origin: not found", status)
             await self._negative(flight, req, "db")
             return
         self._count_fetch("db", "ok")
         headers = _db_headers(obj, self.config.revision_header)
-        storable = obj.size <= self.config.max_object_size and (published is None or obj.revision == published)
+        storable = obj.size <= self.config.max_object_size
+        adopt = published is not None and obj.revision != published
+        if adopt:
+            # The database is the source of truth: a publish naming a revision that
+            # neither origin has must not turn caching off for the path until the next
+            # publish (every request passed through): the row wins and is stored.
+            log.warning("%s: published revision %r is on neither origin; storing the database's %r",
+                        req.target, published, obj.revision)
+        flight.tags, flight.revision = obj.tags, obj.revision
         fill.length = obj.size
         fill.head.set_result(FillHead(200, headers, "db", obj.revision, obj.size, shareable=True, storable=storable))
         loop = asyncio.get_running_loop()
@@ -590,7 +628,7 @@ class Engine:
                 source="db", tags=obj.tags,
                 key_revision=obj.revision,
             )
-            await self._install_async(fill, meta)
+            await self._install_async(flight, meta, adopt_published=adopt)
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
         assert self.db is not None
@@ -616,31 +654,49 @@ class Engine:
         now = self.clock()
         meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
                          sha256=sha, blocks=fill.block_sums(), request_time=now, response_time=now, source=source, negative=True)
-        await self._install_async(fill, meta)
+        flight.tags = ()
+        await self._install_async(flight, meta)
 
-    async def _install_async(self, fill: Fill, meta: EntryMeta) -> None:
+    async def _install_async(self, flight: _Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
+        fill = flight.fill
         if fill.spilled:
             if self.stats is not None and hasattr(self.stats, "disk_error"):
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
         self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
-        evicted = await asyncio.to_thread(self._install, fill, meta)
+        committed, evicted = await asyncio.to_thread(self._install, flight, meta, adopt_published)
         self.hot.drop(meta.target)
         for target in evicted:
             self.hot.drop(target)  # never serve from memory what the disk has evicted
+        if committed is Verdict.STALE:
+            # A soft purge arrived during the fill: stored stale, and one refetch runs.
+            self._start_refresh(MediaRequest("GET", meta.target, flight.leader_headers))
 
-    def _install(self, fill: Fill, meta: EntryMeta) -> list[str]:
-        """Commit a finished fill and point the target at it (worker thread); the
-        targets evicted to make room."""
+    def _install(self, flight: _Flight, meta: EntryMeta, adopt_published: bool) -> tuple[Verdict | None, list[str]]:
+        """Commit a finished fill and point the target at it (worker thread): how it was
+        committed (None: not at all) and the targets evicted to make room.
+
+        Under `store_lock`, the lock invalidations are applied under, so an event is
+        wholly before this commit (its mark is seen here) or wholly after it (it drops
+        what this commit stored): a fill that began before a matching event is never
+        committed as current (proxy/epochs.py)."""
         evicted: list[str] = []
         with self.store_lock:
-            if fill.invalidated:
-                return evicted  # an invalidation arrived during the fill: its bytes are not current
+            standing, mark = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
+            if standing is Verdict.INVALID:
+                log.info("%s: not stored, invalidated during the fetch (%s event)", meta.target, mark and mark.kind)
+                return None, evicted
+            if standing is Verdict.STALE:
+                if self.store.get_pointer(meta.target) is not None:
+                    return None, evicted  # something as new or newer is stored: keep it
+                meta = replace(meta, soft_stale=True)
+            if adopt_published:
+                self.store.set_published(meta.target, meta.revision)
             published = self.store.get_published(meta.target)
             if published is not None and not meta.negative and meta.revision != published:
-                return evicted
+                return None, evicted
             try:
-                evicted = self.store.commit(fill.temp_path, meta)
+                evicted = self.store.commit(flight.fill.temp_path, meta)
                 old = self.store.get_pointer(meta.target)
                 self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
                 if old is not None and old.revision != meta.key_revision:
@@ -648,7 +704,8 @@ class Engine:
                     self.store.delete_revision(meta.target, old.revision)
             except OSError as e:
                 log.warning("could not store %s (serving without storing): %s", meta.target, e)
-        return evicted
+                return None, evicted
+        return standing, evicted
 
     # ---------------------------------------------------------------- bookkeeping
     def _track(self, target: str, job: Job) -> Job:
@@ -675,19 +732,20 @@ class Engine:
         """New requests must not join fills that began before an invalidation."""
         for t in targets:
             self.hot.drop(t)
-            flight = self._flights.pop(t, None)
-            if flight is not None:
-                flight.fill.invalidated = True
+            self._flights.pop(t, None)  # the commit-time check (proxy/epochs.py) keeps it from being stored
             if abort:
                 for job in list(self._jobs_by_target.get(t, ())):
                     job.abort()
 
-    def flights_matching(self, prefix: str | None) -> list[str]:
-        """Targets with a running fill or download under `prefix` (prefix purges)."""
-        if prefix is None:
-            return []
-        running = set(self._flights) | set(self._jobs_by_target)
-        return [t for t in running if t.startswith(prefix)]
+    def flights_matching(self, prefix: str | None, tag: str | None = None) -> list[str]:
+        """Targets with a running fill or download under `prefix`, or a running fill
+        tagged `tag` (tags of stored entries come from the store)."""
+        if prefix is not None:
+            running = set(self._flights) | set(self._jobs_by_target)
+            return [t for t in running if t.startswith(prefix)]
+        if tag is not None:
+            return [t for t, f in self._flights.items() if f.tags is not None and tag in f.tags]
+        return []
 
     def prewarm(self, req: MediaRequest) -> None:
         """Fetch a newly published revision in the background so the first visitor hits."""

@@ -93,7 +93,6 @@ class Fill:
         self._hash = BodyDigest()  # SHA-256 and per-MiB CRC-32, see proxy/digest.py
         self._progress = asyncio.Event()
         self._queues: set[SpoolHandle] = set()
-        self.invalidated = False  # an invalidation arrived meanwhile: never commit
         self.length: int | None = None  # the body's announced length, once the head is known
         # Set once the fill is committed (or will not be): a reader holds back the body's
         # last bytes until then, so a client that got a whole response and asks again

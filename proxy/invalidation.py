@@ -145,10 +145,14 @@ class Invalidator:
         self._apply_on_loop(event, targets)
 
     def _apply_to_store(self, events: list[Event], applied: int | None) -> list[list[str]]:
-        """The blocking half (worker thread): change the cache, return each event's targets."""
+        """The blocking half (worker thread): change the cache, return each event's targets.
+
+        Each event also leaves its mark for running fills (proxy/epochs.py) in the same
+        locked step as its change to the store, so no commit can slip in between."""
         out: list[list[str]] = []
         with self.engine.store_lock:
             for event in events:
+                self._mark(event)
                 if isinstance(event, PublishEvent):
                     self._publish(event.path, event.revision)
                     out.append([event.path])
@@ -178,12 +182,21 @@ class Invalidator:
             for t in targets:
                 self.engine.hot.drop(t)
         else:
-            prefix_running = self.engine.flights_matching(event.prefix)
-            self.engine.forget_flights(targets + prefix_running, abort=event.abort_inflight)
+            running = self.engine.flights_matching(event.prefix, event.tag)
+            self.engine.forget_flights(targets + running, abort=event.abort_inflight)
             if event.prefix is not None:
                 self.engine.hot.drop_prefix(event.prefix)
         if self.stats is not None:
             self.stats.invalidation(event_kind(event))
+
+    def _mark(self, event: Event) -> None:
+        epochs = self.engine.epochs
+        if isinstance(event, PublishEvent):
+            epochs.record("publish", path=event.path, revision=event.revision)
+        elif isinstance(event, DeleteEvent):
+            epochs.record("delete", path=event.path)
+        else:
+            epochs.record("soft" if event.soft else "purge", path=event.path, prefix=event.prefix, tag=event.tag)
 
     def _publish(self, target: str, revision: str) -> None:
         self.store.set_published(target, revision)

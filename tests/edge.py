@@ -58,6 +58,11 @@ class Route:
     size: int | None = None  # synthetic body of this many bytes (deterministic), streamed
     chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length (a cut omits the last chunk)
     reflect: tuple[str, ...] = ()  # request headers whose "name: value" the app appends to the body
+    # Hold the body at byte `hold_at` until `hold` is set (at most 30 s), setting `held` on
+    # arrival: lets a test apply an event at a chosen point of a fill, deterministically.
+    hold_at: int | None = None
+    hold: threading.Event | None = None
+    held: threading.Event | None = None
     seed: int = 0  # which synthetic body
 
 
@@ -143,7 +148,14 @@ class Upstream:
                 pos = 0
                 try:
                     while pos < limit:
+                        if route.hold_at is not None and pos == route.hold_at and route.hold is not None:
+                            self.wfile.flush()
+                            if route.held is not None:
+                                route.held.set()
+                            route.hold.wait(30)
                         n = min(65536, limit - pos)
+                        if route.hold_at is not None and pos < route.hold_at:
+                            n = min(n, route.hold_at - pos)
                         chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n, route.seed)
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
                         pos += n

@@ -232,9 +232,10 @@ def test_grace_serves_stale_when_the_origin_gave_no_stale_if_error_then_502(stal
         outage.up()
 
 
-def test_reachable_database_without_the_row_answers_404_not_stale(stale_env):
-    """Contract §2: the database origin is the source of truth. When the upstream fails
-    (5xx) and the database answers "no such row", the answer is 404, not the stale entry."""
+def test_upstream_5xx_and_no_row_serves_the_stale_entry_else_the_upstream_status(stale_env):
+    """Fallback rules: the app failing (5xx) while the database has no row is not "absent".
+    The stale entry within its grace is served; with none, the app's own status, unstored
+    (a 404 stored here once outlived the app's recovery after a soft purge)."""
     edge, up, _ = stale_env
     path = "/media/stale/gone.jpg"
     up.routes[path] = Route(body=BODY, headers={"X-Media-Revision": "n1",
@@ -244,7 +245,16 @@ def test_reachable_database_without_the_row_answers_404_not_stale(stale_env):
     wait_past(stored + 1.5, "expiry")
     up.routes[path] = Route(status=500, body=b"boom\n")
     r = edge.get(path)
-    assert r.status_code == 404
+    assert r.status_code == 200 and r.content == BODY and stale_ttl(r) is not None, status_of(r)
+    fresh_path = "/media/stale/never-seen.jpg"
+    up.routes[fresh_path] = Route(status=503, body=b"down\n")
+    for _ in range(2):
+        r = edge.get(fresh_path)
+        assert r.status_code == 503, r.text
+    assert up.hits[fresh_path] == 2  # not stored: the app is asked again
+    up.routes[fresh_path] = Route(body=BODY, headers={"X-Media-Revision": "n2"})
+    r = edge.get(fresh_path)
+    assert r.status_code == 200 and r.content == BODY
 
 
 def test_database_origin_row_served_when_upstream_fails(stale_env):
