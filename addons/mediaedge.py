@@ -61,6 +61,7 @@ OPTION_FLAGS = {
     "mediaedge_grace": "grace",
     "mediaedge_coalesce_timeout": "coalesce-timeout",
     "mediaedge_coalesce_max_waiters": "coalesce-max-waiters",
+    "mediaedge_log_retention": "log-retention",
     "mediaedge_allow_purge_from": "allow-purge-from",
     "mediaedge_browser_ttl": "browser-ttl",
     "mediaedge_db_timeout": "db-timeout",

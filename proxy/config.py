@@ -428,6 +428,12 @@ OPTIONS: tuple[Option, ...] = (
         "with Retry-After rather than another origin fetch.",
     ),
     Option(
+        "log-retention", "log_retention", "DURATION", "7d", "7d", _positive_duration,
+        "Events older than this are deleted from the invalidation log (the newest is always "
+        "kept). A node whose last applied event is older than the oldest kept one drops its "
+        "whole cache at start, since it cannot know what it missed.",
+    ),
+    Option(
         "allow-purge-from", "allow_purge_from", "CIDR", (), "none", parse_cidrs,
         "Client networks whose PURGE requests on the data plane are obeyed (Varnish's purge "
         "ACL), e.g. 127.0.0.1/32 or 10.0.0.0/8; repeat the flag for several. With none, PURGE "
@@ -478,6 +484,7 @@ class Settings:
     grace: float
     coalesce_timeout: float
     coalesce_max_waiters: int
+    log_retention: float
     allow_purge_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     browser_ttl: float
     db_timeout: float
@@ -518,6 +525,7 @@ class Settings:
             "grace": self.grace,
             "coalesce-timeout": self.coalesce_timeout,
             "coalesce-max-waiters": self.coalesce_max_waiters,
+            "log-retention": self.log_retention,
             "allow-purge-from": [str(n) for n in self.allow_purge_from],
             "browser-ttl": self.browser_ttl,
             "db-timeout": self.db_timeout,

@@ -24,6 +24,16 @@ from proxy.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_fr
 log = logging.getLogger("mediaedge.invalidation")
 
 POLL_INTERVAL = 0.1  # seconds between log polls (SQLite, MySQL); PostgreSQL wakes on NOTIFY
+PRUNE_EVERY = 60.0  # seconds between deletions of events older than --log-retention
+
+
+def missed_pruned_events(applied: int, oldest_kept: int | None) -> bool:
+    """Whether events this node never applied were deleted from the log (retention).
+
+    The log keeps every seq from `oldest_kept` up; a node that applied up to `applied`
+    needs `applied + 1` onwards, so it missed events when `applied + 1 < oldest_kept`.
+    An empty log (None) lost nothing: pruning always keeps the newest event."""
+    return oldest_kept is not None and applied + 1 < oldest_kept
 
 
 def event_kind(e: Event) -> str:
@@ -37,9 +47,11 @@ def event_kind(e: Event) -> str:
 class Invalidator:
     def __init__(
         self, engine: Engine, log_: InvalidationLog, *, node: str, stats: Any | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, retention: float = 7 * 86400.0,
     ) -> None:
         self.engine = engine
+        self.retention = retention
+        self._pruned_at = 0.0
         self.store = engine.store
         self.log = log_
         self.node = node
@@ -73,6 +85,7 @@ class Invalidator:
             # purpose: processes sharing a cache directory each hold their own memory tier
             # and running downloads, so each must apply every event itself.
             self._applied = await asyncio.to_thread(self.store.get_applied_seq)
+            await self._drop_cache_if_events_were_missed()
         applied = self._applied
         count = 0
         while True:
@@ -97,6 +110,38 @@ class Invalidator:
         await self._record_cursor(applied)
         return count
 
+    async def _drop_cache_if_events_were_missed(self) -> None:
+        """At start: events older than --log-retention are gone from the log. A node whose
+        last applied event is older than the oldest kept one cannot know what it missed,
+        so it drops every entry (and every published revision) and reads on from there."""
+        assert self._applied is not None
+        oldest = await in_database_thread(self.log.oldest_seq)
+        if not missed_pruned_events(self._applied, oldest):
+            return
+        assert oldest is not None
+        entries = await asyncio.to_thread(self.store.entry_count)
+        log.warning("invalidation log: this node last applied seq %d, but the oldest kept is %d "
+                    "(--log-retention); dropping the whole cache (%d entries)", self._applied, oldest, entries)
+        with_lock = self.engine.store_lock
+
+        def drop_all() -> None:
+            with with_lock:
+                self.engine.epochs.record("purge", prefix="")
+                self.store.clear()
+                self.store.clear_all_published()
+                self.store.set_applied_seq(oldest - 1)
+
+        await asyncio.to_thread(drop_all)
+        self.engine.hot.clear()
+        self._applied = oldest - 1
+
+    async def prune(self) -> int:
+        """Delete events older than --log-retention; any node may, all nodes do (idempotent)."""
+        deleted = await in_database_thread(self.log.prune, self.clock() - self.retention)
+        if deleted:
+            log.info("invalidation log: deleted %d event(s) older than %gs", deleted, self.retention)
+        return deleted
+
     async def _record_cursor(self, applied: int) -> None:
         """Progress visible to operators in mediaedge_node_state (at most once a second)."""
         now = time.monotonic()
@@ -113,6 +158,9 @@ class Invalidator:
         while True:
             try:
                 await self.catch_up()
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY:
+                    self._pruned_at = time.monotonic()
+                    await self.prune()
                 # One thread hop per poll when polling: they compete with hits for the GIL.
                 if self.log_is_polling():
                     await asyncio.sleep(POLL_INTERVAL)

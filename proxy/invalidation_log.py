@@ -132,6 +132,32 @@ class InvalidationLog:
         rows = self._run(lambda conn: self._read(conn, "SELECT MAX(seq) FROM mediaedge_invalidations", ()))
         return int(rows[0][0] or 0)
 
+    def oldest_seq(self) -> int | None:
+        """The lowest seq still in the log; None when it is empty."""
+        rows = self._run(lambda conn: self._read(conn, "SELECT MIN(seq) FROM mediaedge_invalidations", ()))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def prune(self, before: float) -> int:
+        """Delete entries accepted before `before` (unix seconds); how many went.
+
+        The newest entry is always kept, so the log's lowest seq tells a node whether
+        it missed pruned events (its last applied seq is below that seq minus one),
+        even after a long quiet spell."""
+        def work(conn: Any) -> int:
+            cur = conn.cursor()
+            cur.execute("SELECT MAX(seq) FROM mediaedge_invalidations")
+            newest = cur.fetchone()[0]
+            if newest is None:
+                conn.commit()
+                return 0
+            cur.execute(self._db.sql("DELETE FROM mediaedge_invalidations WHERE at < ? AND seq < ?"),
+                        (float(before), int(newest)))
+            deleted = cur.rowcount or 0
+            conn.commit()
+            return int(deleted)
+
+        return self._run(work)
+
     def load_cursor(self, node: str) -> int:
         """The last seq `node` saved as applied; 0 when it never did."""
         q = "SELECT last_seq FROM mediaedge_node_state WHERE node = ?"

@@ -79,7 +79,8 @@ class Runtime:
             ),
             self.store, upstream=upstream, db=self.db, stats=self.stats,
         )
-        self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats)
+        self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
+                                       retention=s.log_retention)
         missed = await self.invalidator.catch_up()
         if missed:
             log.info("applied %d invalidation event(s) missed while down", missed)

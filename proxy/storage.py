@@ -284,6 +284,12 @@ class CacheStore:
     def clear_published(self, target: str) -> None:
         self._state.delete(f"pub{SEP}{target}")
 
+    def clear_all_published(self) -> None:
+        """Forget every published revision (a node that missed pruned events)."""
+        for key in list(self._state.iterkeys()):
+            if isinstance(key, str) and key.startswith(f"pub{SEP}"):
+                self._state.delete(key)
+
     def get_applied_seq(self) -> int:
         raw = self._state.get("applied_seq")
         return int(raw) if isinstance(raw, bytes) else 0

@@ -372,3 +372,30 @@ def test_postgres_listener_survives_a_dropped_connection(pg):
     finally:
         log.close()
         leader.close()
+
+
+def test_prune_deletes_old_events_but_keeps_the_newest(tmp_path):
+    from proxy.invalidation import missed_pruned_events
+
+    log_ = InvalidationLog(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        old = log_.append([{"type": "purge", "path": f"/media/{i}"} for i in range(5)], node="a", at=1000.0)
+        new = log_.append([{"type": "purge", "path": "/media/new"}], node="a", at=5000.0)
+        assert log_.prune(before=2000.0) == 5
+        assert log_.oldest_seq() == new[0] and [e.seq for e in log_.since(0)] == new
+        assert missed_pruned_events(old[-1], log_.oldest_seq()) is False  # applied everything up to it
+        assert missed_pruned_events(old[2], log_.oldest_seq()) is True
+        assert log_.prune(before=10_000.0) == 0  # the newest stays, whatever its age
+        assert log_.oldest_seq() == new[0]
+    finally:
+        log_.close()
+
+
+def test_missed_pruned_events_rule():
+    from proxy.invalidation import missed_pruned_events
+
+    assert missed_pruned_events(0, None) is False  # empty log: nothing lost
+    assert missed_pruned_events(0, 1) is False  # a fresh node, nothing pruned yet
+    assert missed_pruned_events(0, 2) is True
+    assert missed_pruned_events(41, 42) is False
+    assert missed_pruned_events(40, 42) is True

@@ -251,3 +251,31 @@ def test_randomized_rounds_never_serve_invalidated_bytes(tmp_path, upstream):
         assert not violations, violations
     finally:
         edge.stop()
+
+
+def test_node_that_missed_pruned_events_drops_its_whole_cache(tmp_path, upstream):
+    """--log-retention: events a stopped node never applied were deleted meanwhile; at
+    start it cannot know what they were, so it drops everything it holds."""
+    from proxy.invalidation_log import InvalidationLog
+
+    a, b = _nodes(tmp_path, upstream, 2)
+    try:
+        upstream.routes[PATH] = _new_route()
+        b.get(PATH)
+        assert status_of(b.get(PATH)).startswith("mediaedge; hit")
+        b.stop()
+        for i in range(3):
+            assert publish(a, [{"type": "purge", "path": f"/media/elsewhere/{i}.jpg"}]).status_code == 200
+        state = InvalidationLog(a.origin_db)
+        try:
+            assert state.prune(before=time.time() + 60) == 2  # all but the newest
+        finally:
+            state.close()
+        b.start()
+        r = b.get(PATH)
+        assert "fwd=miss" in status_of(r) and _sha(r.content) == _sha(NEW), status_of(r)
+        assert "dropping the whole cache" in b.log()
+        assert status_of(b.get(PATH)).startswith("mediaedge; hit")
+    finally:
+        a.stop()
+        b.stop()
