@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-from urllib.parse import unquote
 from collections.abc import Awaitable, Sequence
 
 from mitmproxy import ctx, http
@@ -27,7 +26,7 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
-from proxy.policy.target import TargetError, is_media, normalize_target
+from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
 from proxy.respond import wire_pairs
 from proxy.runtime import Runtime
 from proxy.webhook import PurgeEvent
@@ -164,7 +163,9 @@ class MediaEdge:
         try:
             target = _normalize(raw)
         except TargetError as e:
-            if _looks_media(raw, rt.settings.media_prefixes):
+            # Rule 2 of proxy.policy.target: a refused target that could name media to
+            # some app is answered here, never forwarded (web cache deception).
+            if looks_media(raw, rt.settings.media_prefixes):
                 self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
                 return
             target = None
@@ -263,11 +264,6 @@ _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the sa
 @functools.lru_cache(maxsize=64)
 def _reason(status: int) -> bytes:
     return status_codes.RESPONSES.get(status, "").encode()
-
-
-def _looks_media(raw: str, prefixes: tuple[str, ...]) -> bool:
-    path = unquote(raw.split("?", 1)[0]).lower()
-    return any(path.startswith(p.lower()) for p in prefixes)
 
 
 def _is_loopback(flow: http.HTTPFlow) -> bool:
