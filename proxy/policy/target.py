@@ -214,6 +214,8 @@ def lenient_path(path: str) -> str:
     "%c0%ae" hidden under "%25" is a dot to some decoders).
     """
     text = path
+    if "%" not in text and text.isascii():  # the common case: nothing to decode, NFKC is identity on ASCII
+        return "/".join(segment.partition(";")[0] for segment in text.split("/")) if ";" in text else text
     for _ in range(_MAX_DECODE_ROUNDS):
         try:
             decoded = unquote_to_bytes(text).decode("utf-8")
@@ -239,10 +241,13 @@ def lenient_path(path: str) -> str:
 #    servers trim trailing dots and spaces, turning "... " into "..".
 def _check_lenient_segments(canonical_path: str) -> None:
     text = lenient_path(canonical_path)
-    if "\\" in text:
-        raise TargetError("backslash in the path once decoded")
-    if any(unicodedata.category(c) == "Cc" for c in text):
-        raise TargetError("control character in the path once decoded")
+    # Without "%", the canonical path is the ASCII pchars it was checked as: no
+    # backslash or control character can appear; skip the scan (the common case).
+    if "%" in canonical_path:
+        if "\\" in text:
+            raise TargetError("backslash in the path once decoded")
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            raise TargetError("control character in the path once decoded")
     segments = text.split("/")[1:]
     for i, segment in enumerate(segments):
         if not segment:
