@@ -25,7 +25,7 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
-from proxy.policy.purge import ALLOW, PurgeDecision, purge_decision
+from proxy.policy.purge import ALLOW, purge_decision
 from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
 from proxy.respond import wire_pairs
 from proxy.runtime import Runtime
@@ -190,8 +190,10 @@ class MediaEdge:
         except TargetError:
             target = None
         peer = flow.client_conn.peername
+        prefixes = rt.settings.media_prefixes
         decision = purge_decision(peer[0] if peer else None, rt.settings.allow_purge_from,
-                                  media=target is not None and is_media(target, rt.settings.media_prefixes))
+                                  media=target is not None and is_media(target, prefixes),
+                                  refused=target is None and looks_media(raw, prefixes))
         if decision.status == 200 and target is not None:
             try:
                 accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
@@ -203,8 +205,6 @@ class MediaEdge:
             body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
             flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
             return
-        if decision.status == 404 and target is None and looks_media(raw, rt.settings.media_prefixes):
-            decision = PurgeDecision(400, "bad request target")  # an allowed client's malformed media path
         flow.response = _plain(decision.status, decision.reason + "\n")
         if decision.status == 405:
             flow.response.headers["Allow"] = ALLOW

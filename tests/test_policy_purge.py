@@ -38,6 +38,14 @@ def test_purge_decision(client, allowed, media, status):
     assert decision.reason and "\n" not in decision.reason
 
 
+@pytest.mark.parametrize(
+    "client, allowed, status",
+    [("127.0.0.1", (), 405), ("127.0.0.2", LOOPBACK, 403), ("127.0.0.1", LOOPBACK, 400)],
+)
+def test_refused_media_target_is_400_only_for_allowed_clients(client, allowed, status):
+    assert purge_decision(client, allowed, media=False, refused=True).status == status
+
+
 def test_purge_decision_bodies():
     assert purge_decision("127.0.0.1", (), media=True) == PurgeDecision(
         405, "PURGE is not enabled on this node (--allow-purge-from)")

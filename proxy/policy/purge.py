@@ -35,13 +35,21 @@ class PurgeDecision:
     reason: str
 
 
-def purge_decision(client: str | None, allowed: tuple[Network, ...], *, media: bool) -> PurgeDecision:
-    """The answer to a PURGE from `client` (its address as text; None when unknown)."""
+def purge_decision(client: str | None, allowed: tuple[Network, ...], *, media: bool,
+                   refused: bool = False) -> PurgeDecision:
+    """The answer to a PURGE from `client` (its address as text; None when unknown).
+
+    `media`: the canonical target is under a media prefix. `refused`: the target
+    failed normalisation but looks media (proxy.policy.target.looks_media), which
+    an allowed client is told as 400, as a GET would be.
+    """
     if not allowed:
         return PurgeDecision(405, "PURGE is not enabled on this node (--allow-purge-from)")
     address = client_address(client)
     if address is None or not any(address in net for net in allowed):
         return PurgeDecision(403, "PURGE is not allowed from this address")
+    if refused:
+        return PurgeDecision(400, "bad request target")
     if not media:
         return PurgeDecision(404, "not a media target: nothing is cached under it")
     return PurgeDecision(200, "ok")
