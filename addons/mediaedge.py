@@ -9,12 +9,10 @@ else goes to the upstream untouched. Loads in plain `mitmdump -s addons/mediaedg
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import logging
 import os
 import time
-from urllib.parse import unquote
 from collections.abc import Awaitable, Sequence
 
 from mitmproxy import ctx, http
@@ -27,7 +25,8 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
-from proxy.policy.target import TargetError, is_media, normalize_target
+from proxy.policy.purge import ALLOW, purge_decision
+from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
 from proxy.respond import wire_pairs
 from proxy.runtime import Runtime
 from proxy.webhook import PurgeEvent
@@ -162,25 +161,54 @@ class MediaEdge:
         rt = self.rt
         assert rt is not None
         raw = flow.request.path
+        if method == "PURGE":
+            await self._purge(flow, raw)
+            return
         try:
             target = _normalize(raw)
         except TargetError as e:
-            if _looks_media(raw, rt.settings.media_prefixes):
+            # Rule 2 of proxy.policy.target: a refused target that could name media to
+            # some app is answered here, never forwarded (web cache deception).
+            if looks_media(raw, rt.settings.media_prefixes):
                 self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
                 return
             target = None
         media = target is not None and is_media(target, rt.settings.media_prefixes)
-        if method == "PURGE" and target is not None and _is_loopback(flow):
-            # Varnish's habit: PURGE from a loopback client purges that path (logged like a webhook).
-            accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
-            body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
-            flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
-            return
         if media and method in UNSAFE:
             flow.metadata[META_UNSAFE] = target
         if rt.settings.upstream is None:
             flow.response = http.Response.make(404, "not found: no upstream for non-media requests\n",
                                                {"Content-Type": "text/plain; charset=utf-8"})
+
+    async def _purge(self, flow: http.HTTPFlow, raw: str) -> None:
+        """PURGE is answered here, never forwarded: proxy.policy.purge decides (the ACL
+        --allow-purge-from, then media targets only); an obeyed one goes through the
+        invalidation log like a webhook purge, so every node sharing it drops the entries."""
+        rt = self.rt
+        assert rt is not None
+        try:
+            target: str | None = _normalize(raw)
+        except TargetError:
+            target = None
+        peer = flow.client_conn.peername
+        prefixes = rt.settings.media_prefixes
+        decision = purge_decision(peer[0] if peer else None, rt.settings.allow_purge_from,
+                                  media=target is not None and is_media(target, prefixes),
+                                  refused=target is None and looks_media(raw, prefixes))
+        if decision.status == 200 and target is not None:
+            try:
+                accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
+            except Exception as e:  # noqa: BLE001 - the state database is down: say so, never a traceback
+                log.warning("PURGE %s from %s failed: %s", target, peer[0] if peer else "-", e)
+                flow.response = _plain(503, "PURGE failed: the invalidation log is unavailable\n")
+                return
+            log.info("PURGE %s from %s: seq %d", target, peer[0] if peer else "-", seq)
+            body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
+            flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
+            return
+        flow.response = _plain(decision.status, decision.reason + "\n")
+        if decision.status == 405:
+            flow.response.headers["Allow"] = ALLOW
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get(META_STREAM) and flow.response is not None:
@@ -266,17 +294,8 @@ def _reason(status: int) -> bytes:
     return status_codes.RESPONSES.get(status, "").encode()
 
 
-def _looks_media(raw: str, prefixes: tuple[str, ...]) -> bool:
-    path = unquote(raw.split("?", 1)[0]).lower()
-    return any(path.startswith(p.lower()) for p in prefixes)
-
-
-def _is_loopback(flow: http.HTTPFlow) -> bool:
-    peer = flow.client_conn.peername
-    try:
-        return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
-    except ValueError:
-        return False
+def _plain(status: int, text: str) -> http.Response:
+    return http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8"})
 
 
 def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> list[str]:

@@ -29,7 +29,8 @@ from proxy.policy.cachecontrol import delta_seconds
 from proxy.policy.cachestatus import cache_status
 from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
-from proxy.policy.storable import storability
+from proxy.policy.armour import deception_armour
+from proxy.policy.storable import Storability, storability
 from proxy.policy.target import decoded_path, revision_from, vary_names
 from proxy.pools import in_database_thread
 from proxy.respond import hit_template, is_plain, plan_response
@@ -518,6 +519,12 @@ class Engine:
         headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
         policy = storability(method="GET", status=resp.status, request_headers=req.headers,
                              response_headers=resp.headers)
+        if policy.storable:
+            armour = deception_armour(target=req.target, status=resp.status, response_headers=resp.headers)
+            if armour is not None:
+                # Not stored and not shared with joiners: likely someone's page (fwd=bypass).
+                log.warning("not storing %s (deception armour): %s", req.target, armour)
+                policy = Storability(False, "deception", policy.negative)
         length = _content_length(resp.headers)
         too_big = length is not None and length > self.config.max_object_size
         storable = policy.storable and resp.status == 200 and not too_big

@@ -171,7 +171,7 @@ class Upstream:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_PURGE = _handle
 
         # Port 0: the kernel picks a free port at bind time (no window for another socket
         # to take one we picked earlier).

@@ -118,12 +118,7 @@ def test_purge_by_prefix_tag_and_soft(node, upstream):
     assert upstream.hits["/media/other/z.jpg"] == before + 1
 
 
-def test_loopback_purge_method_on_data_plane(node, upstream):
-    upstream.routes["/media/v.jpg"] = Route(body=b"v")
-    node.get("/media/v.jpg")
-    r = requests.request("PURGE", node.url + "/media/v.jpg", timeout=10)
-    assert r.status_code == 200 and r.json()["accepted"] == 1
-    assert "fwd=miss" in status_of(node.get("/media/v.jpg"))
+# PURGE on the data plane (--allow-purge-from): tests/test_e2e_purge.py
 
 
 def test_published_revision_wins_over_lagging_upstream(tmp_path, upstream):

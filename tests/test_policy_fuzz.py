@@ -11,7 +11,7 @@ from proxy.policy.conditional import not_modified
 from proxy.policy.freshness import classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.ranges import ByteRange, if_range_allows, parse_range, resolve_range
-from proxy.policy.target import TargetError, decoded_path, is_media, normalize_target, vary_names
+from proxy.policy.target import TargetError, decoded_path, is_media, lenient_path, normalize_target, vary_names
 
 # Moderate example counts keep the whole policy suite near 15 s; the target
 # property, the security-relevant one, gets more.
@@ -25,6 +25,7 @@ TARGET_PIECES = st.sampled_from(
         "/", "//", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", "%00", "\x00", "%", "%4", "%zz",
         "%41", "%7e", "%c3%a9", "%C3", "%ff", "é", "😀", "\udcc3", "\udca9", "\udcff", "?", "#", ";", " ",
         "a", "A", "media", "=", "&", "+", "\r\n", "\t", "%0a", "http://h", "~", "%25",
+        "%252e", "%253B", "%3B", "%EF%BC%8E", "\uff0e", "%255c", "%252f",
     ]
 )
 TARGETS = st.one_of(
@@ -155,5 +156,11 @@ def test_normalize_target_is_safe_and_idempotent(raw):
     assert "%2F" not in path.upper() and "%5C" not in path.upper() and "\\" not in path
     decoded = decoded_path(canonical)
     assert ".." not in decoded.split("/") and "." not in decoded.split("/")
+    # Rule 2 (web cache deception): nothing a lenient app would resolve elsewhere
+    lenient = lenient_path(path)
+    segments = lenient.split("/")[1:]
+    assert "\\" not in lenient and not re.search(r"[\x00-\x1f\x7f-\x9f]", lenient)
+    assert all(segment.strip(". ") for segment in segments[:-1])
+    assert segments[-1] == "" or segments[-1].strip(". ")
     assert "\ufffd" not in decoded or "\ufffd" in raw or "%EF%BF%BD" in canonical
     is_media(canonical, ("/media/",))

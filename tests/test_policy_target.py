@@ -8,6 +8,8 @@ from proxy.policy.target import (
     decoded_path,
     etag_for_revision,
     is_media,
+    lenient_path,
+    looks_media,
     normalize_target,
     revision_from,
     vary_names,
@@ -28,9 +30,15 @@ from proxy.policy.target import (
         # case is preserved, never folded
         ("/Media/A.JPG", "/Media/A.JPG"),
         ("/media/a.jpg?Name=X", "/media/a.jpg?Name=X"),
-        # '//' is kept as is
-        ("/media//a.jpg", "/media//a.jpg"),
-        ("//media/a.jpg", "//media/a.jpg"),
+        # a trailing '/' (an empty LAST segment) is kept: the contract's own
+        # "/media/get/?name=a.jpg" (section 4); other empty segments are refused below
+        ("/media/dir/", "/media/dir/"),
+        ("/media/x/;v=1", "/media/x/;v=1"),
+        # decoded again, nothing to refuse: kept exactly as sent
+        ("/media/100%25.jpg", "/media/100%25.jpg"),
+        ("/media/a%252fb.jpg", "/media/a%252fb.jpg"),  # "a/b" to a double decoder: no climb
+        ("/media/a;v=1.jpg", "/media/a;v=1.jpg"),
+        ("/media/%EF%BC%A1.jpg", "/media/%EF%BC%A1.jpg"),  # fullwidth "A": NFKC "A", harmless
         # escapes of unreserved characters are decoded (RFC 3986 6.2.2.2)
         ("/media/%61.jpg", "/media/a.jpg"),
         ("/media/%41%5a%7E%2D%5f%2e.jpg", "/media/AZ~-_..jpg"),
@@ -72,6 +80,94 @@ from proxy.policy.target import (
 )
 def test_normalize_target(raw, expected):
     assert normalize_target(raw) == expected
+
+
+# Web cache deception (contract section 2, "Targets refused"): each of these reaches
+# a lenient app (decodes twice, NFKC, drops ";params", resolves "..", IIS/Windows
+# trimming) as "/account" or another path outside the media prefix.
+DECEPTION_TARGETS = [
+    "/media/..%3B/account",  # encoded ";": Tomcat/Spring drop "..;" params -> ".."
+    "/media/..%3b/account",
+    "/media/..;/account",
+    "/media/%2e%2e/account",
+    "/media/%252e%252e/account",  # double-encoded dots
+    "/media/%252e%252E/account",
+    "/media/%25252e%25252e/account",  # triple
+    "/media/%252e/account",  # "." double-encoded
+    "/media/%EF%BC%8E%EF%BC%8E/account",  # fullwidth dots (U+FF0E), NFKC ".."
+    "/media/%EF%BC%8E/account",
+    "/media/%25EF%25BC%258E%25EF%25BC%258E/account",  # fullwidth dots, double-encoded
+    "/media/%E2%80%A5/account",  # TWO DOT LEADER, NFKC ".."
+    "/media/%EF%BC%85%EF%BC%92%EF%BD%85%EF%BC%85%EF%BC%92%EF%BD%85/account",  # fullwidth "%2e%2e"
+    "/media/%25c0%25ae%25c0%25ae/account",  # overlong dots hidden under %25
+    "/media\\..\\account",
+    "/media/..\\account",
+    "/media/%5c../account",
+    "/media/%255c../account",  # double-encoded backslash
+    "/media/%EF%BC%BC../account",  # fullwidth backslash, NFKC "\\"
+    "/media/a%00/../account",
+    "/media/%2500/account",  # double-encoded NUL
+    "/media/%0a/account",
+    "/media/%250a/account",
+    "/media/%250d%250aX-Injected:%201",
+    "/media/;jsessionid=x/../account",
+    "/media/;jsessionid=x/a.jpg",  # ";params" only: an empty segment once dropped
+    "/media/x.jpg;/..;/account",
+    "/media/%252f../account",  # double-encoded slash: "//.." once decoded
+    "/media/a%252f%252e%252e%252f..%252faccount",
+    "/media//account",  # empty segment
+    "/media/x//..//account",
+    "/media/x.jpg/..%3B/..%3B/account",
+    "/media/...%20/account",  # Windows trims dots and spaces: ".."
+    "/media/.%2e%3Bfoo/account",
+    "/%6Dedia/..%3B/account",  # unreserved escape in the prefix
+    "http://shop.example/media/..%3B/account",  # absolute-form
+    "/media/%2525252525252525252e/account",  # does not settle within the bound
+]
+
+
+@pytest.mark.parametrize("raw", DECEPTION_TARGETS)
+def test_deception_targets_are_refused(raw):
+    with pytest.raises(TargetError) as excinfo:
+        normalize_target(raw)
+    assert excinfo.value.status == 400
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("/media/a.jpg", "/media/a.jpg"),
+        ("/media/%252e%252e/account", "/media/../account"),
+        ("/media/..%3B/account", "/media/../account"),
+        ("/media/%EF%BC%8E%EF%BC%8E/account", "/media/../account"),
+        ("/media/a;v=1/b;x.jpg", "/media/a/b"),
+        ("/media/a%2525.jpg", "/media/a%.jpg"),  # settles: "%." is no escape
+    ],
+)
+def test_lenient_path(raw, expected):
+    assert lenient_path(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("/media/../x", True),
+        ("/MEDIA/..;/x", True),  # case-insensitive apps (IIS) route it to media
+        ("/%6Dedia/../x", True),
+        ("/%256Dedia/../x", True),
+        ("/%EF%BD%8Dedia/../x", True),  # fullwidth "m"
+        ("//media/../x", True),  # merged slashes
+        ("/media\\..\\x", True),
+        ("/media;x/../y", True),
+        ("http://shop.example/media/../x", True),
+        ("/api/../x", False),
+        ("/mediafoo/../x", False),
+        ("/x?/media/../", False),  # the query does not count
+    ],
+)
+def test_looks_media(raw, expected):
+    assert looks_media(raw, ("/media/",)) is expected
 
 
 @pytest.mark.parametrize(
@@ -124,6 +220,9 @@ def test_normalize_target(raw, expected):
         ("/media/a%5Cb.jpg", 400),
         ("/media/a%5cb.jpg", 400),
         ("/media/a\\b.jpg", 400),
+        # empty segments other than the last (contract section 2)
+        ("/media//a.jpg", 400),
+        ("//media/a.jpg", 400),
         ("/media\\..\\secret", 400),
         ("/media/..\\secret", 400),
         # malformed escapes in the path

@@ -23,7 +23,9 @@ class Storability:
     """The decision: `reason` is 'ok' when storable, else the rule that forbade it."""
 
     storable: bool
-    reason: str  # 'ok', 'no-store', 'private', 'set-cookie', 'vary-star', 'authorization', 'method', 'status'
+    # 'ok', 'no-store', 'private', 'set-cookie', 'vary-star', 'authorization', 'method', 'status';
+    # the engine adds 'deception' (proxy.policy.armour) for upstream responses
+    reason: str
     negative: bool = False  # a 404/410 remembered for --negative-ttl, not a representation
 
 

@@ -6,6 +6,16 @@ resource means one entry per resource: "/media/a%41.jpg" and "/media/aA.jpg"
 are the same key, and a target that could climb out of a directory
 ("/media/%2e%2e/secret", "/media/a%2Fb", "/media/a\\b") never becomes one.
 
+Rule 2 (web cache deception, contract section 2 "Targets refused"): "a media
+target whose path, after percent-decoding repeatedly (`%25` included), NFKC
+normalisation and dropping `;` parameters from each segment, has a `.`, `..`
+or empty segment, a backslash or a control character is answered `400` and
+never forwarded". Apps decode leniently (Spring decodes twice and drops
+";params", others apply NFKC or resolve ".."), so "/media/..%3B/account" or
+"/media/%252e%252e/account" reaches them as "/account", and the victim's page
+would be stored under a media URL. `normalize_target` refuses such targets, so
+none of them is ever a cache key, a fetch or a database lookup.
+
 Pure. `normalize_target` raises `TargetError`, carrying the status to answer
 with; nothing else here raises.
 """
@@ -15,7 +25,7 @@ import json
 import re
 import string
 import unicodedata
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from proxy.headers import Headers
 from proxy.policy.conditional import parse_entity_tag
@@ -25,6 +35,9 @@ _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 # RFC 3986 3.3: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"
 #               sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
 _PATH_SAFE = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
+# Rule 2: at most this many rounds of percent-decoding; a path still changing
+# after them is refused (nobody encodes a real file name eight times over).
+_MAX_DECODE_ROUNDS = 8
 # RFC 3986 3.4: query = *( pchar / "/" / "?" )
 _QUERY_SAFE = _PATH_SAFE | frozenset("?")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -122,6 +135,7 @@ def _canonical_path(path: str) -> str:
     _check_decoded_path(octets)
     canonical = "".join(pieces)
     _check_segments(canonical)
+    _check_lenient_segments(canonical)
     return canonical
 
 
@@ -189,6 +203,80 @@ def _check_segments(canonical_path: str) -> None:
     for segment in canonical_path.split("/"):
         if segment.partition(";")[0] in (".", ".."):
             raise TargetError("dot segment ('.' or '..') in the path")
+
+
+def lenient_path(path: str) -> str:
+    """The path as the most lenient app server may read it: percent-decoded until
+    stable (`%25` included), NFKC-normalised, `;` parameters dropped from each segment.
+
+    Raises TargetError when the decoding does not settle within
+    `_MAX_DECODE_ROUNDS` rounds or yields bytes that are not UTF-8 (an overlong
+    "%c0%ae" hidden under "%25" is a dot to some decoders).
+    """
+    text = path
+    if "%" not in text and text.isascii():  # the common case: nothing to decode, NFKC is identity on ASCII
+        return "/".join(segment.partition(";")[0] for segment in text.split("/")) if ";" in text else text
+    for _ in range(_MAX_DECODE_ROUNDS):
+        try:
+            decoded = unquote_to_bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TargetError("path is not UTF-8 once percent-decoded again") from None
+        # NFKC: fullwidth "．．" (U+FF0E), "％２ｅ", "／" and "＼" become ASCII,
+        # as they do in apps that normalise before routing.
+        decoded = unicodedata.normalize("NFKC", decoded)
+        if decoded == text:
+            break
+        text = decoded
+    else:
+        raise TargetError(f"path still percent-encoded after {_MAX_DECODE_ROUNDS} rounds of decoding")
+    return "/".join(segment.partition(";")[0] for segment in text.split("/"))
+
+
+# Rule 2 (contract section 2, "Targets refused"), checked on what a lenient app
+# would route. Choices where the rule is silent:
+#  - the LAST segment may be empty: "/media/get/?name=a.jpg" is a media target
+#    in the contract's own words (section 4); a trailing "/" names a directory-
+#    style resource, it does not climb. Every other empty segment ("//") is refused.
+#  - a segment of dots only ("...", ". .") is refused with "." and "..": Windows
+#    servers trim trailing dots and spaces, turning "... " into "..".
+def _check_lenient_segments(canonical_path: str) -> None:
+    text = lenient_path(canonical_path)
+    # Without "%", the canonical path is the ASCII pchars it was checked as: no
+    # backslash or control character can appear; skip the scan (the common case).
+    if "%" in canonical_path:
+        if "\\" in text:
+            raise TargetError("backslash in the path once decoded")
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            raise TargetError("control character in the path once decoded")
+    segments = text.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if not segment:
+            if i != len(segments) - 1:
+                raise TargetError("empty segment ('//') in the path once decoded")
+        elif not segment.strip(". "):
+            raise TargetError("dot segment ('.' or '..') in the path once decoded")
+
+
+def looks_media(raw: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a target that `normalize_target` refused could name media to some app.
+
+    Such a request is answered 400 rather than forwarded (Rule 2: "never
+    forwarded"). Lenient on purpose, since refusing a malformed target costs no
+    real client anything: absolute-form is reduced to its path, the path decoded
+    as `lenient_path` does (but never refusing), backslashes read as slashes,
+    repeated slashes merged (nginx's merge_slashes) and case ignored, so
+    "/%256Dedia/..", "/MEDIA/..;/x" and "//media\\..\\x" all look media.
+    """
+    path = _origin_form(raw).partition("?")[0]
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unicodedata.normalize("NFKC", unquote(path, encoding="utf-8", errors="replace"))
+        if decoded == path:
+            break
+        path = decoded
+    path = path.replace("\\", "/")
+    path = "/".join(segment.partition(";")[0] for segment in path.split("/"))
+    path = re.sub("/{2,}", "/", path).casefold()
+    return any(prefix and path.startswith(prefix.casefold()) for prefix in prefixes)
 
 
 def decoded_path(canonical: str) -> str:
