@@ -29,7 +29,7 @@ from proxy.policy.cachestatus import cache_status
 from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.storable import storability
-from proxy.policy.target import decoded_path, revision_from, vary_names
+from proxy.policy.target import decoded_path, revision_from, vary_names, vary_values
 from proxy.pools import in_database_thread
 from proxy.respond import hit_template, is_plain, plan_response
 from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
@@ -716,8 +716,9 @@ async def _collect(chunks: object) -> bytes:
     return b"".join(parts)
 
 
-def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str, ...]:
-    return tuple(" ".join((headers.get(name) or "").split()) for name in vary)
+def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str | None, ...]:
+    """The request's Vary values for a storage key (absent: None, never "")."""
+    return vary_values(vary, headers)
 
 
 def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:

@@ -103,7 +103,7 @@ class EntryMeta:
     response_time: float
     source: str  # "upstream" | "db"
     vary: tuple[str, ...] = ()
-    vary_values: tuple[str, ...] = ()
+    vary_values: tuple[str | None, ...] = ()  # None: the request had no such field
     tags: tuple[str, ...] = ()
     negative: bool = False
     soft_stale: bool = False  # soft purge: served stale while one refetch runs
@@ -193,7 +193,7 @@ def pointer_key(target: str) -> str:
     return f"p{SEP}{target}"
 
 
-def entry_key(target: str, revision: str, vary_values: tuple[str, ...]) -> str:
+def entry_key(target: str, revision: str, vary_values: tuple[str | None, ...]) -> str:
     return f"v{SEP}{target}{SEP}{revision}{SEP}{json.dumps(list(vary_values), separators=(',', ':'))}"
 
 
@@ -304,7 +304,7 @@ class CacheStore:
         self._cache.set(pointer_key(target), pointer.to_json())
 
     # -- entries --------------------------------------------------------------------
-    def open_entry(self, target: str, revision: str, vary_values: tuple[str, ...]) -> Entry | None:
+    def open_entry(self, target: str, revision: str, vary_values: tuple[str | None, ...]) -> Entry | None:
         """Open a stored response, checking its length (and hash when small).
 
         A damaged or truncated entry is dropped and reported as absent, so the

@@ -11,6 +11,7 @@ from proxy.policy.target import (
     normalize_target,
     revision_from,
     vary_names,
+    vary_values,
     variant_key,
 )
 
@@ -270,6 +271,16 @@ def test_variant_key_is_unambiguous():
     }
     assert len(keys) == 7
     assert variant_key("/a", "b", (), Headers()) == '["/a","b",[]]'
+
+
+def test_vary_values_keep_absent_apart_from_empty():
+    """RFC 9110 12.5.3: no Accept-Encoding accepts any coding, an empty one only identity."""
+    vary = ("accept-encoding", "accept")
+    assert vary_values(vary, Headers()) == (None, None)
+    assert vary_values(vary, Headers([("Accept-Encoding", "")])) == ("", None)
+    assert vary_values(vary, Headers([("Accept-Encoding", "  ")])) == ("", None)
+    assert vary_values(vary, Headers([("accept-encoding", " gzip ,  br"), ("Accept", "a/b")])) == ("gzip,br", "a/b")
+    assert json.dumps(vary_values(("x",), Headers())) != json.dumps(vary_values(("x",), Headers([("X", "")])))
 
 
 @pytest.mark.parametrize(

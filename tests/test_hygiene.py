@@ -1,0 +1,206 @@
+"""What reaches the app and what reaches the client, through a real `mediaedge serve`.
+
+- The upstream client shares no state between clients (no cookie jar) and adds no
+  fields of its own (httpx's default Accept / Accept-Encoding / User-Agent).
+- An empty request field is not an absent one when matching Vary (RFC 9110 12.5.3).
+- Every response carries a Date (RFC 9110 6.6.1); `--browser-ttl` sets the
+  Cache-Control a client sees when the origin gave none.
+- Control characters in request fields are refused; the app always gets origin-form.
+
+Requests go over raw sockets where the exact bytes matter (what `requests` would add
+on its own would hide what the edge adds).
+"""
+from __future__ import annotations
+
+import io
+import hashlib
+import socket
+import time
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from tests.edge import Edge, Route, Upstream, sha, wait_until
+
+IMAGE = b"\xff\xd8\xff-hygiene-image-" * 500
+DB_BODY = b"\x89PNG-from-the-database-" * 300
+
+
+# ----------------------------------------------------------------------------- raw HTTP/1.1
+class Reply:
+    """One response read off a socket: status, header fields as sent, body."""
+
+    def __init__(self, status: int, fields: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.fields = fields
+        self.body = body
+
+    def get(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.fields if k.lower() == name.lower()]
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.fields!r}, {self.body[:80]!r})"
+
+
+def exchange(port: int, head: bytes, *, method_head: bool = False, timeout: float = 15.0) -> Reply:
+    """Send one request head (ending in CRLF CRLF) on a new connection; read one response.
+    The body is read by Content-Length or chunked framing, else to the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError(f"closed before a response head: {buf!r}")
+            buf += chunk
+        raw_head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        fields = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        reply = Reply(status, fields, b"")
+        if method_head or status in (204, 304) or 100 <= status < 200:
+            return reply
+        length = reply.get("content-length")
+        if length is not None:
+            while len(rest) < int(length):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            reply.body = rest[: int(length)]
+            return reply
+        if "chunked" in (reply.get("transfer-encoding") or "").lower():
+            body = b""
+            while True:
+                while b"\r\n" not in rest:
+                    rest += s.recv(65536)
+                size_line, _, rest = rest.partition(b"\r\n")
+                n = int(size_line.split(b";")[0], 16)
+                while len(rest) < n + 2:
+                    rest += s.recv(65536)
+                body += rest[:n]
+                rest = rest[n + 2:]
+                if n == 0:
+                    break
+            reply.body = body
+            return reply
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        reply.body = rest
+        return reply
+
+
+def get(port: int, target: str, *fields: str, method: str = "GET") -> Reply:
+    """A request with exactly these fields (plus Host), nothing else."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: shop.example", *fields, "Connection: close"]
+    return exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), method_head=method == "HEAD")
+
+
+def upstream_requests(up: Upstream, path: str) -> list[dict[str, str]]:
+    """The header fields the app received for each request to `path`, names lower-cased."""
+    return [{k.lower(): v for k, v in headers.items()} for _, p, headers in up.requests if p == path]
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hygiene")
+    up = Upstream()
+    db_url = f"sqlite:///{d / 'origin.db'}"
+    from proxy.origins.db import DatabaseOrigin
+
+    with DatabaseOrigin(db_url) as db:
+        for path in ("/media/db/row.png", "/media/db/row304.png"):
+            db.put(path, io.BytesIO(DB_BODY), size=len(DB_BODY), sha256=hashlib.sha256(DB_BODY).hexdigest(),
+                   revision="r1", content_type="image/png")
+    edge = Edge(str(d), upstream=up.url, origin_db=db_url).start()
+    yield edge, up
+    edge.stop()
+    up.close()
+
+
+# ----------------------------------------------------------------------------- A: no shared state upstream
+def test_one_clients_cookie_never_reaches_the_app_on_anothers_request(env):
+    """The victim's fetch makes the app set a session cookie; an attacker with no cookie then
+    asks for a private file: the app must see no cookie on the attacker's request."""
+    edge, up = env
+    up.routes["/media/avatar.jpg"] = Route(body=IMAGE, headers={
+        "Content-Type": "image/jpeg", "Set-Cookie": "session=VICTIM; Path=/", "Cache-Control": "max-age=300"})
+    up.routes["/media/private/invoice.pdf"] = Route(
+        body=b"%PDF-invoice for whoever the session says", reflect=("Cookie",),
+        headers={"Content-Type": "application/pdf", "Cache-Control": "private"})
+
+    victim = get(edge.port, "/media/avatar.jpg")
+    assert victim.status == 200 and sha(victim.body) == sha(IMAGE)
+    assert victim.get("set-cookie") == "session=VICTIM; Path=/"  # forwarded to its client, not kept
+
+    attacker = get(edge.port, "/media/private/invoice.pdf")
+    assert attacker.status == 200
+    seen = upstream_requests(up, "/media/private/invoice.pdf")
+    assert len(seen) == 1
+    assert "cookie" not in seen[0], seen[0]
+    assert b"VICTIM" not in attacker.body and attacker.body == b"%PDF-invoice for whoever the session says"
+    assert all("VICTIM" not in v for _, v in attacker.fields)
+
+
+def test_the_edge_adds_no_fields_of_its_own_upstream(env):
+    """A client that sent only Host: the app receives only Host (no Accept, Accept-Encoding,
+    User-Agent or Connection made up by the edge's HTTP client)."""
+    edge, up = env
+    up.routes["/media/bare.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg"})
+    r = exchange(edge.port, b"GET /media/bare.jpg HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+    assert r.status == 200 and sha(r.body) == sha(IMAGE)
+    seen = upstream_requests(up, "/media/bare.jpg")
+    assert len(seen) == 1
+    assert sorted(seen[0]) == ["host"], seen[0]
+
+
+def test_the_clients_own_fields_still_go_upstream(env):
+    edge, up = env
+    up.routes["/media/own.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg"})
+    r = get(edge.port, "/media/own.jpg", "Accept: image/avif", "User-Agent: Browser/1.0", "Accept-Encoding: br")
+    assert r.status == 200
+    seen = upstream_requests(up, "/media/own.jpg")[0]
+    assert (seen["accept"], seen["user-agent"], seen["accept-encoding"]) == ("image/avif", "Browser/1.0", "br")
+
+
+def test_an_empty_accept_encoding_is_neither_a_value_nor_absent_for_vary(env):
+    """RFC 9110 12.5.3: an empty Accept-Encoding asks for identity only; no field accepts
+    anything. A Vary: Accept-Encoding response stored for `gzip` is served to neither; the
+    one stored for the empty value is not served to a client that sent no field."""
+    edge, up = env
+    path = "/media/vary/enc.jpg"
+    up.routes[path] = Route(body=IMAGE, reflect=("Accept-Encoding",), headers={
+        "Content-Type": "image/jpeg", "Vary": "Accept-Encoding", "Cache-Control": "max-age=300"})
+
+    def fetch(*fields: str) -> Reply:
+        r = get(edge.port, path, *fields)
+        assert r.status == 200, r
+        return r
+
+    gzip = fetch("Accept-Encoding: gzip")
+    assert gzip.body == IMAGE + b"\nAccept-Encoding: gzip"
+    assert up.hits[path] == 1
+
+    empty = fetch("Accept-Encoding:")
+    assert up.hits[path] == 2, "the gzip variant was served to a client that accepts no encoding"
+    assert empty.body == IMAGE + b"\nAccept-Encoding: ", "the empty field did not reach the app as empty"
+    assert upstream_requests(up, path)[-1].get("accept-encoding") == ""
+
+    absent = fetch()
+    assert up.hits[path] == 3, "the empty-Accept-Encoding variant was served to a client that sent none"
+    assert absent.body == IMAGE
+    assert "accept-encoding" not in upstream_requests(up, path)[-1]
+
+    # each variant is now a hit for its own kind of client
+    assert fetch("Accept-Encoding:").body == empty.body
+    assert fetch().body == IMAGE
+    assert fetch("Accept-Encoding: gzip").body == gzip.body
+    assert up.hits[path] == 3
