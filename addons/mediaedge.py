@@ -27,6 +27,7 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
+from proxy.policy.fields import has_control_characters
 from proxy.policy.target import TargetError, is_media, normalize_target
 from proxy.respond import wire_pairs
 from proxy.runtime import Runtime
@@ -108,7 +109,7 @@ class MediaEdge:
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
             # eager connects to the upstream when a client connects: with the upstream
-            # down, clients are dropped before we can answer even a hit (FACTS.md).
+            # down, clients are dropped before we can answer even a hit (seen with mitmproxy 11).
             log.info("mediaedge: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
         if self.rt is None:
@@ -128,6 +129,11 @@ class MediaEdge:
         if flow.response or flow.error or not flow.live or self.rt is None:
             return None
         started = time.perf_counter()
+        if has_control_characters(flow.request.data.headers.fields):
+            # RFC 9110 5.5: refused, never forwarded, on any request (media or not).
+            self._answer(flow, 400, "control character in a request header field\n", result="error",
+                         started=started, target="-")
+            return None
         method = flow.request.method.upper()
         req = None
         if method in ("GET", "HEAD"):
@@ -160,6 +166,7 @@ class MediaEdge:
         """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""
         rt = self.rt
         assert rt is not None
+        _origin_form(flow)
         raw = flow.request.path
         try:
             target = _normalize(raw)
@@ -228,6 +235,7 @@ class MediaEdge:
 
         job.on_done = on_done
         path = rt.stream.register(job)
+        _origin_form(flow)
         flow.request.scheme = "http"
         flow.request.host = "127.0.0.1"
         flow.request.port = rt.stream.port
@@ -255,6 +263,19 @@ class MediaEdge:
                 referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
                 cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(),
             ))
+
+
+def _origin_form(flow: http.HTTPFlow) -> None:
+    """Send the request on in origin-form ("GET /x"), whatever form the client used.
+
+    mitmproxy's reverse mode keeps an absolute-form target (`GET http://evil.example/x`)
+    as it came: it replaces the host and port it connects to with the upstream's, but
+    writes the client's authority back into the request line, and apps build links
+    from it. RFC 9112 3.2.2 lets a server ignore that authority; we drop it. The Host
+    field is the upstream's already (reverse mode rewrites it).
+    """
+    if flow.request.data.authority and not flow.request.is_http2:
+        flow.request.authority = ""
 
 
 _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur

@@ -90,6 +90,8 @@ class Upstream:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        # the request line of each request exactly as received ("GET /x HTTP/1.1")
+        self.request_lines: list[str] = []
         # monotonic times per path at which a body was fully sent (tests/test_coalescing.py)
         self.finished_at: dict[str, list[float]] = {}
         # Emulates apps that route by a header (IIS URL Rewrite, old Symfony): when a request
@@ -105,6 +107,7 @@ class Upstream:
 
             def _handle(self) -> None:
                 outer.hits[self.path] += 1
+                outer.request_lines.append(self.requestline)
                 outer.requests.append((self.command, self.path, dict(self.headers)))
                 length = int(self.headers.get("content-length") or 0)
                 if length:

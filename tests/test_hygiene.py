@@ -204,3 +204,85 @@ def test_an_empty_accept_encoding_is_neither_a_value_nor_absent_for_vary(env):
     assert fetch().body == IMAGE
     assert fetch("Accept-Encoding: gzip").body == gzip.body
     assert up.hits[path] == 3
+
+
+# ----------------------------------------------------------------------------- 9: odd inputs
+BAD_VALUES = {"nul": b"a\x00b", "soh": b"a\x01b", "esc": b"\x1b[31m", "del": b"a\x7fb", "bare-cr": b"a\rb"}
+
+
+@pytest.mark.parametrize("kind", list(BAD_VALUES))
+@pytest.mark.parametrize("target", ["/api/echo", "/media/odd/field.jpg"])
+def test_a_control_character_in_a_field_value_is_400_and_never_forwarded(env, kind, target):
+    edge, up = env
+    up.routes["/api/echo"] = Route(body=b"api")
+    up.routes["/media/odd/field.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg"})
+    before = len(up.requests)
+    head = b"GET " + target.encode() + b" HTTP/1.1\r\nHost: shop.example\r\nX-Note: " + BAD_VALUES[kind] + \
+        b"\r\nConnection: close\r\n\r\n"
+    r = exchange(edge.port, head)
+    assert r.status == 400, r
+    assert b"\x00" not in r.body and b"Traceback" not in r.body
+    assert len(up.requests) == before, f"forwarded: {up.requests[before:]}"
+
+
+def test_a_control_character_in_a_post_field_is_400_and_never_forwarded(env):
+    edge, up = env
+    up.routes["/api/form"] = Route(body=b"posted")
+    before = len(up.requests)
+    r = exchange(edge.port, b"POST /api/form HTTP/1.1\r\nHost: shop.example\r\nX-Note: a\x00b\r\n"
+                            b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+    assert r.status == 400 and len(up.requests) == before
+
+
+def test_a_tab_in_a_field_value_is_allowed(env):
+    edge, up = env
+    up.routes["/api/tab"] = Route(body=b"tab", reflect=("X-Note",))
+    r = exchange(edge.port, b"GET /api/tab HTTP/1.1\r\nHost: shop.example\r\nX-Note: a\tb\r\nConnection: close\r\n\r\n")
+    assert r.status == 200 and r.body == b"tab\nX-Note: a\tb"
+
+
+def test_an_absolute_form_target_reaches_the_app_in_origin_form_at_the_configured_upstream(env):
+    """`GET http://other/x`: the app gets `GET /x` (apps build links from the target), and it
+    is our configured upstream that gets it, not the host named in the target."""
+    edge, up = env
+    other = Upstream()
+    try:
+        other.routes["/api/links"] = Route(body=b"WRONG-HOST")
+        up.routes["/api/links"] = up.routes["/api/links?page=2"] = Route(body=b"links", reflect=("Host",))
+        before = len(up.request_lines)
+        r = exchange(edge.port, f"GET http://127.0.0.1:{other.port}/api/links?page=2 HTTP/1.1\r\n"
+                                f"Host: 127.0.0.1:{other.port}\r\nConnection: close\r\n\r\n".encode())
+        assert r.status == 200 and r.body == f"links\nHost: 127.0.0.1:{up.port}".encode(), r
+        assert up.request_lines[before:] == ["GET /api/links?page=2 HTTP/1.1"]
+        assert other.requests == []
+
+        r = exchange(edge.port, b"GET http://evil.example/api/links HTTP/1.1\r\nHost: evil.example\r\n"
+                                b"Connection: close\r\n\r\n")
+        assert r.status == 200 and r.body.startswith(b"links"), r
+        assert up.request_lines[-1] == "GET /api/links HTTP/1.1"
+    finally:
+        other.close()
+
+
+def test_an_absolute_form_post_is_forwarded_in_origin_form(env):
+    edge, up = env
+    up.routes["/api/order"] = Route(body=b"ordered")
+    r = exchange(edge.port, b"POST http://evil.example/api/order HTTP/1.1\r\nHost: evil.example\r\n"
+                            b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+    assert r.status == 200 and r.body == b"ordered"
+    assert up.request_lines[-1] == "POST /api/order HTTP/1.1"
+
+
+@pytest.mark.parametrize("size", [len(IMAGE), 600_000], ids=["small", "streamed"])
+def test_an_absolute_form_media_request_is_served_from_the_configured_upstream(env, size):
+    edge, up = env
+    path = f"/media/abs/{size}.jpg"
+    up.routes[path] = Route(size=size, headers={"Content-Type": "image/jpeg", "Cache-Control": "max-age=300"})
+    from tests.edge import synthetic_sha
+
+    for _ in range(2):  # miss, then hit
+        r = exchange(edge.port, f"GET http://evil.example{path} HTTP/1.1\r\nHost: evil.example\r\n"
+                                f"Connection: close\r\n\r\n".encode())
+        assert r.status == 200 and sha(r.body) == synthetic_sha(size), r
+    assert up.hits[path] == 1
+    assert [line for line in up.request_lines if path in line] == [f"GET {path} HTTP/1.1"]

@@ -323,3 +323,13 @@ def test_etag_for_revision(rev, expected):
 @pytest.mark.parametrize("rev", ["3f2a9c", "2024-01-01T10:00:00Z", "v1.2/3"])
 def test_revision_round_trips_through_etag(rev):
     assert revision_from(Headers([("ETag", etag_for_revision(rev))])) == rev
+
+
+def test_control_characters_in_fields():
+    from proxy.policy.fields import has_control_characters
+
+    assert not has_control_characters([])
+    assert not has_control_characters([(b"Accept", b"image/*"), (b"X-A", b"a\tb"), (b"X-B", b"caf\xc3\xa9 \xff")])
+    for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]:
+        assert has_control_characters([(b"X-A", b"ok"), (b"X-B", b"a" + bytes([c]) + b"b")]), c
+    assert has_control_characters([(b"X\x00A", b"ok")])
