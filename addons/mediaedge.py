@@ -29,7 +29,7 @@ from proxy.headers import Headers
 from proxy.invalidation import Invalidator
 from proxy.policy.fields import has_control_characters
 from proxy.policy.target import TargetError, is_media, normalize_target
-from proxy.respond import wire_pairs
+from proxy.respond import HTTP_DATES, wire_pairs
 from proxy.runtime import Runtime
 from proxy.webhook import PurgeEvent
 from proxy.accesslog import format_access_line
@@ -180,17 +180,27 @@ class MediaEdge:
             # Varnish's habit: PURGE from a loopback client purges that path (logged like a webhook).
             accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
             body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
-            flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
+            flow.response = http.Response.make(200, body, {"Content-Type": "application/json",
+                                                           "Date": HTTP_DATES.text(time.time())})
             return
         if media and method in UNSAFE:
             flow.metadata[META_UNSAFE] = target
         if rt.settings.upstream is None:
             flow.response = http.Response.make(404, "not found: no upstream for non-media requests\n",
-                                               {"Content-Type": "text/plain; charset=utf-8"})
+                                               {"Content-Type": "text/plain; charset=utf-8",
+                                                "Date": HTTP_DATES.text(time.time())})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get(META_STREAM) and flow.response is not None:
-            flow.response.stream = True
+        """Responses from a server: our stream server (streamed, Date already set) or the
+        upstream passed through, which keeps its own Date and gets ours when it sent none
+        (RFC 9110 6.6.1: a recipient forwarding a response without Date adds one)."""
+        response = flow.response
+        if response is None:
+            return
+        if flow.metadata.get(META_STREAM):
+            response.stream = True
+        elif "date" not in response.headers:
+            response.headers["Date"] = HTTP_DATES.text(time.time())
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if META_UNSAFE not in flow.metadata or self.rt is None or flow.response is None:
@@ -244,7 +254,8 @@ class MediaEdge:
 
     def _answer(self, flow: http.HTTPFlow, status: int, text: str, *, result: str, started: float,
                 target: str) -> None:
-        flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8"})
+        flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8",
+                                                          "Date": HTTP_DATES.text(time.time())})
         reply = Reply(status, Headers(), result=result, source=None, target=target)
         self._record(flow, reply, len(text), started)
 

@@ -59,6 +59,7 @@ class Route:
     chunked: bool = False  # Transfer-Encoding: chunked instead of Content-Length (a cut omits the last chunk)
     reflect: tuple[str, ...] = ()  # request headers whose "name: value" the app appends to the body
     seed: int = 0  # which synthetic body
+    date: bool = True  # send the server's Date (and Server) field, as http.server does by default
 
 
 def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
@@ -132,7 +133,11 @@ class Upstream:
                     body = body + b"".join(
                         f"\n{name}: {self.headers.get(name)}".encode() for name in route.reflect if name in self.headers)
                 size = route.size if route.size is not None else len(body)
-                self.send_response(route.status)
+                if route.date:
+                    self.send_response(route.status)
+                else:
+                    self.log_request(route.status)
+                    self.send_response_only(route.status)
                 for k, v in route.headers.items():
                     self.send_header(k, v)
                 if route.chunked:

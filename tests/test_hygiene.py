@@ -13,8 +13,10 @@ on its own would hide what the edge adds).
 from __future__ import annotations
 
 import io
+import re
 import hashlib
 import socket
+import sqlite3
 import time
 from email.utils import parsedate_to_datetime
 
@@ -286,3 +288,159 @@ def test_an_absolute_form_media_request_is_served_from_the_configured_upstream(e
         assert r.status == 200 and sha(r.body) == synthetic_sha(size), r
     assert up.hits[path] == 1
     assert [line for line in up.request_lines if path in line] == [f"GET {path} HTTP/1.1"]
+
+
+# ----------------------------------------------------------------------------- 4: Date, browser Cache-Control
+IMF_FIXDATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                         r"\d{4} \d\d:\d\d:\d\d GMT$")
+
+
+def assert_dated(r: Reply, *, within: float = 5.0) -> None:
+    """Exactly one Date, an IMF-fixdate (RFC 9110 5.6.7) within `within` s of now."""
+    dates = r.all("date")
+    assert len(dates) == 1, r
+    assert IMF_FIXDATE.match(dates[0]), dates[0]
+    assert abs(parsedate_to_datetime(dates[0]).timestamp() - time.time()) <= within, dates[0]
+
+
+def test_every_kind_of_media_response_carries_a_date(env):
+    edge, up = env
+    small, large = "/media/dated/small.jpg", "/media/dated/large.bin"
+    up.routes[small] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg", "ETag": '"s1"',
+                                                  "Cache-Control": "max-age=300"})
+    up.routes[large] = Route(size=600_000, headers={"Content-Type": "application/octet-stream",
+                                                    "Cache-Control": "max-age=300"})
+    kinds = {
+        "miss": get(edge.port, small),
+        "hit (memory)": get(edge.port, small),
+        "HEAD hit": get(edge.port, small, method="HEAD"),
+        "304": get(edge.port, small, 'If-None-Match: "s1"'),
+        "206": get(edge.port, small, "Range: bytes=0-9"),
+        "416": get(edge.port, small, "Range: bytes=999999-"),
+        "streamed miss": get(edge.port, large),
+        "streamed hit": get(edge.port, large),
+        "streamed 206": get(edge.port, large, "Range: bytes=100-199"),
+        "db miss": get(edge.port, "/media/db/row.png"),
+        "db hit": get(edge.port, "/media/db/row.png"),
+        "negative 404": get(edge.port, "/media/dated/nowhere.jpg"),
+        "400 (bad media path)": get(edge.port, "/media/%2e%2e/secret.jpg"),
+        "400 (control character)": exchange(edge.port, b"GET /media/x.jpg HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n"
+                                                       b"Connection: close\r\n\r\n"),
+    }
+    expected = {"miss": 200, "hit (memory)": 200, "HEAD hit": 200, "304": 304, "206": 206, "416": 416,
+                "streamed miss": 200, "streamed hit": 200, "streamed 206": 206, "db miss": 200, "db hit": 200,
+                "negative 404": 404, "400 (bad media path)": 400, "400 (control character)": 400}
+    for kind, r in kinds.items():
+        assert r.status == expected[kind], (kind, r)
+        assert_dated(r)
+    assert kinds["hit (memory)"].get("cache-status").startswith("mediaedge; hit")
+    assert kinds["streamed hit"].get("cache-status").startswith("mediaedge; hit")
+    assert sha(kinds["db hit"].body) == sha(DB_BODY)
+
+
+def test_a_hit_gets_the_current_date_not_the_stored_one(env):
+    """Served from cache, the response is the edge's: Date is now and Age says how old the
+    content is (a downstream cache computes the same age either way, RFC 9111 4.2.3)."""
+    edge, up = env
+    path = "/media/dated/old.jpg"
+    up.routes[path] = Route(body=IMAGE, date=False, headers={
+        "Date": "Sun, 06 Nov 1994 08:49:37 GMT", "Cache-Control": "max-age=1500000000", "Content-Type": "image/jpeg"})
+    first = get(edge.port, path)
+    assert first.all("date") == ["Sun, 06 Nov 1994 08:49:37 GMT"]  # passed on as the upstream sent it
+    hit = get(edge.port, path)
+    assert hit.get("cache-status").startswith("mediaedge; hit") and int(hit.get("age")) > 10**8
+    assert_dated(hit)
+
+
+def test_pass_through_keeps_the_upstreams_date_and_adds_one_when_it_sent_none(env):
+    edge, up = env
+    up.routes["/api/dated"] = Route(body=b"dated", date=False, headers={"Date": "Sun, 06 Nov 1994 08:49:37 GMT"})
+    up.routes["/api/undated"] = Route(body=b"undated", date=False)
+    r = get(edge.port, "/api/dated")
+    assert r.status == 200 and r.all("date") == ["Sun, 06 Nov 1994 08:49:37 GMT"]
+    r = get(edge.port, "/api/undated")
+    assert r.status == 200 and r.body == b"undated"
+    assert_dated(r)
+    # an upstream media response without Date: the edge dates it too
+    up.routes["/media/dated/undated.jpg"] = Route(body=IMAGE, date=False, headers={"Content-Type": "image/jpeg"})
+    assert_dated(get(edge.port, "/media/dated/undated.jpg"))
+
+
+def test_a_database_row_tells_browsers_no_cache_by_default(env):
+    edge, up = env
+    for _ in range(2):  # miss, then hit
+        r = get(edge.port, "/media/db/row304.png")
+        assert r.status == 200 and r.all("cache-control") == ["no-cache"], r
+    r = get(edge.port, "/media/db/row304.png", f'If-None-Match: {r.get("etag")}')
+    assert r.status == 304 and r.all("cache-control") == ["no-cache"], r  # RFC 9110 15.4.5
+    up.routes["/media/nocc.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg"})
+    for _ in range(2):
+        assert get(edge.port, "/media/nocc.jpg").all("cache-control") == ["no-cache"]
+
+
+def test_an_upstream_cache_control_is_kept(env):
+    edge, up = env
+    up.routes["/media/cc.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg",
+                                                            "Cache-Control": "public, max-age=600"})
+    for _ in range(2):
+        r = get(edge.port, "/media/cc.jpg")
+        assert r.all("cache-control") == ["public, max-age=600"], r
+
+
+@pytest.fixture(scope="module")
+def browser_env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hygiene-browser-ttl")
+    up = Upstream()
+    db_url = f"sqlite:///{d / 'origin.db'}"
+    from proxy.origins.db import DatabaseOrigin
+
+    with DatabaseOrigin(db_url) as db:
+        db.put("/media/db/row.png", io.BytesIO(DB_BODY), size=len(DB_BODY),
+               sha256=hashlib.sha256(DB_BODY).hexdigest(), revision="r1", content_type="image/png")
+    edge = Edge(str(d), upstream=up.url, origin_db=db_url, args=["--browser-ttl", "60"]).start()
+    yield edge, up
+    edge.stop()
+    up.close()
+
+
+def test_browser_ttl_sets_max_age_for_what_the_origin_left_open(browser_env):
+    edge, up = browser_env
+    up.routes["/media/cc.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg",
+                                                            "Cache-Control": "max-age=5"})
+    up.routes["/media/nocc.jpg"] = Route(body=IMAGE, headers={"Content-Type": "image/jpeg"})
+    for _ in range(2):  # miss, then hit
+        r = get(edge.port, "/media/db/row.png")
+        assert r.status == 200 and sha(r.body) == sha(DB_BODY) and r.all("cache-control") == ["max-age=60"], r
+        assert get(edge.port, "/media/nocc.jpg").all("cache-control") == ["max-age=60"]
+        assert get(edge.port, "/media/cc.jpg").all("cache-control") == ["max-age=5"]
+    # only the client's view: the edge still keeps the row for --default-ttl, not 60 s
+    assert up.hits["/media/nocc.jpg"] == 1
+
+
+@pytest.fixture(scope="module")
+def dead_env(tmp_path_factory):
+    """An edge whose upstream refuses connections, and whose database origin is broken."""
+    d = tmp_path_factory.mktemp("hygiene-dead")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again: nothing listens there
+    edge = Edge(str(d), upstream=f"http://127.0.0.1:{dead}").start()
+    conn = sqlite3.connect(d / "origin.db")  # not a database any more: every lookup fails
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    conn.close()
+    with open(d / "origin.db", "r+b") as f:
+        size = len(f.read())
+        f.seek(0)
+        f.write(b"\xa5" * size)
+    yield edge
+    edge.stop()
+
+
+def test_error_answers_carry_a_date(dead_env):
+    edge = dead_env
+    media = get(edge.port, "/media/gone.jpg")  # the engine's 502: upstream refused, database failing
+    assert media.status == 502 and media.body.endswith(b"\n"), media
+    assert_dated(media)
+    passed = get(edge.port, "/api/anything")  # mitmproxy's own 502 for a passed-through request
+    assert passed.status == 502, passed
+    assert_dated(passed)
