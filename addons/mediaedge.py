@@ -27,7 +27,7 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
-from proxy.policy.fields import has_control_characters
+from proxy.policy.fields import has_control_characters, target_has_control_characters
 from proxy.policy.target import TargetError, is_media, normalize_target
 from proxy.respond import HTTP_DATES, wire_pairs
 from proxy.runtime import Runtime
@@ -166,6 +166,10 @@ class MediaEdge:
         """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""
         rt = self.rt
         assert rt is not None
+        if target_has_control_characters(flow.request.data.path):
+            self._answer(flow, 400, "control character in the request target\n", result="error", started=started,
+                         target="-")
+            return
         _origin_form(flow)
         raw = flow.request.path
         try:

@@ -236,6 +236,16 @@ def test_a_control_character_in_a_post_field_is_400_and_never_forwarded(env):
     assert r.status == 400 and len(up.requests) == before
 
 
+@pytest.mark.parametrize("target", [b"/api/a\x01b", b"/api/a\x00b", b"/api/a\x7fb", b"/api/a?q=\x1b", b"/api/a\tb",
+                                    b"/media/a\x01b.jpg"])
+def test_a_control_character_in_the_request_target_is_400_and_never_forwarded(env, target):
+    edge, up = env
+    before = len(up.requests)
+    r = exchange(edge.port, b"GET " + target + b" HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+    assert r.status == 400, r
+    assert len(up.requests) == before, f"forwarded: {up.request_lines[before:]}"
+
+
 def test_a_tab_in_a_field_value_is_allowed(env):
     edge, up = env
     up.routes["/api/tab"] = Route(body=b"tab", reflect=("X-Note",))

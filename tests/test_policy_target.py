@@ -333,3 +333,11 @@ def test_control_characters_in_fields():
     for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]:
         assert has_control_characters([(b"X-A", b"ok"), (b"X-B", b"a" + bytes([c]) + b"b")]), c
     assert has_control_characters([(b"X\x00A", b"ok")])
+
+
+def test_control_characters_in_targets():
+    from proxy.policy.fields import target_has_control_characters
+
+    assert not target_has_control_characters(b"/media/a%00b.jpg?x=%01&y=caf\xc3\xa9")
+    for c in [*range(0x00, 0x20), 0x7F]:
+        assert target_has_control_characters(b"/api/a" + bytes([c]) + b"b"), c
