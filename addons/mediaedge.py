@@ -25,9 +25,10 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
+from proxy.policy.fields import has_control_characters, target_has_control_characters
 from proxy.policy.purge import ALLOW, purge_decision
 from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
-from proxy.respond import wire_pairs
+from proxy.respond import HTTP_DATES, wire_pairs
 from proxy.runtime import Runtime
 from proxy.webhook import PurgeEvent
 from proxy.accesslog import format_access_line
@@ -108,7 +109,7 @@ class MediaEdge:
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
             # eager connects to the upstream when a client connects: with the upstream
-            # down, clients are dropped before we can answer even a hit (FACTS.md).
+            # down, clients are dropped before we can answer even a hit (seen with mitmproxy 11).
             log.info("mediaedge: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
         if self.rt is None:
@@ -128,6 +129,11 @@ class MediaEdge:
         if flow.response or flow.error or not flow.live or self.rt is None:
             return None
         started = time.perf_counter()
+        if has_control_characters(flow.request.data.headers.fields):
+            # RFC 9110 5.5: refused, never forwarded, on any request (media or not).
+            self._answer(flow, 400, "control character in a request header field\n", result="error",
+                         started=started, target="-")
+            return None
         method = flow.request.method.upper()
         req = None
         if method in ("GET", "HEAD"):
@@ -160,6 +166,11 @@ class MediaEdge:
         """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""
         rt = self.rt
         assert rt is not None
+        if target_has_control_characters(flow.request.data.path):
+            self._answer(flow, 400, "control character in the request target\n", result="error", started=started,
+                         target="-")
+            return
+        _origin_form(flow)
         raw = flow.request.path
         if method == "PURGE":
             await self._purge(flow, raw)
@@ -178,7 +189,8 @@ class MediaEdge:
             flow.metadata[META_UNSAFE] = target
         if rt.settings.upstream is None:
             flow.response = http.Response.make(404, "not found: no upstream for non-media requests\n",
-                                               {"Content-Type": "text/plain; charset=utf-8"})
+                                               {"Content-Type": "text/plain; charset=utf-8",
+                                                "Date": HTTP_DATES.text(time.time())})
 
     async def _purge(self, flow: http.HTTPFlow, raw: str) -> None:
         """PURGE is answered here, never forwarded: proxy.policy.purge decides (the ACL
@@ -204,15 +216,24 @@ class MediaEdge:
                 return
             log.info("PURGE %s from %s: seq %d", target, peer[0] if peer else "-", seq)
             body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
-            flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
+            flow.response = http.Response.make(200, body, {"Content-Type": "application/json",
+                                                           "Date": HTTP_DATES.text(time.time())})
             return
         flow.response = _plain(decision.status, decision.reason + "\n")
         if decision.status == 405:
             flow.response.headers["Allow"] = ALLOW
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.get(META_STREAM) and flow.response is not None:
-            flow.response.stream = True
+        """Responses from a server: our stream server (streamed, Date already set) or the
+        upstream passed through, which keeps its own Date and gets ours when it sent none
+        (RFC 9110 6.6.1: a recipient forwarding a response without Date adds one)."""
+        response = flow.response
+        if response is None:
+            return
+        if flow.metadata.get(META_STREAM):
+            response.stream = True
+        elif "date" not in response.headers:
+            response.headers["Date"] = HTTP_DATES.text(time.time())
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if META_UNSAFE not in flow.metadata or self.rt is None or flow.response is None:
@@ -257,6 +278,7 @@ class MediaEdge:
 
         job.on_done = on_done
         path = rt.stream.register(job)
+        _origin_form(flow)
         flow.request.scheme = "http"
         flow.request.host = "127.0.0.1"
         flow.request.port = rt.stream.port
@@ -265,7 +287,8 @@ class MediaEdge:
 
     def _answer(self, flow: http.HTTPFlow, status: int, text: str, *, result: str, started: float,
                 target: str) -> None:
-        flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8"})
+        flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8",
+                                                          "Date": HTTP_DATES.text(time.time())})
         reply = Reply(status, Headers(), result=result, source=None, target=target)
         self._record(flow, reply, len(text), started)
 
@@ -286,6 +309,19 @@ class MediaEdge:
             ))
 
 
+def _origin_form(flow: http.HTTPFlow) -> None:
+    """Send the request on in origin-form ("GET /x"), whatever form the client used.
+
+    mitmproxy's reverse mode keeps an absolute-form target (`GET http://evil.example/x`)
+    as it came: it replaces the host and port it connects to with the upstream's, but
+    writes the client's authority back into the request line, and apps build links
+    from it. RFC 9112 3.2.2 lets a server ignore that authority; we drop it. The Host
+    field is the upstream's already (reverse mode rewrites it).
+    """
+    if flow.request.data.authority and not flow.request.is_http2:
+        flow.request.authority = ""
+
+
 _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur
 
 
@@ -295,7 +331,8 @@ def _reason(status: int) -> bytes:
 
 
 def _plain(status: int, text: str) -> http.Response:
-    return http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8"})
+    return http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8",
+                                             "Date": HTTP_DATES.text(time.time())})
 
 
 def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> list[str]:

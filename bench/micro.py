@@ -79,7 +79,8 @@ def run(size: int = 10240, scale: float = 1.0) -> dict:
     out["freshness + age"] = _best(state, 5000)
     out["plan_response (conditionals, ranges, headers)"] = _best(lambda: plan_response(
         method="GET", request_headers=req_headers, status=200, headers=headers, length=size, revision="v1",
-        revision_header="X-Media-Revision", cache_status=cache_status(hit=True, ttl=86399), age=0), 5000)
+        revision_header="X-Media-Revision", cache_status=cache_status(hit=True, ttl=86399), age=0,
+        date="Mon, 30 Nov 2026 12:00:00 GMT", browser_cache_control="no-cache"), 5000)
     stats = Stats(prefixes=("/media/",))
     out["Stats.record (counters, histogram)"] = _best(lambda: stats.record(
         result="hit", source="cache", body_bytes=size, duration=0.0004, path=target), 20000)

@@ -31,9 +31,9 @@ from proxy.policy.freshness import Freshness, classify, current_age, freshness, 
 from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.armour import deception_armour
 from proxy.policy.storable import Storability, storability
-from proxy.policy.target import decoded_path, revision_from, vary_names
+from proxy.policy.target import decoded_path, revision_from, vary_names, vary_values
 from proxy.pools import in_database_thread
-from proxy.respond import hit_template, is_plain, plan_response
+from proxy.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
 from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
 from proxy.streamserver import FileBody, Job
 from proxy.upstream import Upstream, UpstreamError, UpstreamResponse
@@ -58,6 +58,7 @@ class EngineConfig:
     upstream_timeout: float = 10.0
     coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
     coalesce_max_waiters: int = 1000  # requests one fetch serves at once
+    browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
 
 
 _Facts = tuple[float | None, float | None, Freshness]  # Date, Age header, freshness
@@ -135,6 +136,7 @@ class Engine:
         self.epochs = Epochs()
         self._running: dict[int, int] = {}
         self.hot = HotEntries()
+        self.browser_cache_control = browser_cache_control(config.browser_ttl)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
 
@@ -152,12 +154,14 @@ class Engine:
         if hot is None:
             return None
         fresh = hot.fresh
+        now = self.clock()
         age = current_age(date=hot.date, age_header=hot.age_header, request_time=hot.request_time,
-                          response_time=hot.response_time, now=self.clock())
+                          response_time=hot.response_time, now=now)
         if hot.soft_stale or self._state_at(age, fresh, hot.negative) != "fresh":
             return None
         template = hot.template
-        wire = template.headers(age=int(age), cache_status=cache_status(hit=True, ttl=ttl_left(age, fresh)))
+        wire = template.headers(age=int(age), cache_status=cache_status(hit=True, ttl=ttl_left(age, fresh)),
+                                date=HTTP_DATES.wire(now))
         return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else hot.body, result="hit",
                      source="cache", target=req.target, wire=wire)
 
@@ -165,7 +169,8 @@ class Engine:
         """What the memory tier keeps of a small entry: everything `hot_hit` needs, computed once."""
         date, age_header, fresh = self._facts(meta)
         template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
-                                revision=meta.revision or None, revision_header=self.config.revision_header)
+                                revision=meta.revision or None, revision_header=self.config.revision_header,
+                                browser_cache_control=self.browser_cache_control)
         return HotEntry(meta.to_json(), body, template, date, age_header, fresh, meta.request_time,
                         meta.response_time, meta.negative, meta.soft_stale)
 
@@ -263,6 +268,8 @@ class Engine:
             revision_header=self.config.revision_header,
             cache_status=cache_status(hit=True, ttl=ttl),
             age=int(age),
+            date=HTTP_DATES.text(self.clock()),  # served by us: our clock (Age says how old it is)
+            browser_cache_control=self.browser_cache_control,
         )
         reply = Reply(plan.status, plan.headers, result=result, source="cache", target=req.target)
         if plan.window is None:
@@ -349,7 +356,7 @@ class Engine:
             # or a retry soon is what a herd this size should get.
             if stale is not None:
                 return self._serve_stale(req, stale, now)
-            reply = _error_reply(req.target, 503, str(e))
+            reply = self._error_reply(req.target, 503, str(e))
             reply.headers = reply.headers.with_set("Retry-After", "1")
             return reply
         try:
@@ -370,11 +377,11 @@ class Engine:
         except FillFailed as e:
             if stale is not None:
                 return self._serve_stale(req, stale, now)
-            return _error_reply(req.target, e.status, str(e))
+            return self._error_reply(req.target, e.status, str(e))
         except asyncio.TimeoutError:
             if stale is not None:
                 return self._serve_stale(req, stale, now)
-            return _error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
+            return self._error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
         if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
             # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
             alone, _, own = self._flight_for(req, alone=True)
@@ -401,6 +408,9 @@ class Engine:
             revision_header=self.config.revision_header,
             cache_status=status_text,
             age=None,
+            # passed on as it arrives: the upstream's own Date when it sent one (RFC 9110 6.6.1)
+            date=_first(head.headers, "date") or HTTP_DATES.text(self.clock()),
+            browser_cache_control=self.browser_cache_control,
         )
         result = {"miss": "miss", "hit": "hit"}.get(fwd, "pass")
         source = "cache" if fwd == "hit" else head.source
@@ -413,6 +423,9 @@ class Engine:
             else:
                 reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
+
+    def _error_reply(self, target: str, status: int, message: str) -> Reply:
+        return _error_reply(target, status, message, date=HTTP_DATES.text(self.clock()))
 
     def _serve_stale(self, req: MediaRequest, stale: Entry, now: float) -> Reply:
         _, age, fresh = self._state_of(stale.meta, now)
@@ -771,9 +784,10 @@ def _failed(message: str, status: int) -> FillFailed:
     return FillFailed(message, status)
 
 
-def _error_reply(target: str, status: int, message: str) -> Reply:
+def _error_reply(target: str, status: int, message: str, *, date: str) -> Reply:
     body = (message.splitlines()[0] if message else "origin unavailable").encode("utf-8", "replace") + b"\n"
     headers = Headers([
+        ("Date", date),
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
         ("Cache-Status", cache_status(fwd="miss", detail="error")),
@@ -786,8 +800,9 @@ async def _collect(chunks: object) -> bytes:
     return b"".join(parts)
 
 
-def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str, ...]:
-    return tuple(" ".join((headers.get(name) or "").split()) for name in vary)
+def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str | None, ...]:
+    """The request's Vary values for a storage key (absent: None, never "")."""
+    return vary_values(vary, headers)
 
 
 def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:

@@ -63,7 +63,7 @@ class HotEntries:
         self.generation = 0
         self._bytes = 0
         # target -> (vary names, {vary values: packed entry})
-        self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str, ...], tuple]]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str | None, ...], tuple]]] = OrderedDict()
 
     def get(self, target: str, values_for: object) -> HotEntry | None:
         """The entry for the request's variant (`values_for(vary names)`), or None."""
@@ -77,7 +77,7 @@ class HotEntries:
         self._items.move_to_end(target)
         return _unpack(found)
 
-    def put(self, target: str, vary: tuple[str, ...], values: tuple[str, ...], entry: HotEntry,
+    def put(self, target: str, vary: tuple[str, ...], values: tuple[str | None, ...], entry: HotEntry,
             generation: int) -> None:
         if generation != self.generation or len(entry.body) > self.max_entry:
             return

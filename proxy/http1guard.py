@@ -1,4 +1,8 @@
-"""Two fixes to mitmproxy 11's HTTP/1 request-head reader, applied once per process.
+"""Fixes to mitmproxy 11's HTTP/1 server side, applied once per process.
+
+(The third, `make_error_response` below: the error answers mitmproxy writes itself —
+400 on a head it cannot parse, 502 when a passed-through upstream is down — carry
+no Date; RFC 9110 6.6.1 wants one on every response, so we add it.)
 
 `Http1Server.read_headers` (mitmproxy/proxy/layers/http/_http1.py) has two gaps that
 a client can use against every other client of the process:
@@ -21,11 +25,14 @@ pyproject.toml, and tests/test_hostile.py fails if either changes underneath us.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Generator
 from typing import Any
 
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
+
+from proxy.respond import HTTP_DATES
 
 MAX_REQUEST_HEAD = 64 * 1024
 """Largest request line plus header fields we read. Twice Varnish's default: media
@@ -53,8 +60,30 @@ def leading_empty_lines(data: bytes | bytearray) -> int:
             return n
 
 
+def with_date(response: bytes, date: bytes) -> bytes:
+    """An assembled HTTP/1 response head with `Date: date` added after its status line."""
+    line_end = response.find(b"\r\n")
+    if line_end < 0 or b"\r\ndate:" in response[:response.find(b"\r\n\r\n")].lower():
+        return response
+    return response[:line_end + 2] + b"Date: " + date + b"\r\n" + response[line_end + 2:]
+
+
+def _install_dated_errors() -> None:
+    original = _http1.make_error_response
+    if getattr(original, _INSTALLED, False):
+        return
+
+    def make_error_response(status_code: int, message: str = "") -> bytes:
+        return with_date(original(status_code, message), HTTP_DATES.wire(time.time()))
+
+    setattr(make_error_response, _INSTALLED, True)
+    _http1.make_error_response = make_error_response  # type: ignore[assignment]
+
+
 def install() -> None:
-    """Wrap `Http1Server.read_headers`; idempotent, so every addon instance may call it."""
+    """Wrap `Http1Server.read_headers` and `make_error_response`; idempotent, so every
+    addon instance may call it."""
+    _install_dated_errors()
     server = _http1.Http1Server
     if getattr(server.read_headers, _INSTALLED, False):
         return

@@ -2,8 +2,10 @@
 
 Pure: the engine gives the request's headers and the response's facts; this module
 applies conditionals (RFC 9110 13), ranges (RFC 9110 14) and the headers the contract
-promises on every media response (Cache-Status, Age, ETag, X-Media-Revision,
-Accept-Ranges, Content-Length), and returns a plan. No I/O, no clock.
+promises on every media response (Date, Cache-Status, Age, ETag, X-Media-Revision,
+Accept-Ranges, Content-Length, and the browser's Cache-Control when the origin gave
+none), and returns a plan. No I/O; the time for Date is passed in (`HttpDates` keeps
+the formatted string for the current second).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import NamedTuple
 
 from proxy.headers import Headers
 from proxy.policy.conditional import not_modified
-from proxy.policy.httpdate import parse_http_date
+from proxy.policy.httpdate import format_http_date, parse_http_date
 from proxy.policy.ranges import (
     ByteRange,
     content_range,
@@ -24,8 +26,59 @@ from proxy.policy.ranges import (
 from proxy.policy.target import etag_for_revision
 
 # Fields we set ourselves on the way out (anything stored under these names is replaced).
-OWN_FIELDS = ("content-length", "content-range", "age", "cache-status", "accept-ranges",
+OWN_FIELDS = ("date", "content-length", "content-range", "age", "cache-status", "accept-ranges",
               "transfer-encoding", "connection", "keep-alive")
+# Fields by which an origin states how long a client may keep a response (RFC 9111 5.2, 5.3).
+# CDN-Cache-Control / Surrogate-Control speak to caches like us only, not to browsers.
+BROWSER_FRESHNESS_FIELDS = ("cache-control", "expires")
+
+
+def browser_cache_control(browser_ttl: float) -> str:
+    """The Cache-Control a client gets when the origin gave none (`--browser-ttl`).
+
+    `no-cache` by default: the browser keeps the body but asks again each time (with
+    the ETag we always send, so a 304 from cache), and a publish reaches it at once.
+    `max-age=N` trades that for N seconds without a request. Only what the client
+    sees; the edge's own freshness comes from --default-ttl.
+    """
+    return f"max-age={int(browser_ttl)}" if browser_ttl > 0 else "no-cache"
+
+
+class HttpDates:
+    """The IMF-fixdate of the current second, formatted at most once per second.
+
+    RFC 9110 6.6.1: an origin server with a clock MUST send Date on every 2xx-4xx
+    response (and we are the origin of every response we make). Formatting one costs a
+    few microseconds; the hot hit only reads the cached string (nginx keeps its
+    `ngx_cached_http_time` the same way).
+    """
+
+    __slots__ = ("_second", "_text", "_wire")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+        self._wire = b""
+
+    def _refresh(self, second: int) -> None:
+        self._text = format_http_date(second)
+        self._wire = self._text.encode("ascii")
+        self._second = second
+
+    def text(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._refresh(second)
+        return self._text
+
+    def wire(self, now: float) -> bytes:
+        second = int(now)
+        if second != self._second:
+            self._refresh(second)
+        return self._wire
+
+
+HTTP_DATES = HttpDates()  # one per process: every caller asks about the same clock
 
 
 @dataclass(frozen=True)
@@ -47,8 +100,17 @@ def plan_response(
     revision_header: str,
     cache_status: str,
     age: int | None,
+    date: str,
+    browser_cache_control: str | None = None,
 ) -> Plan:
+    """`date`: the Date to send (the edge's clock, or the upstream's own Date when passing
+    its response on). `browser_cache_control`: added when the origin's headers say
+    nothing to browsers (no Cache-Control, no Expires); see `browser_cache_control()`."""
     out = headers.without(*OWN_FIELDS, revision_header)
+    if browser_cache_control and not any(name in out for name in BROWSER_FRESHNESS_FIELDS):
+        out = Headers([("Date", date), *out, ("Cache-Control", browser_cache_control)])
+    else:
+        out = Headers([("Date", date), *out])
     etag = out.get("etag")
     if etag is None and revision:
         etag = etag_for_revision(revision)
@@ -111,8 +173,8 @@ def is_plain(request_headers: Headers) -> bool:
 
 class HitTemplate(NamedTuple):
     """`plan_response`'s answer to a plain GET or HEAD for one stored response, with the
-    two fields that change per request (Age, Cache-Status) at known positions, already
-    encoded for the wire. Built once per entry kept in memory (proxy/hot.py), so a hot
+    three fields that change per request (Date, Age, Cache-Status) at known positions,
+    already encoded for the wire. Built once per entry kept in memory (proxy/hot.py), so a hot
     hit costs a copy and two substitutions instead of a plan. A NamedTuple of bytes and
     ints, which the garbage collector stops tracking."""
 
@@ -120,24 +182,28 @@ class HitTemplate(NamedTuple):
     pairs: tuple[tuple[bytes, bytes], ...]
     age_at: int
     cache_status_at: int
+    date_at: int
 
-    def headers(self, *, age: int, cache_status: str) -> list[tuple[bytes, bytes]]:
+    def headers(self, *, age: int, cache_status: str, date: bytes) -> list[tuple[bytes, bytes]]:
         pairs = list(self.pairs)
+        pairs[self.date_at] = (b"Date", date)
         pairs[self.age_at] = (b"Age", str(max(0, age)).encode())
         pairs[self.cache_status_at] = (b"Cache-Status", cache_status.encode("latin-1", "replace"))
         return pairs
 
 
 def hit_template(*, status: int, headers: Headers, length: int, revision: str | None,
-                 revision_header: str) -> HitTemplate:
+                 revision_header: str, browser_cache_control: str | None = None) -> HitTemplate:
     plan = plan_response(method="GET", request_headers=Headers(), status=status, headers=headers, length=length,
-                         revision=revision, revision_header=revision_header, cache_status="", age=0)
+                         revision=revision, revision_header=revision_header, cache_status="", age=0, date="",
+                         browser_cache_control=browser_cache_control)
     names = [k.lower() for k, _ in plan.headers]
     return HitTemplate(
         plan.status,
         tuple(wire_pairs(plan.headers)),
         names.index("age"),
         names.index("cache-status"),
+        names.index("date"),
     )
 
 

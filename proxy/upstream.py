@@ -2,12 +2,13 @@
 
 Why not let mitmproxy forward media misses: a refused or timed-out upstream makes
 mitmproxy fire `error` and send the client a 502 before an addon can fall back to
-the database (FACTS.md). Fetching with our own client lets the engine decide the
+the database (seen with mitmproxy 11). Fetching with our own client lets the engine decide the
 fallback, coalesce concurrent misses into one fetch, and fetch the whole object for
 a Range request. Non-media requests still go through mitmproxy untouched.
 """
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -105,15 +106,44 @@ def _map_error(e: Exception) -> UpstreamError:
     return UpstreamError("error", f"upstream failed: {type(e).__name__}: {e}")
 
 
+def no_cookie_jar() -> http.cookiejar.CookieJar:
+    """A cookie jar that accepts no cookie from any domain.
+
+    One httpx client serves every client's fetches. With its default jar it keeps each
+    Set-Cookie the app answers and sends it on later requests to that host, whoever
+    asked: a victim's session reaches the app on an attacker's fetch. Given to httpx as
+    a plain CookieJar it is used as is; wrapped in `httpx.Cookies` it would be copied
+    into a new jar with the default (accepting) policy (measured with httpx 0.28).
+    """
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def stateless_client(*, timeout: float) -> httpx.AsyncClient:
+    """An httpx client that sends only the fields it is given and keeps nothing between
+    requests (no cookies, no default Accept / Accept-Encoding / User-Agent / Connection,
+    no proxy or netrc from the environment).
+
+    httpx adds `Accept: */*`, `Accept-Encoding: gzip, deflate, br, zstd` and
+    `User-Agent: python-httpx/...` to every request unless they are removed from
+    `client.headers`; the app would then pick a representation (a compressed one, one
+    for "any" Accept) the client never asked for, and store it for everyone.
+    """
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=no_cookie_jar(),
+    )
+    for name in list(client.headers.keys()):
+        del client.headers[name]
+    return client
+
+
 class Upstream:
     def __init__(self, base_url: str, *, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = stateless_client(timeout=timeout)
 
     async def get(self, target: str, request_headers: Headers) -> UpstreamResponse:
         """GET the whole object (no Range, no conditionals) with the client's other headers."""

@@ -64,6 +64,7 @@ class Route:
     hold: threading.Event | None = None
     held: threading.Event | None = None
     seed: int = 0  # which synthetic body
+    date: bool = True  # send the server's Date (and Server) field, as http.server does by default
 
 
 def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
@@ -95,6 +96,8 @@ class Upstream:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        # the request line of each request exactly as received ("GET /x HTTP/1.1")
+        self.request_lines: list[str] = []
         # monotonic times per path at which a body was fully sent (tests/test_coalescing.py)
         self.finished_at: dict[str, list[float]] = {}
         # Emulates apps that route by a header (IIS URL Rewrite, old Symfony): when a request
@@ -110,6 +113,7 @@ class Upstream:
 
             def _handle(self) -> None:
                 outer.hits[self.path] += 1
+                outer.request_lines.append(self.requestline)
                 outer.requests.append((self.command, self.path, dict(self.headers)))
                 length = int(self.headers.get("content-length") or 0)
                 if length:
@@ -134,7 +138,11 @@ class Upstream:
                     body = body + b"".join(
                         f"\n{name}: {self.headers.get(name)}".encode() for name in route.reflect if name in self.headers)
                 size = route.size if route.size is not None else len(body)
-                self.send_response(route.status)
+                if route.date:
+                    self.send_response(route.status)
+                else:
+                    self.log_request(route.status)
+                    self.send_response_only(route.status)
                 for k, v in route.headers.items():
                     self.send_header(k, v)
                 if route.chunked:

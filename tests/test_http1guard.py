@@ -29,3 +29,13 @@ def test_leading_empty_lines(data: bytes, n: int) -> None:
 ])
 def test_head_too_large(data: bytes, too_large: bool) -> None:
     assert head_too_large(bytearray(data)) is too_large
+
+
+def test_with_date_adds_one_date_after_the_status_line():
+    from proxy.http1guard import with_date
+
+    raw = b"HTTP/1.1 502 Bad Gateway\r\nServer: x\r\ncontent-length: 2\r\n\r\nhi"
+    dated = with_date(raw, b"Mon, 30 Nov 2026 12:00:00 GMT")
+    assert dated == (b"HTTP/1.1 502 Bad Gateway\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\nServer: x\r\n"
+                     b"content-length: 2\r\n\r\nhi")
+    assert with_date(dated, b"other") == dated  # already dated: unchanged

@@ -13,6 +13,7 @@ from proxy.policy.target import (
     normalize_target,
     revision_from,
     vary_names,
+    vary_values,
     variant_key,
 )
 
@@ -371,6 +372,16 @@ def test_variant_key_is_unambiguous():
     assert variant_key("/a", "b", (), Headers()) == '["/a","b",[]]'
 
 
+def test_vary_values_keep_absent_apart_from_empty():
+    """RFC 9110 12.5.3: no Accept-Encoding accepts any coding, an empty one only identity."""
+    vary = ("accept-encoding", "accept")
+    assert vary_values(vary, Headers()) == (None, None)
+    assert vary_values(vary, Headers([("Accept-Encoding", "")])) == ("", None)
+    assert vary_values(vary, Headers([("Accept-Encoding", "  ")])) == ("", None)
+    assert vary_values(vary, Headers([("accept-encoding", " gzip ,  br"), ("Accept", "a/b")])) == ("gzip,br", "a/b")
+    assert json.dumps(vary_values(("x",), Headers())) != json.dumps(vary_values(("x",), Headers([("X", "")])))
+
+
 @pytest.mark.parametrize(
     "headers, header_name, expected",
     [
@@ -411,3 +422,21 @@ def test_etag_for_revision(rev, expected):
 @pytest.mark.parametrize("rev", ["3f2a9c", "2024-01-01T10:00:00Z", "v1.2/3"])
 def test_revision_round_trips_through_etag(rev):
     assert revision_from(Headers([("ETag", etag_for_revision(rev))])) == rev
+
+
+def test_control_characters_in_fields():
+    from proxy.policy.fields import has_control_characters
+
+    assert not has_control_characters([])
+    assert not has_control_characters([(b"Accept", b"image/*"), (b"X-A", b"a\tb"), (b"X-B", b"caf\xc3\xa9 \xff")])
+    for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F]:
+        assert has_control_characters([(b"X-A", b"ok"), (b"X-B", b"a" + bytes([c]) + b"b")]), c
+    assert has_control_characters([(b"X\x00A", b"ok")])
+
+
+def test_control_characters_in_targets():
+    from proxy.policy.fields import target_has_control_characters
+
+    assert not target_has_control_characters(b"/media/a%00b.jpg?x=%01&y=caf\xc3\xa9")
+    for c in [*range(0x00, 0x20), 0x7F]:
+        assert target_has_control_characters(b"/api/a" + bytes([c]) + b"b"), c

@@ -329,10 +329,22 @@ def variant_key(target: str, revision: str, vary: tuple[str, ...], request_heade
     return json.dumps([target, revision, selected], separators=(",", ":"))
 
 
+def vary_values(vary: tuple[str, ...], request_headers: Headers) -> tuple[str | None, ...]:
+    """The request's value for each name in `vary` (in order), normalised; None when absent.
+
+    RFC 9110 12.5.3: an empty `Accept-Encoding` means "no encoding is acceptable"
+    (identity only), while no field means "any": the two select different
+    representations, so they must select different stored responses. None stays
+    distinct from "" in the JSON of a storage key (null vs "").
+    """
+    return tuple(_normalised_value(request_headers.get(name)) for name in vary)
+
+
 def _normalised_value(value: str | None) -> str | None:
     if value is None:
         return None
-    return _COMMA.sub(",", _WHITESPACE.sub(" ", value).strip())
+    value = " ".join(value.split())  # str.split: the common, already-tidy value costs no regex
+    return _COMMA.sub(",", value) if " ," in value or ", " in value else value
 
 
 def revision_from(headers: Headers, header_name: str = "X-Media-Revision") -> str | None:
