@@ -2,6 +2,7 @@
 
     python -m bench.invalidation                         # SQLite state database
     python -m bench.invalidation --state-db postgresql://u:p@127.0.0.1:5432/db
+    python -m bench.invalidation --postgres               # a throw-away PostgreSQL (tests/dbservers.py)
 
 1. Propagation: two nodes share the state database; 100 times, a publish of a new
    revision is sent to node a, and the time from its 200 to node b serving the new
@@ -40,9 +41,9 @@ def _nodes(workdir: str, upstream: Upstream, state_db: str | None) -> tuple[Edge
 
 
 def propagation(a: Edge, b: Edge, upstream: Upstream, rounds: int) -> list[float]:
-    path = "/media/bench/propagation.jpg"
     times = []
     for i in range(rounds):
+        path = f"/media/bench/propagation-{i}.jpg"
         upstream.routes[path] = Route(body=f"rev {i}".encode(), headers={"X-Media-Revision": f"r{i}"})
         assert b.get(path).headers.get("X-Media-Revision") == f"r{i}"  # b holds r{i}
         upstream.routes[path] = Route(body=f"rev {i}+".encode(), headers={"X-Media-Revision": f"r{i}+"})
@@ -76,9 +77,24 @@ def catch_up(a: Edge, b: Edge, state_db: str, events: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--state-db", default=None, help="state database URL (default: the nodes' SQLite origin)")
+    p.add_argument("--postgres", action="store_true", help="start a temporary PostgreSQL as the state database")
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--events", type=int, default=100_000)
     args = p.parse_args()
+    server = None
+    if args.postgres:
+        from tests.dbservers import PostgresServer
+
+        server = PostgresServer().start()
+        args.state_db = server.create_database()
+    try:
+        run(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     upstream = Upstream()
     with tempfile.TemporaryDirectory() as d:
         a, b = _nodes(d, upstream, args.state_db)
