@@ -171,7 +171,7 @@ class MediaEdge:
         media = target is not None and is_media(target, rt.settings.media_prefixes)
         if method == "PURGE" and target is not None and _is_loopback(flow):
             # Varnish's habit: PURGE from a loopback client purges that path (logged like a webhook).
-            accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
+            accepted, seq, _ = await rt.invalidator.accept([PurgeEvent(path=target)])
             body = json.dumps({"accepted": accepted, "seq": seq}) + "\n"
             flow.response = http.Response.make(200, body, {"Content-Type": "application/json"})
             return

@@ -22,7 +22,7 @@ from proxy.dashboard import render_dashboard
 from proxy.dbapi import DatabaseError
 from proxy.engine import Engine, EngineConfig
 from proxy.invalidation import Invalidator
-from proxy.invalidation_log import InvalidationLog
+from proxy.invalidation_log import Accepted, InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
 from proxy.pools import in_database_thread, install_cache_pool
@@ -30,7 +30,7 @@ from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
 from proxy.streamserver import StreamServer
 from proxy.upstream import Upstream
-from proxy.webhook import WebhookError, parse_events, verify
+from proxy.webhook import WebhookError, parse_events, replay_key, verify
 
 log = logging.getLogger("mediaedge")
 
@@ -172,19 +172,29 @@ class Runtime:
         return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
 
     async def _publish(self, req: AdminRequest) -> AdminResponse:
+        signature = req.headers.get("x-mediaedge-signature")
         verify(
             self.settings.webhook_secret,
             timestamp=req.headers.get("x-mediaedge-timestamp"),
-            signature=req.headers.get("x-mediaedge-signature"),
+            signature=signature,
             body=req.body,
             now=time.time(),
         )
+        assert signature is not None  # verify refuses a request without one
         events = await asyncio.to_thread(parse_events, req.body)  # up to 1 MiB of paths: CPU work
         try:
-            accepted, seq = await self.invalidator.accept(events)
+            result = await self.invalidator.accept(events, signature=replay_key(signature))
         except DatabaseError as e:
             raise WebhookError(503, f"invalidation log unavailable: {e}") from e
-        return AdminResponse(200, json.dumps({"accepted": accepted, "seq": seq}).encode() + b"\n")
+        return AdminResponse(200, json.dumps(publish_answer(result)).encode() + b"\n")
+
+
+def publish_answer(result: Accepted) -> dict[str, Any]:
+    """The webhook's 200 body: `replayed` only on a replay, so first answers stay as they were."""
+    body: dict[str, Any] = {"accepted": result.accepted, "seq": result.seq}
+    if result.replayed:
+        body["replayed"] = True
+    return body
 
 
 class _NullStats(Stats):

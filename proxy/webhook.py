@@ -15,9 +15,12 @@ Wire format (CONTRACT.md section 4, docs/webhooks.md):
                 {"type": "purge", "path": P | "prefix": X | "tag": T,
                  "soft"?: bool, "abort_inflight"?: bool}, ...]}     1 to 1000 events
 
-Replaying a signed request within the skew window is harmless by design: every
-event is idempotent (publishing R twice, or purging twice, ends in the same
-state), so we keep no nonce store.
+Replays. A signed request stays valid for the whole skew window, and applying
+one again is not harmless: a captured purge would empty every node's cache as
+often as it is sent. `replay_key` names a request by its MAC; the invalidation
+log records each accepted one with its figures, in the same transaction as its
+events (proxy.invalidation_log), and a replay gets those figures back with
+`"replayed": true` and changes nothing.
 """
 from __future__ import annotations
 
@@ -113,6 +116,19 @@ def verify(
     expected = sign(secret, timestamp, body)[len("sha256="):]
     if not hmac.compare_digest(expected, match.group(1).lower()):
         raise WebhookError(401, f"{SIGNATURE_HEADER}: does not match the body and timestamp")
+
+
+def replay_key(signature: str) -> str:
+    """The name under which a verified request is remembered: its MAC in lower-case hex.
+
+    The hex is compared case-insensitively by `verify`, so `sha256=AB..` and
+    `sha256=ab..` are one request; keying on the raw header would let a replay
+    through by changing the case. Only call this after `verify` accepted it.
+    """
+    match = _SIGNATURE.fullmatch(signature.strip(" \t"))
+    if match is None:
+        raise ValueError("not a verified signature")
+    return match.group(1).lower()
 
 
 # --- events ------------------------------------------------------------------
