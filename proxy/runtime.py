@@ -30,7 +30,7 @@ from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
 from proxy.streamserver import StreamServer
 from proxy.upstream import Upstream
-from proxy.webhook import WebhookError, parse_events, replay_key, verify
+from proxy.webhook import WebhookError, parse_events, replay_key, verify, verify_head
 
 log = logging.getLogger("mediaedge")
 
@@ -87,7 +87,7 @@ class Runtime:
         self.invalidator.start()
         await self.stream.start()
         if admin:
-            self.admin = AdminServer(self._routes())
+            self.admin = AdminServer(self._routes(), head_checks={("POST", "/publish"): self._publish_head})
             host, port = s.admin_listen
             try:
                 await self.admin.start(host, port)
@@ -170,6 +170,11 @@ class Runtime:
         await self._refresh_fill()
         html = render_dashboard(self.snapshot(), self.stats.history())
         return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
+
+    def _publish_head(self, headers: dict[str, str]) -> None:
+        """The webhook's checks that need no body, run before the body is read."""
+        verify_head(self.settings.webhook_secret, timestamp=headers.get("x-mediaedge-timestamp"),
+                    signature=headers.get("x-mediaedge-signature"), now=time.time())
 
     async def _publish(self, req: AdminRequest) -> AdminResponse:
         signature = req.headers.get("x-mediaedge-signature")
