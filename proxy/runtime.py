@@ -226,7 +226,7 @@ def _open_store(s: Settings) -> CacheStore:
 def _open_db(s: Settings) -> DatabaseOrigin:
     try:
         return DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
-                              create=s.origin_profile == "native")
+                              create=s.origin_profile == "native", lookup_timeout=s.db_timeout)
     except (OriginError, DatabaseError) as e:
         raise StartupError(f"--origin-db: {e}") from e
 
