@@ -133,6 +133,26 @@ def test_a_stuck_sqlite_lookup_serves_the_stale_entry_within_the_db_timeout(tmp_
         upstream.close()
 
 
+def test_an_upstream_timeout_and_a_stuck_lookup_is_a_504(tmp_path):
+    """Nothing stale: the status follows what the upstream did (it timed out: 504)."""
+    path = str(tmp_path / "magento.db")
+    upstream = Upstream()
+    upstream.routes["/media/slow.jpg"] = Route(body=b"late", delay=5)
+    edge = Edge(str(tmp_path), upstream=upstream.url, origin_db=_stuck_origin(path),
+                args=["--origin-profile", "magento2", "--db-timeout", "1", "--upstream-timeout", "1",
+                      "--state-db", f"sqlite:///{tmp_path / 'state.db'}"]).start()
+    try:
+        _set_stuck(path, True)
+        r, took = timed_get(edge, "/media/slow.jpg")
+        assert_one_line(r, 504)
+        assert b"--db-timeout (1 s)" in r.content, r.content
+        assert 1.8 <= took < 3.5, took
+    finally:
+        _set_stuck(path, False)
+        edge.stop()
+        upstream.close()
+
+
 def test_begin_exclusive_in_another_process_does_not_stall_sqlite_lookups(tmp_path):
     """WAL: the lookup reads the last committed state while a writer holds its transaction."""
     db_url = f"sqlite:///{tmp_path / 'origin.db'}"
