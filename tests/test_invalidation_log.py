@@ -430,22 +430,25 @@ def test_racing_replays_append_once(logs):
     assert _count_rows(opened[0]) == 3
 
 
-def test_a_database_made_before_replays_gains_the_table(tmp_path):
-    """Migration: a state database with only the old tables (and rows) works as before."""
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE mediaedge_invalidations (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                 " at REAL NOT NULL, node TEXT NOT NULL, event TEXT NOT NULL)")
-    conn.execute("CREATE TABLE mediaedge_node_state (node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)")
-    conn.execute("INSERT INTO mediaedge_invalidations (at, node, event) VALUES (1, 'old', ?)",
-                 ('{"type":"delete","path":"/media/0.jpg","abort_inflight":false}',))
-    conn.commit()
-    conn.close()
-    log = InvalidationLog(f"sqlite:///{path}")
+def test_a_database_made_before_replays_gains_the_table(url):
+    """Migration: a state database with only the old tables (and rows in them), as an
+    older version left it, gains mediaedge_webhook_replays at the next open."""
+    from proxy.dbapi import Database
+
+    old = InvalidationLog(url)
+    (first_seq,) = old.append([ev(0)], node="old", at=1.0)
+    old.close()
+    conn = Database(url).connect()
+    try:
+        conn.cursor().execute("DROP TABLE mediaedge_webhook_replays")
+        conn.commit()
+    finally:
+        conn.close()
+    log = InvalidationLog(url)
     try:
         first = log.append_signed([ev(1)], signature=SIG, node="a", at=1000.0)
-        assert first.seq == 2 and not first.replayed
+        assert first.seq > first_seq and not first.replayed
         assert log.append_signed([ev(1)], signature=SIG, node="a", at=1001.0).replayed
-        assert [e.seq for e in log.since(0)] == [1, 2]
+        assert [e.event for e in log.since(0)] == [ev(0), ev(1)]
     finally:
         log.close()
