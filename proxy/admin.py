@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -103,6 +104,7 @@ def body_reservation(headers: dict[str, str]) -> int:
 
 
 def busy(what: str) -> AdminResponse:
+    """The refusal past a bound: 503 at once, and when to come back (the bounds free up fast)."""
     response = AdminResponse.json(503, {"error": f"admin plane busy: {what}; retry shortly"})
     return AdminResponse(response.status, response.body, response.content_type, retry_after=1)
 
@@ -345,7 +347,10 @@ def _response_headers(response: AdminResponse, *, close: bool) -> list[tuple[str
 
 def _raw_response(response: AdminResponse) -> bytes:
     """A whole closing response, for when there is no parsed request for h11 to answer."""
-    reason = {408: "Request Timeout", 503: "Service Unavailable"}.get(response.status, "Error")
+    try:
+        reason = HTTPStatus(response.status).phrase
+    except ValueError:
+        reason = "Error"
     head = f"HTTP/1.1 {response.status} {reason}\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in _response_headers(response, close=True)) + "\r\n"
     return head.encode("latin-1") + response.body

@@ -298,3 +298,23 @@ def test_a_normal_publish_gets_through_during_a_flood(node):
         assert r.json() == {"accepted": 1, "seq": r.json()["seq"]}
     finally:
         t.join(30)
+
+
+def test_a_malformed_or_oversized_head_is_answered_and_closed():
+    from proxy.admin import Limits
+
+    server, close = _in_process_server(Limits())
+    try:
+        for head, status in [(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"a" * (200 << 10) + b"\r\n\r\n", 431),
+                             (b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n", 400)]:
+            s = _connect(server.port)
+            try:
+                s.sendall(head)
+                got, headers, body = _read_response(s)
+                assert (got, json.loads(body)) == (status, {"error": "malformed request"})
+                assert headers["connection"] == "close" and _closed_within(s, 3)
+            finally:
+                s.close()
+        wait_until(lambda: server.connections == 0, 3, what="the slots to be released")
+    finally:
+        close()
