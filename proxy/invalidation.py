@@ -68,8 +68,11 @@ class Invalidator:
             result = await in_database_thread(
                 self.log.append_signed, records, signature=signature, node=self.node, at=self.clock()
             )
-            if result.replayed:
+            if result.replayed and (self._applied or 0) >= result.seq:
                 return result
+        # A replay adds nothing to the log, but its 200 still means "applied here": a
+        # sender retrying on another node must not get an answer before that node has
+        # caught up with the first request's events.
         async with self._apply_lock:
             # Apply everything up to and including ours, in log order.
             await self._catch_up_locked()
