@@ -108,7 +108,7 @@ class MediaEdge:
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
             # eager connects to the upstream when a client connects: with the upstream
-            # down, clients are dropped before we can answer even a hit (FACTS.md).
+            # down, clients are dropped before we can answer even a hit (measured).
             log.info("mediaedge: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
         if self.rt is None:

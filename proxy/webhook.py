@@ -5,7 +5,7 @@ the body, calls `verify(...)` with `now` and then `parse_events(body)`, and
 answers a `WebhookError` with `err.status` and `err.body()`. Because both run
 before anything is applied, every refusal leaves the cache untouched.
 
-Wire format (CONTRACT.md section 4, docs/webhooks.md):
+Wire format (docs/webhooks.md):
 
     X-Mediaedge-Timestamp: <unix seconds>
     X-Mediaedge-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
