@@ -246,7 +246,7 @@ class CacheStore:
         # outside that count, so entries get the limit less a reserve for them.
         reserve = min(size_limit // 4, OVERHEAD_RESERVE)
         # cull_limit=0: never evict inside set(); we evict deliberately after each store,
-        # because diskcache's own culling can evict the entry just stored (FACTS.md).
+        # because diskcache's own culling can evict the entry just stored (seen in tests).
         # least-recently-stored: reads never write to SQLite (LRU writes on every get).
         self._cache = diskcache.Cache(
             directory,
