@@ -362,3 +362,24 @@ def test_a_replayed_purge_changes_nothing_on_any_node(tmp_path, upstream, reques
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_replay_on_another_node_answers_only_once_that_node_applied_the_events(tmp_path, upstream):
+    """A sender whose answer from node a got lost retries on node b: b's 200 (replayed)
+    still means "applied here", not "applied somewhere, b follows within a second"."""
+    a, b = _two_nodes(tmp_path, upstream)
+    try:
+        upstream.routes["/media/q.jpg"] = Route(body=b"q", headers={"X-Media-Revision": "q1"})
+        for i in range(5):
+            for n in (a, b):
+                wait_until(lambda: status_of(n.get("/media/q.jpg")).startswith("mediaedge; hit"), 5, 0.01,
+                           "the entry to be cached")
+            raw = json.dumps({"events": [{"type": "purge", "path": "/media/q.jpg"}]}).encode()
+            headers = signed_headers(SECRET, raw, time.time() + i)
+            assert _send(a, raw, headers).status_code == 200
+            again = _send(b, raw, headers)
+            assert again.status_code == 200 and again.json()["replayed"] is True
+            assert "fwd=miss" in status_of(b.get("/media/q.jpg")), f"round {i}: b served the purged entry"
+    finally:
+        a.stop()
+        b.stop()
