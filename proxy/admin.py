@@ -120,6 +120,7 @@ class AdminServer:
         self.port = 0
         self.connections = 0  # open, counted against limits.max_connections
         self.body_bytes = 0  # reserved by requests whose bodies are being read or handled
+        self._writers: set[asyncio.StreamWriter] = set()  # admitted connections, closed by stop()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -134,8 +135,12 @@ class AdminServer:
         return True
 
     async def stop(self) -> None:
+        """Stop listening and drop open connections: from Python 3.12 on, `wait_closed`
+        waits for them, and an idle keep-alive one would hold a stop for its head deadline."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, admitted: bool) -> None:
@@ -152,6 +157,7 @@ class AdminServer:
                 writer.close()
             return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._writers.add(writer)
         try:
             while True:
                 reserved = 0
@@ -172,6 +178,7 @@ class AdminServer:
             return
         finally:
             self.connections -= 1
+            self._writers.discard(writer)
             writer.close()
 
     async def _read_request(

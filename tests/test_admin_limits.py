@@ -318,3 +318,17 @@ def test_a_malformed_or_oversized_head_is_answered_and_closed():
         wait_until(lambda: server.connections == 0, 3, what="the slots to be released")
     finally:
         close()
+
+
+def test_a_node_stops_promptly_with_idle_admin_connections_open(tmp_path):
+    edge = Edge(str(tmp_path), args=["--webhook-secret", SECRET]).start()
+    idle = [_connect(edge.admin_port) for _ in range(3)]
+    try:
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(idle[0])[0] == 200  # now an idle keep-alive connection
+        started = time.monotonic()
+        assert edge.stop() == 0
+        assert time.monotonic() - started < 5.0
+    finally:
+        for s in idle:
+            s.close()
