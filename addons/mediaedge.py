@@ -109,7 +109,7 @@ class MediaEdge:
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
             # eager connects to the upstream when a client connects: with the upstream
-            # down, clients are dropped before we can answer even a hit (seen with mitmproxy 11).
+            # down, clients are dropped before we can answer even a hit (measured).
             log.info("mediaedge: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
         if self.rt is None:
@@ -209,7 +209,7 @@ class MediaEdge:
                                   refused=target is None and looks_media(raw, prefixes))
         if decision.status == 200 and target is not None:
             try:
-                accepted, seq = await rt.invalidator.accept([PurgeEvent(path=target)])
+                accepted, seq, _ = await rt.invalidator.accept([PurgeEvent(path=target)])
             except Exception as e:  # noqa: BLE001 - the state database is down: say so, never a traceback
                 log.warning("PURGE %s from %s failed: %s", target, peer[0] if peer else "-", e)
                 flow.response = _plain(503, "PURGE failed: the invalidation log is unavailable\n")

@@ -84,10 +84,13 @@ def parse_db_url(url: str) -> DbUrl:
 class Database:
     """Connection factory for one URL. Connections are not shared across threads."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, sqlite_busy_timeout: float = 30.0) -> None:
         self.url = parse_db_url(url)
         self.dialect = self.url.dialect
         self.connect_timeout = connect_timeout
+        # SQLite waits this long for another connection's lock, opening included
+        # (setting WAL reads the file header); the origin passes its --db-timeout.
+        self.sqlite_busy_timeout = sqlite_busy_timeout
 
     def sql(self, query: str) -> str:
         """Convert `?` placeholders to the driver's style."""
@@ -100,9 +103,10 @@ class Database:
                 parent = os.path.dirname(u.path)
                 if parent:
                     os.makedirs(parent, exist_ok=True)
-                conn = sqlite3.connect(u.path, timeout=30, check_same_thread=False)
+                busy = self.sqlite_busy_timeout
+                conn = sqlite3.connect(u.path, timeout=busy, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
                 return conn
             if u.dialect == "postgresql":
                 import psycopg

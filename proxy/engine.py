@@ -611,7 +611,8 @@ class Engine:
         except OriginError as e:
             self._count_fetch("db", "error")
             both = f"{upstream_failure}; " if upstream_failure else ""
-            raise _failed(f"{both}database origin: {e}", 502 if self.upstream is not None else 503) from e
+            raise _failed(f"{both}database origin: {e}", _both_failed_status(self.upstream is not None,
+                                                                              flight.upstream_error_kind)) from e
         if obj is None:
             self._count_fetch("db", "notfound")
             if flight.upstream_status is not None and flight.upstream_status >= 500:
@@ -780,6 +781,14 @@ class Engine:
 
 
 # -------------------------------------------------------------------- helpers
+def _both_failed_status(has_upstream: bool, upstream_error_kind: str | None) -> int:
+    """The status when the database failed too (a stale entry is served first when there is one):
+    503 with no upstream; else by what the upstream did: 504 after its timeout, 502 otherwise."""
+    if not has_upstream:
+        return 503
+    return 504 if upstream_error_kind == "timeout" else 502
+
+
 def _failed(message: str, status: int) -> FillFailed:
     return FillFailed(message, status)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from proxy.engine import Engine, MediaRequest
 from proxy.headers import Headers
-from proxy.invalidation_log import InvalidationLog
+from proxy.invalidation_log import Accepted, InvalidationLog
 from proxy.pools import in_database_thread
 from proxy.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
 
@@ -65,14 +65,30 @@ class Invalidator:
         self._applied: int | None = None  # last sequence this process applied
 
     # ------------------------------------------------------------------ webhook
-    async def accept(self, events: list[Event]) -> tuple[int, int]:
-        """Log, then apply; returns (accepted, last seq). Raises if the log is down."""
+    async def accept(self, events: list[Event], *, signature: str | None = None) -> Accepted:
+        """Log, then apply; returns the answer's figures. Raises if the log is down.
+
+        With `signature` (the webhook's replay key) a request already accepted
+        by any node sharing the log changes nothing: its first figures come
+        back with `replayed` set, and nothing is applied.
+        """
         records = [event_to_json(e) for e in events]
-        seqs = await in_database_thread(self.log.append, records, node=self.node, at=self.clock())
+        if signature is None:
+            seqs = await in_database_thread(self.log.append, records, node=self.node, at=self.clock())
+            result = Accepted(len(seqs), seqs[-1], False)
+        else:
+            result = await in_database_thread(
+                self.log.append_signed, records, signature=signature, node=self.node, at=self.clock()
+            )
+            if result.replayed and (self._applied or 0) >= result.seq:
+                return result
+        # A replay adds nothing to the log, but its 200 still means "applied here": a
+        # sender retrying on another node must not get an answer before that node has
+        # caught up with the first request's events.
         async with self._apply_lock:
             # Apply everything up to and including ours, in log order.
             await self._catch_up_locked()
-        return len(events), seqs[-1]
+        return result
 
     # ------------------------------------------------------------------ followers
     async def catch_up(self) -> int:

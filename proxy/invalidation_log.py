@@ -7,6 +7,19 @@ Tables (created when missing, in the state database):
                              node -- the node that accepted the event
                              event -- the event as JSON, see webhook.event_to_json)
     mediaedge_node_state    (node primary key, last_seq -- the last seq the node applied)
+    mediaedge_webhook_replays (signature primary key -- the webhook's MAC, lower-case hex
+                             at   -- unix seconds the request was accepted
+                             accepted, seq -- the figures of the first answer)
+
+Replays. A signed webhook stays valid for the skew window (300 s either side
+of its timestamp), so anyone who captured one could send it again. `append`
+with a signature records it in `mediaedge_webhook_replays` in the same
+transaction as the events, under the same append lock, so of two requests
+carrying one signature (on one node or racing on two) exactly one appends; the
+other reads the first one's figures back and appends nothing. The primary key
+is the last line of defence should anything bypass the lock. Records older
+than `REPLAY_KEEP` are pruned by later appends. The table is created when
+missing, so a database made by an older version gains it at the next start.
 
 A node appends before answering the webhook, applies `since(cursor)` as entries
 appear and saves its cursor; a node that was down reads everything after its
@@ -54,6 +67,11 @@ CHANNEL = "mediaedge_invalidations"
 LOCK_NAME = "mediaedge_invalidations"  # MySQL GET_LOCK name
 PG_LOCK_KEY = 0x6D65646961656467  # "mediaedg": pg_advisory_xact_lock key
 MYSQL_LOCK_TIMEOUT = 30  # seconds an appender waits for another
+# Seconds a webhook signature is remembered after it was accepted. A signature is
+# valid while its timestamp is within 300 s of the receiver's clock, i.e. up to
+# 600 s after an acceptance at the early edge of the window; the rest is slack
+# for clocks that differ between nodes.
+REPLAY_KEEP = 900.0
 
 _DDL: dict[str, tuple[str, ...]] = {
     "sqlite": (
@@ -62,6 +80,8 @@ _DDL: dict[str, tuple[str, ...]] = {
         " at REAL NOT NULL, node TEXT NOT NULL, event TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
         " node TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS mediaedge_webhook_replays ("
+        " signature TEXT PRIMARY KEY, at REAL NOT NULL, accepted INTEGER NOT NULL, seq INTEGER NOT NULL)",
     ),
     "postgresql": (
         "CREATE TABLE IF NOT EXISTS mediaedge_invalidations ("
@@ -69,6 +89,9 @@ _DDL: dict[str, tuple[str, ...]] = {
         " at DOUBLE PRECISION NOT NULL, node VARCHAR(255) NOT NULL, event TEXT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
         " node VARCHAR(255) PRIMARY KEY, last_seq BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS mediaedge_webhook_replays ("
+        " signature VARCHAR(64) PRIMARY KEY, at DOUBLE PRECISION NOT NULL,"
+        " accepted INTEGER NOT NULL, seq BIGINT NOT NULL)",
     ),
     "mysql": (
         "CREATE TABLE IF NOT EXISTS mediaedge_invalidations ("
@@ -78,6 +101,10 @@ _DDL: dict[str, tuple[str, ...]] = {
         "CREATE TABLE IF NOT EXISTS mediaedge_node_state ("
         " node VARCHAR(255) NOT NULL PRIMARY KEY, last_seq BIGINT NOT NULL)"
         " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS mediaedge_webhook_replays ("
+        " signature VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,"
+        " at DOUBLE NOT NULL, accepted INT NOT NULL, seq BIGINT NOT NULL)"
+        " ENGINE=InnoDB",
     ),
 }
 
@@ -96,6 +123,14 @@ class LogEntry(NamedTuple):
     at: float
     node: str
     event: dict[str, Any]
+
+
+class Accepted(NamedTuple):
+    """What a signed append answers: its figures, and whether they are a replay's."""
+
+    accepted: int
+    seq: int
+    replayed: bool
 
 
 class InvalidationLog:
@@ -120,6 +155,18 @@ class InvalidationLog:
             return []
         rows = [(at, node, json.dumps(e, separators=(",", ":"), sort_keys=True)) for e in events]
         return self._run(lambda conn: self._append(conn, rows), phase_safe=True)
+
+    def append_signed(self, events: list[dict[str, Any]], *, signature: str, node: str, at: float) -> Accepted:
+        """Append `events` unless `signature` was accepted before (module docstring: Replays).
+
+        A first request appends and records the signature in one transaction:
+        `Accepted(len(events), last seq, False)`. A replay appends nothing and
+        gets the first request's figures with `replayed=True`.
+        """
+        if not events:
+            raise ValueError("a signed append needs at least one event")
+        rows = [(at, node, json.dumps(e, separators=(",", ":"), sort_keys=True)) for e in events]
+        return self._run(lambda conn: self._append_signed(conn, rows, signature, at), phase_safe=True)
 
     def since(self, seq: int, *, limit: int = 10000) -> list[LogEntry]:
         """Entries with a seq above `seq`, ascending, at most `limit`."""
@@ -238,13 +285,52 @@ class InvalidationLog:
         return rows
 
     def _append(self, conn: Any, rows: list[tuple[float, str, str]]) -> list[int]:
-        """Insert under the append lock (module docstring) and read back our seqs.
+        """Insert under the append lock (module docstring) and read back our seqs."""
+        return self._locked(conn, lambda cur: self._insert(cur, rows))
+
+    def _append_signed(self, conn: Any, rows: list[tuple[float, str, str]], signature: str, at: float) -> Accepted:
+        """Under the append lock: the first answer if `signature` is known, else append and record it."""
+        sql = self._db.sql
+
+        def work(cur: Any) -> Accepted:
+            cur.execute(sql("DELETE FROM mediaedge_webhook_replays WHERE at < ?"), (at - REPLAY_KEEP,))
+            cur.execute(sql("SELECT accepted, seq FROM mediaedge_webhook_replays WHERE signature = ?"), (signature,))
+            first = cur.fetchone()
+            if first is not None:
+                return Accepted(int(first[0]), int(first[1]), True)
+            seqs = self._insert(cur, rows)
+            cur.execute(
+                sql("INSERT INTO mediaedge_webhook_replays (signature, at, accepted, seq) VALUES (?, ?, ?, ?)"),
+                (signature, at, len(seqs), seqs[-1]),
+            )
+            return Accepted(len(seqs), seqs[-1], False)
+
+        return self._locked(conn, work)
+
+    def _insert(self, cur: Any, rows: list[tuple[float, str, str]]) -> list[int]:
+        """Insert `rows` and read back their seqs (the append lock is held).
 
         Under the lock, every seq above the MAX read first is ours; reading them
         back works on every driver, where lastrowid after a multi-row insert
         does not (pymysql splits long batches, sqlite3 leaves it unset).
         """
         sql = self._db.sql
+        cur.execute("SELECT MAX(seq) FROM mediaedge_invalidations")
+        before = int(cur.fetchone()[0] or 0)
+        cur.executemany(sql("INSERT INTO mediaedge_invalidations (at, node, event) VALUES (?, ?, ?)"), rows)
+        cur.execute(sql("SELECT seq FROM mediaedge_invalidations WHERE seq > ? ORDER BY seq"), (before,))
+        seqs = [int(r[0]) for r in cur.fetchall()]
+        if len(seqs) != len(rows):
+            raise DatabaseError(
+                f"invalidation log: wrote {len(rows)} entries but found {len(seqs)};"
+                " is another program writing mediaedge_invalidations?"
+            )
+        if self.dialect == "postgresql":
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
+        return seqs
+
+    def _locked(self, conn: Any, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` in one transaction holding the append lock, then COMMIT."""
         cur = conn.cursor()
         if self.dialect == "mysql":
             cur.execute("SELECT GET_LOCK(%s, %s)", (LOCK_NAME, MYSQL_LOCK_TIMEOUT))
@@ -257,21 +343,10 @@ class InvalidationLog:
                 cur.execute("BEGIN IMMEDIATE")
             elif self.dialect == "postgresql":
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
-            cur.execute("SELECT MAX(seq) FROM mediaedge_invalidations")
-            before = int(cur.fetchone()[0] or 0)
-            cur.executemany(sql("INSERT INTO mediaedge_invalidations (at, node, event) VALUES (?, ?, ?)"), rows)
-            cur.execute(sql("SELECT seq FROM mediaedge_invalidations WHERE seq > ? ORDER BY seq"), (before,))
-            seqs = [int(r[0]) for r in cur.fetchall()]
-            if len(seqs) != len(rows):
-                raise DatabaseError(
-                    f"invalidation log: wrote {len(rows)} entries but found {len(seqs)};"
-                    " is another program writing mediaedge_invalidations?"
-                )
-            if self.dialect == "postgresql":
-                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
+            result = work(cur)
             self._local.committing = True  # from here on a retry could append twice
             conn.commit()
-            return seqs
+            return result
         except BaseException:
             _rollback_quietly(conn)
             raise

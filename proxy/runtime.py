@@ -22,7 +22,7 @@ from proxy.dashboard import render_dashboard
 from proxy.dbapi import DatabaseError
 from proxy.engine import Engine, EngineConfig
 from proxy.invalidation import Invalidator
-from proxy.invalidation_log import InvalidationLog
+from proxy.invalidation_log import Accepted, InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
 from proxy.pools import in_database_thread, install_cache_pool
@@ -30,7 +30,7 @@ from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
 from proxy.streamserver import StreamServer
 from proxy.upstream import Upstream
-from proxy.webhook import WebhookError, parse_events, verify
+from proxy.webhook import WebhookError, parse_events, replay_key, verify, verify_head
 
 log = logging.getLogger("mediaedge")
 
@@ -89,7 +89,7 @@ class Runtime:
         self.invalidator.start()
         await self.stream.start()
         if admin:
-            self.admin = AdminServer(self._routes())
+            self.admin = AdminServer(self._routes(), head_checks={("POST", "/publish"): self._publish_head})
             host, port = s.admin_listen
             try:
                 await self.admin.start(host, port)
@@ -173,20 +173,35 @@ class Runtime:
         html = render_dashboard(self.snapshot(), self.stats.history())
         return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
 
+    def _publish_head(self, headers: dict[str, str]) -> None:
+        """The webhook's checks that need no body, run before the body is read."""
+        verify_head(self.settings.webhook_secret, timestamp=headers.get("x-mediaedge-timestamp"),
+                    signature=headers.get("x-mediaedge-signature"), now=time.time())
+
     async def _publish(self, req: AdminRequest) -> AdminResponse:
+        signature = req.headers.get("x-mediaedge-signature")
         verify(
             self.settings.webhook_secret,
             timestamp=req.headers.get("x-mediaedge-timestamp"),
-            signature=req.headers.get("x-mediaedge-signature"),
+            signature=signature,
             body=req.body,
             now=time.time(),
         )
+        assert signature is not None  # verify refuses a request without one
         events = await asyncio.to_thread(parse_events, req.body)  # up to 1 MiB of paths: CPU work
         try:
-            accepted, seq = await self.invalidator.accept(events)
+            result = await self.invalidator.accept(events, signature=replay_key(signature))
         except DatabaseError as e:
             raise WebhookError(503, f"invalidation log unavailable: {e}") from e
-        return AdminResponse(200, json.dumps({"accepted": accepted, "seq": seq}).encode() + b"\n")
+        return AdminResponse(200, json.dumps(publish_answer(result)).encode() + b"\n")
+
+
+def publish_answer(result: Accepted) -> dict[str, Any]:
+    """The webhook's 200 body: `replayed` only on a replay, so first answers stay as they were."""
+    body: dict[str, Any] = {"accepted": result.accepted, "seq": result.seq}
+    if result.replayed:
+        body["replayed"] = True
+    return body
 
 
 class _NullStats(Stats):
@@ -213,7 +228,7 @@ def _open_store(s: Settings) -> CacheStore:
 def _open_db(s: Settings) -> DatabaseOrigin:
     try:
         return DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
-                              create=s.origin_profile == "native")
+                              create=s.origin_profile == "native", lookup_timeout=s.db_timeout)
     except (OriginError, DatabaseError) as e:
         raise StartupError(f"--origin-db: {e}") from e
 

@@ -2,7 +2,7 @@
 
 Why not DumpMaster: most of mitmproxy's per-request time is hook dispatch over its
 ~35 default addons; a master with core, proxyserver, next_layer, tlsconfig and
-errorcheck serves cached hits about twice as fast (FACTS.md). `connection_strategy`
+errorcheck serves cached hits about twice as fast (measured). `connection_strategy`
 is `lazy` so a dead upstream never drops a client before the addon answers.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why not let mitmproxy forward media misses: a refused or timed-out upstream makes
 mitmproxy fire `error` and send the client a 502 before an addon can fall back to
-the database (seen with mitmproxy 11). Fetching with our own client lets the engine decide the
+the database (seen with mitmproxy 11 and 12). Fetching with our own client lets the engine decide the
 fallback, coalesce concurrent misses into one fetch, and fetch the whole object for
 a Range request. Non-media requests still go through mitmproxy untouched.
 """

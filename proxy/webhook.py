@@ -5,7 +5,7 @@ the body, calls `verify(...)` with `now` and then `parse_events(body)`, and
 answers a `WebhookError` with `err.status` and `err.body()`. Because both run
 before anything is applied, every refusal leaves the cache untouched.
 
-Wire format (CONTRACT.md section 4, docs/webhooks.md):
+Wire format (docs/webhooks.md):
 
     X-Mediaedge-Timestamp: <unix seconds>
     X-Mediaedge-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
@@ -15,9 +15,12 @@ Wire format (CONTRACT.md section 4, docs/webhooks.md):
                 {"type": "purge", "path": P | "prefix": X | "tag": T,
                  "soft"?: bool, "abort_inflight"?: bool}, ...]}     1 to 1000 events
 
-Replaying a signed request within the skew window is harmless by design: every
-event is idempotent (publishing R twice, or purging twice, ends in the same
-state), so we keep no nonce store.
+Replays. A signed request stays valid for the whole skew window, and applying
+one again is not harmless: a captured purge would empty every node's cache as
+often as it is sent. `replay_key` names a request by its MAC; the invalidation
+log records each accepted one with its figures, in the same transaction as its
+events (proxy.invalidation_log), and a replay gets those figures back with
+`"replayed": true` and changes nothing.
 """
 from __future__ import annotations
 
@@ -94,6 +97,23 @@ def verify(
         raise WebhookError(503, "publish is disabled: no webhook secret configured")
     if len(body) > MAX_BODY:
         raise WebhookError(413, f"body is {len(body)} bytes, over the {MAX_BODY} byte limit")
+    timestamp, mac = verify_head(secret, timestamp=timestamp, signature=signature, now=now)
+    expected = sign(secret, timestamp, body)[len("sha256="):]
+    if not hmac.compare_digest(expected, mac):
+        raise WebhookError(401, f"{SIGNATURE_HEADER}: does not match the body and timestamp")
+
+
+def verify_head(
+    secret: str | None, *, timestamp: str | None, signature: str | None, now: float
+) -> tuple[str, str]:
+    """Every check `verify` makes that needs no body; (timestamp as signed, MAC in lower-case hex).
+
+    The admin plane runs it on the request head, before reading a byte of the
+    body: an unsigned or expired request is refused without buffering up to a
+    megabyte of it.
+    """
+    if not secret:
+        raise WebhookError(503, "publish is disabled: no webhook secret configured")
     if timestamp is None:
         raise WebhookError(401, f"{TIMESTAMP_HEADER}: header required")
     if signature is None:
@@ -110,9 +130,20 @@ def verify(
         raise WebhookError(
             401, f"{TIMESTAMP_HEADER}: {off}, more than {MAX_SKEW} s off (check the sender's clock)"
         )
-    expected = sign(secret, timestamp, body)[len("sha256="):]
-    if not hmac.compare_digest(expected, match.group(1).lower()):
-        raise WebhookError(401, f"{SIGNATURE_HEADER}: does not match the body and timestamp")
+    return timestamp, match.group(1).lower()
+
+
+def replay_key(signature: str) -> str:
+    """The name under which a verified request is remembered: its MAC in lower-case hex.
+
+    The hex is compared case-insensitively by `verify`, so `sha256=AB..` and
+    `sha256=ab..` are one request; keying on the raw header would let a replay
+    through by changing the case. Only call this after `verify` accepted it.
+    """
+    match = _SIGNATURE.fullmatch(signature.strip(" \t"))
+    if match is None:
+        raise ValueError("not a verified signature")
+    return match.group(1).lower()
 
 
 # --- events ------------------------------------------------------------------

@@ -294,3 +294,87 @@ def test_prewarm_fetches_the_new_revision_before_the_first_visitor(node, upstrea
         node.get("/media/warm.jpg")), 5)
     assert r.content == b"v2" and r.headers["X-Media-Revision"] == "w2"
     assert upstream.hits["/media/warm.jpg"] == 2
+
+
+# --- replayed webhooks ------------------------------------------------------------------------
+
+
+def _send(edge: Edge, raw: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(edge.admin + "/publish", data=raw, headers=headers, timeout=10)
+
+
+def _log_rows(state_db: str) -> int:
+    from proxy.invalidation_log import InvalidationLog
+
+    log = InvalidationLog(state_db)
+    try:
+        return len(log.since(0))
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=[pytest.mark.full, pytest.mark.postgres])])
+def test_a_replayed_purge_changes_nothing_on_any_node(tmp_path, upstream, request, kind):
+    """A captured purge sent again (to the same node, then to another sharing the state
+    database) is answered with the first answer's figures and `replayed`, and purges nothing."""
+    state = request.getfixturevalue("pg_server").create_database() if kind == "postgres" else None
+    a, b = _two_nodes(tmp_path, upstream, state_db=state)
+    state_db = state or f"sqlite:///{tmp_path}/shared.db"
+    try:
+        upstream.routes["/media/r.jpg"] = Route(body=b"r", headers={"X-Media-Revision": "r1"})
+        for n in (a, b):
+            n.get("/media/r.jpg")
+        raw = json.dumps({"events": [{"type": "purge", "prefix": "/media/"}]}).encode()
+        headers = signed_headers(SECRET, raw, time.time())
+        first = _send(a, raw, headers)
+        assert first.status_code == 200, first.text
+        figures = first.json()
+        assert set(figures) == {"accepted", "seq"} and figures["accepted"] == 1
+        rows = _log_rows(state_db)
+        # the entry is fetched again after the purge, on both nodes
+        assert "fwd=miss" in status_of(a.get("/media/r.jpg"))
+        wait_until(lambda: "fwd=miss" in status_of(b.get("/media/r.jpg")), 2.0, 0.01, "node b to apply the purge")
+        for n in (a, b):
+            assert status_of(n.get("/media/r.jpg")).startswith("mediaedge; hit")
+        fetched = upstream.hits["/media/r.jpg"]
+        # the replay, to the same node and to the other one
+        for n in (a, b, a):
+            again = _send(n, raw, headers)
+            assert again.status_code == 200, again.text
+            assert again.json() == {**figures, "replayed": True}
+        # the signature's hex in upper case names the same MAC: still a replay
+        upper = {**headers, "X-Mediaedge-Signature": "sha256=" + headers["X-Mediaedge-Signature"][7:].upper()}
+        assert _send(b, raw, upper).json() == {**figures, "replayed": True}
+        assert _log_rows(state_db) == rows
+        # (a replay that applied would have done so before its answer, on the node it was sent to)
+        for n in (a, b):
+            hit = n.get("/media/r.jpg")
+            assert status_of(hit).startswith("mediaedge; hit") and hit.content == b"r"
+        assert upstream.hits["/media/r.jpg"] == fetched
+        # a new signature for the same body is a new request
+        fresh = _send(a, raw, signed_headers(SECRET, raw, time.time() + 1))
+        assert fresh.status_code == 200 and fresh.json() == {"accepted": 1, "seq": figures["seq"] + 1}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_replay_on_another_node_answers_only_once_that_node_applied_the_events(tmp_path, upstream):
+    """A sender whose answer from node a got lost retries on node b: b's 200 (replayed)
+    still means "applied here", not "applied somewhere, b follows within a second"."""
+    a, b = _two_nodes(tmp_path, upstream)
+    try:
+        upstream.routes["/media/q.jpg"] = Route(body=b"q", headers={"X-Media-Revision": "q1"})
+        for i in range(5):
+            for n in (a, b):
+                wait_until(lambda: status_of(n.get("/media/q.jpg")).startswith("mediaedge; hit"), 5, 0.01,
+                           "the entry to be cached")
+            raw = json.dumps({"events": [{"type": "purge", "path": "/media/q.jpg"}]}).encode()
+            headers = signed_headers(SECRET, raw, time.time() + i)
+            assert _send(a, raw, headers).status_code == 200
+            again = _send(b, raw, headers)
+            assert again.status_code == 200 and again.json()["replayed"] is True
+            assert "fwd=miss" in status_of(b.get("/media/q.jpg")), f"round {i}: b served the purged entry"
+    finally:
+        a.stop()
+        b.stop()

@@ -471,7 +471,7 @@ def test_magento_is_read_only_and_never_created(magento_url, tmp_path):
 @pytest.mark.mariadb
 @pytest.mark.parametrize("magento_url", ["mariadb"], indirect=True)
 def test_mariadb_magento_collation_really_collides(magento_url):
-    """The premise (FACTS.md): utf8_general_ci makes 'foo.jpg' a duplicate of 'Foo.jpg' in one directory."""
+    """The premise (checked here): utf8_general_ci makes 'foo.jpg' a duplicate of 'Foo.jpg' in one directory."""
     import pymysql
 
     with pytest.raises(pymysql.err.IntegrityError):

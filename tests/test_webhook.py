@@ -455,3 +455,13 @@ def test_verify_never_raises_other_errors(secret, timestamp, signature, body, no
 @given(secret=st.text(min_size=1, max_size=30), body=st.binary(max_size=300), offset=st.integers(-300, 300))
 def test_verify_accepts_what_sign_makes(secret, body, offset):
     verify(secret, timestamp=TS, signature=sign(secret, TS, body), body=body, now=NOW + offset)
+
+
+def test_replay_key_is_the_mac_in_lower_case():
+    from proxy.webhook import replay_key
+
+    mac = "AbCd" * 16
+    assert replay_key(f" sha256={mac}\t") == mac.lower()
+    assert replay_key(f"sha256={mac.lower()}") == replay_key(f"sha256={mac.upper()}")
+    with pytest.raises(ValueError):
+        replay_key("sha256=zz")

@@ -30,13 +30,14 @@ from __future__ import annotations
 import calendar
 import hashlib
 import itertools
+import math
 import struct
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 from proxy.dbapi import (
     Database,
@@ -51,6 +52,8 @@ from proxy.dbapi import (
 MAX_PATH_BYTES = 1024
 
 PUT_CHUNK = 4 << 20  # bytes read from the file per write during `put`
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,19 @@ class OriginError(Exception):
 
 class RowChanged(OriginError):
     """The row was replaced or deleted since `lookup`: look it up again."""
+
+
+class LookupTimeout(OriginError):
+    """A lookup ran past `--db-timeout` (a lock, a slow plan, a server that does not answer).
+
+    It counts as the database failing, and is never retried: a retry would
+    double the time a request waits for an answer that is not coming.
+    """
+
+
+def whole_seconds(timeout: float) -> int:
+    """A timeout for settings that take whole seconds (at least 1): rounded up, never shorter."""
+    return max(1, math.ceil(timeout))
 
 
 # --- profiles -------------------------------------------------------------------
@@ -230,6 +246,25 @@ def _then(blocks: Iterator[bytes], finish: Callable[[], None]) -> Iterator[bytes
 
 
 # --- dialects: what differs between the three databases ------------------------------
+#
+# How each bounds one lookup by --db-timeout (`setup`, `bound_sql`, `bounded`,
+# `is_timeout`). What is bounded is the lookup's statements, and any wait for a
+# lock; never the streaming of a blob found by it, which may take minutes:
+#
+#   SQLite      busy timeout (the wait for another connection's lock, opening
+#               included) = the timeout; the lookup runs in one read transaction,
+#               so it waits for a lock once; a progress handler interrupts a
+#               statement past the deadline. The handler is removed afterwards.
+#   PostgreSQL  session statement_timeout and lock_timeout = the timeout. Blob
+#               windows are statements of 4 MiB; a read of several windows sets
+#               statement_timeout to 0 for its own transaction (SET LOCAL).
+#   MySQL       session lock_wait_timeout (table/metadata locks: LOCK TABLES) and
+#   MariaDB     innodb_lock_wait_timeout (row locks) = the timeout in whole seconds;
+#               each lookup statement carries its own limit (MariaDB's
+#               SET STATEMENT max_statement_time=S FOR ..., MySQL's
+#               MAX_EXECUTION_TIME(ms) hint), and PyMySQL's read timeout is set
+#               for the lookup alone (a server that stops answering). A blob is
+#               one statement streamed off the wire; it carries no limit.
 
 
 class _Sqlite:
@@ -257,8 +292,31 @@ class _Sqlite:
             " tags TEXT, updated_at REAL, content BLOB NOT NULL)"
         ]
 
-    def setup(self, conn: Any) -> None:
-        conn.isolation_level = None  # explicit transactions only
+    def setup(self, conn: Any, timeout: float | None) -> None:
+        conn.isolation_level = None  # explicit transactions only; busy timeout: proxy.dbapi
+
+    def bound_sql(self, sql: str, timeout: float) -> str:
+        return sql
+
+    @contextmanager
+    def bounded(self, conn: Any, timeout: float) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        # Called every 1000 VM instructions; a true result interrupts the statement.
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        try:
+            conn.execute("BEGIN")  # the first SELECT takes the read lock for all of them
+            try:
+                yield
+            finally:
+                _rollback_quietly(conn)  # read-only: nothing to keep
+        finally:
+            conn.set_progress_handler(None, 0)
+
+    def is_timeout(self, e: BaseException) -> bool:
+        import sqlite3
+
+        text = str(e).lower()
+        return isinstance(e, sqlite3.OperationalError) and ("interrupted" in text or "locked" in text)
 
     def path_param(self, path: str) -> Any:
         return path
@@ -347,9 +405,24 @@ class _Postgres:
             "ALTER TABLE media_files ALTER COLUMN content SET STORAGE EXTERNAL",
         ]
 
-    def setup(self, conn: Any) -> None:
+    def setup(self, conn: Any, timeout: float | None) -> None:
         conn.autocommit = True
         conn.execute("SET TIME ZONE 'UTC'")
+        if timeout is not None:
+            ms = max(1, round(timeout * 1000))
+            conn.execute(f"SET statement_timeout = {ms}")
+            conn.execute(f"SET lock_timeout = {ms}")
+
+    def bound_sql(self, sql: str, timeout: float) -> str:
+        return sql
+
+    def bounded(self, conn: Any, timeout: float) -> AbstractContextManager[None]:
+        return nullcontext()  # the session's statement_timeout and lock_timeout (setup)
+
+    def is_timeout(self, e: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(e, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable))
 
     def path_param(self, path: str) -> Any:
         return path
@@ -372,6 +445,7 @@ class _Postgres:
         if end - start + 1 <= self.window:
             return _window_reads(fetch, start, end, size, self.window)
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SET LOCAL statement_timeout = 0")  # --db-timeout bounds lookups, not streams
         return _then(_window_reads(fetch, start, end, size, self.window), lambda: conn.execute("COMMIT"))
 
     def insert(self, conn: Any, row: tuple, chunks: Iterator[bytes]) -> None:
@@ -426,6 +500,7 @@ class _Mysql:
 
         self.errors = (pymysql.err.Error,)
         self.max_packet = 16 << 20  # replaced by the server's value at the first connection
+        self.mariadb = True  # replaced at the first connection: the statement limits differ
 
     # PyMySQL raises OperationalError for most server errors; these codes mean the
     # connection is gone: server gone away / lost (2006, 2013, 2055), killed (1927),
@@ -456,12 +531,44 @@ class _Mysql:
             ") ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         ]
 
-    def setup(self, conn: Any) -> None:
+    # Statement timeouts (MariaDB 1969, MySQL 3024), lock waits (1205; 1317: interrupted).
+    _TIMEOUTS = {1969, 3024, 1205, 1317}
+
+    def setup(self, conn: Any, timeout: float | None) -> None:
         conn.autocommit(True)  # else every SELECT opens a REPEATABLE READ snapshot that pooling keeps alive
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SELECT @@max_allowed_packet")
-            self.max_packet = int(cur.fetchone()[0])
+            cur.execute("SELECT @@max_allowed_packet, VERSION()")
+            packet, version = cur.fetchone()
+            self.max_packet = int(packet)
+            self.mariadb = "mariadb" in str(version).lower()
+            if timeout is not None:
+                s = whole_seconds(timeout)
+                cur.execute(f"SET SESSION lock_wait_timeout = {s}, innodb_lock_wait_timeout = {s}")
+
+    def bound_sql(self, sql: str, timeout: float) -> str:
+        if self.mariadb:
+            return f"SET STATEMENT max_statement_time = {timeout:.3f} FOR {sql}"
+        ms = max(1, round(timeout * 1000))
+        return sql.replace("SELECT ", f"SELECT /*+ MAX_EXECUTION_TIME({ms}) */ ", 1)
+
+    @contextmanager
+    def bounded(self, conn: Any, timeout: float) -> Iterator[None]:
+        """PyMySQL's read timeout for the lookup alone: the server's own limits answer
+        first; this one catches a server (or network) that does not answer at all."""
+        before = conn._read_timeout
+        conn._read_timeout = timeout + 1.0
+        try:
+            yield
+        finally:
+            conn._read_timeout = before
+
+    def is_timeout(self, e: BaseException) -> bool:
+        import pymysql
+
+        if not isinstance(e, pymysql.err.Error) or not e.args:
+            return False
+        return e.args[0] in self._TIMEOUTS or (e.args[0] == 2013 and "timed out" in str(e))
 
     def path_param(self, path: str) -> Any:
         return path.encode("utf-8")
@@ -578,11 +685,15 @@ class DatabaseOrigin:
     """Media rows of one database and profile, for the data plane and the importer."""
 
     def __init__(self, url: str, profile: str = "native", *, media_prefixes: tuple[str, ...] = ("/media/",),
-                 create: bool = True, connect_timeout: float = 5.0) -> None:
+                 create: bool = True, connect_timeout: float = 5.0, lookup_timeout: float | None = None) -> None:
+        """`lookup_timeout` (--db-timeout): the bound on one lookup, past which it raises
+        `LookupTimeout`; None leaves lookups unbounded (the importer's writes)."""
         if profile not in PROFILES:
             raise OriginError(f"unknown origin profile {profile!r}: use native, magento2 or magento1")
+        self._lookup_timeout = lookup_timeout
         try:
-            self._db = Database(url, connect_timeout=connect_timeout)
+            self._db = Database(url, connect_timeout=connect_timeout,
+                                sqlite_busy_timeout=30.0 if lookup_timeout is None else lookup_timeout)
         except DatabaseError as e:
             raise OriginError(str(e)) from e
         self.profile = profile
@@ -606,8 +717,8 @@ class DatabaseOrigin:
         if rel is None or too_long:
             return None
         if self._table.native:
-            return self._call(lambda conn: self._lookup_native(conn, path))
-        return self._call(lambda conn: self._lookup_magento(conn, path, rel))
+            return self._call(lambda conn: self._bounded(conn, lambda: self._lookup_native(conn, path)))
+        return self._call(lambda conn: self._bounded(conn, lambda: self._lookup_magento(conn, path, rel)))
 
     meta = lookup
 
@@ -662,7 +773,7 @@ class DatabaseOrigin:
     def _connect(self) -> Any:
         conn = self._db.connect()
         try:
-            self._drv.setup(conn)
+            self._drv.setup(conn, self._lookup_timeout)
         except BaseException:
             _close_quietly(conn)
             raise
@@ -700,10 +811,31 @@ class DatabaseOrigin:
                 return fn(conn), conn
             except BaseException as e:
                 self._pool.put(conn, False)
-                if fresh or attempt or not self._drv.is_disconnect(conn, e):
+                if fresh or attempt or isinstance(e, LookupTimeout) or not self._drv.is_disconnect(conn, e):
                     with self._translated():
                         raise
         raise AssertionError("unreachable")
+
+    def _bounded(self, conn: Any, lookup: Callable[[], T]) -> T:
+        """`lookup()` within --db-timeout on `conn` (the dialect's way, see the dialects' notes)."""
+        timeout = self._lookup_timeout
+        if timeout is None:
+            return lookup()
+        try:
+            with self._drv.bounded(conn, timeout):
+                return lookup()
+        except self._drv.errors as e:
+            if self._drv.is_timeout(e):
+                raise LookupTimeout(
+                    f"database origin {self._db.url.redacted()}: lookup took longer than"
+                    f" --db-timeout ({timeout:g} s): {_first_line(e)}"
+                ) from e
+            raise
+
+    def _lookup_sql(self, sql: str) -> str:
+        """A lookup statement in the driver's placeholder style, with the dialect's time limit."""
+        sql = self._db.sql(sql)
+        return sql if self._lookup_timeout is None else self._drv.bound_sql(sql, self._lookup_timeout)
 
     # schema
 
@@ -733,7 +865,7 @@ class DatabaseOrigin:
 
     def _lookup_native(self, conn: Any, path: str) -> DbObject | None:
         key = self._drv.key_column(self._table)
-        row = _fetchone(conn, self._db.sql(f"SELECT {key}, {_NATIVE_COLUMNS} FROM media_files WHERE path = ?"),
+        row = _fetchone(conn, self._lookup_sql(f"SELECT {key}, {_NATIVE_COLUMNS} FROM media_files WHERE path = ?"),
                         (self._drv.path_param(path),))
         if row is None:
             return None
@@ -754,7 +886,8 @@ class DatabaseOrigin:
         # spaces): keep only byte-exact rows. Names first, the blob length after,
         # so case-colliding rows' blobs are never read (LENGTH reads a whole InnoDB blob).
         try:
-            rows = _fetchall(conn, self._db.sql(f"SELECT {key}, filename, directory FROM {t.name} WHERE {where}"), params)
+            rows = _fetchall(conn, self._lookup_sql(f"SELECT {key}, filename, directory FROM {t.name} WHERE {where}"),
+                             params)
         except self._drv.errors as e:
             if self._drv.is_unstorable_name(e):
                 return None
@@ -762,7 +895,7 @@ class DatabaseOrigin:
         exact = [r[0] for r in rows if _text(r[1]) == filename and same_magento_directory(_text(r[2]), directory)]
         if not exact:
             return None
-        row = _fetchone(conn, self._db.sql(f"SELECT file_id, upload_time, LENGTH(content) FROM {t.name} WHERE {key} = ?"),
+        row = _fetchone(conn, self._lookup_sql(f"SELECT file_id, upload_time, LENGTH(content) FROM {t.name} WHERE {key} = ?"),
                         (max(exact),))
         if row is None:
             return None
