@@ -1,0 +1,641 @@
+"""The `sql` origin profile: any CMS's own media table, read through routes.
+
+A route (a `[[sql_route]]` table of the `--config` file, parsed once into a
+frozen `SqlRoute` by `parse_sql_routes`) maps request targets to one read-only
+SELECT. The first route whose `match` regex matches the target is used; its
+named groups, percent-decoded, are bound by the driver as the query's `:name`
+parameters — never formatted into the SQL.
+
+Streaming a generic column with bounded memory. A generic query gives no
+primary key or blob handle, so the user's query is only ever wrapped as a
+subquery `q`, and always in the same shape so each run yields its rows in the
+same order:
+
+  1. lookup: `SELECT <meta columns>, length(q.body), octet_length(q.body)
+     FROM (<query>) q` — one row per part, no body bytes cross the wire;
+  2. read: the same lookup again inside one read-only snapshot (a row changed
+     since step 1 raises RowChanged), then per kept row windows
+     `SELECT substr(q.body, offset, n) FROM (<query>) q LIMIT 1 OFFSET k`.
+
+Windows are counted in the column's own units (characters of a text column,
+bytes of a binary one) with that dialect's length(), so they agree with
+substr(); text windows are encoded as UTF-8. base64 and hex are decoded as the
+windows arrive (`StreamDecoder`). What each database costs per window is noted
+on its dialect below; unlike the native profile, SQLite and MariaDB have no way
+to read a slice of a value named only by a query without materialising it.
+
+Errors: `ValueError` from the pure parsers (the config loader names the route),
+`OriginError` for everything the database does, translated once in
+`SqlRouteOrigin._translated`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+from proxy.dbapi import Database, DatabaseError
+from proxy.origins.contenttype import guess_content_type
+from proxy.origins.db import DbObject, OriginError, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
+
+ENCODINGS = ("raw", "base64", "hex")
+ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]*")
+
+
+# --- routes: parsed once, pure ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A route's query with `:name` parameters replaced by placeholders, per paramstyle."""
+
+    text: str  # as written
+    qmark: str  # `?` placeholders (SQLite)
+    pyformat: str  # `%s` placeholders, literal `%` doubled (psycopg, PyMySQL)
+    params: tuple[str, ...]  # group names in placeholder order
+
+
+@dataclass(frozen=True)
+class SqlRoute:
+    index: int  # 1-based position in the config file, for messages
+    match: re.Pattern[str]
+    statement: Statement
+    body: str
+    encoding: str = "raw"
+    content_type: str | None = None
+    revision: str | None = None
+    last_modified: str | None = None
+    verify: str | None = None
+
+    @property
+    def meta_columns(self) -> tuple[str, ...]:
+        """The optional columns the lookup reads, each once, in a fixed order."""
+        cols = (self.content_type, self.revision, self.last_modified, self.verify)
+        return tuple(dict.fromkeys(c for c in cols if c))
+
+
+# Keywords that make a SELECT write or lock: `SELECT ... INTO` (a table on
+# PostgreSQL, a file or variables on MySQL), row locks. A bare single SELECT
+# cannot contain INSERT/UPDATE/DELETE/DDL outside these; the read-only session
+# each query runs in is the second guard.
+_FORBIDDEN = re.compile(r"\b(INTO|FOR\s+UPDATE|FOR\s+SHARE|FOR\s+NO\s+KEY\s+UPDATE|FOR\s+KEY\s+SHARE|"
+                        r"LOCK\s+IN\s+SHARE\s+MODE|INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|"
+                        r"GRANT|REVOKE|CALL|EXEC|EXECUTE|COPY|ATTACH|DETACH|PRAGMA|VACUUM|HANDLER)\b",
+                        re.IGNORECASE)
+
+# One token of SQL text: a quoted string or identifier, a comment, a `:name`
+# parameter, a `::` cast, or any other character.
+_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|--[^\n]*|/\*.*?\*/|::|:([A-Za-z_][A-Za-z0-9_]*)|.""",
+    re.DOTALL,
+)
+
+
+def parse_statement(sql: str) -> Statement:
+    """Check `sql` is one read-only SELECT and find its `:name` parameters.
+
+    String literals, quoted identifiers and comments are skipped when looking
+    for `;`, parameters and forbidden keywords (a `';'` in a literal is fine).
+    One trailing `;` is allowed. Raises ValueError naming the problem.
+    """
+    code: list[str] = []  # the text outside literals and comments, for keyword checks
+    qmark: list[str] = []
+    pyformat: list[str] = []
+    params: list[str] = []
+    text = sql.strip()
+    if text.endswith(";"):
+        text = text[:-1].rstrip()
+    for m in _TOKEN.finditer(text):
+        tok = m.group(0)
+        if m.group(1):
+            params.append(m.group(1))
+            qmark.append("?")
+            pyformat.append("%s")
+            code.append(" ? ")
+            continue
+        if tok[0] in "'\"`" and len(tok) > 1:
+            if tok[0] == "'" and tok.count("'") % 2:
+                raise ValueError("unterminated string literal")
+            code.append(" x ")
+        elif tok.startswith("--") or tok.startswith("/*"):
+            code.append(" ")
+        else:
+            if tok in "'\"`":
+                raise ValueError(f"unterminated quote {tok}")
+            code.append(tok)
+        qmark.append(tok)
+        pyformat.append(tok.replace("%", "%%"))
+    bare = "".join(code)
+    if ";" in bare:
+        raise ValueError("only one statement is allowed (found ';')")
+    if not re.match(r"\s*SELECT\b", bare, re.IGNORECASE):
+        raise ValueError("the query must be a single SELECT")
+    bad = _FORBIDDEN.search(bare)
+    if bad:
+        raise ValueError(f"the query must be a read-only SELECT ({' '.join(bad.group(1).upper().split())} is not allowed)")
+    return Statement(text, "".join(qmark), "".join(pyformat), tuple(params))
+
+
+def parse_sql_route(index: int, table: object) -> SqlRoute:
+    """One `[[sql_route]]` table; ValueError (without the index) when it is wrong."""
+    if not isinstance(table, Mapping):
+        raise ValueError("must be a table ([[sql_route]])")
+    unknown = sorted(set(table) - set(ROUTE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (use {', '.join(ROUTE_KEYS)})")
+    for key in ("match", "query", "body"):
+        if key not in table:
+            raise ValueError(f"{key!r} is required")
+    values = {k: v for k, v in table.items()}
+    for key, value in values.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{key!r} must be a non-empty string")
+    try:
+        match = re.compile(values["match"])
+    except re.error as e:
+        raise ValueError(f"match does not compile: {e}") from None
+    statement = parse_statement(values["query"])
+    missing = [p for p in statement.params if p not in match.groupindex]
+    if missing:
+        raise ValueError(f"query parameter :{missing[0]} is not a named group of match")
+    for key in ("body", "content_type", "revision", "last_modified", "verify"):
+        if key in values and not _IDENT.fullmatch(values[key]):
+            raise ValueError(f"{key} must be a plain column name, got {values[key]!r}")
+    encoding = values.get("encoding", "raw").lower()
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be raw, base64 or hex, got {values['encoding']!r}")
+    if "verify" in values and values["verify"] not in match.groupindex:
+        raise ValueError(f"verify column {values['verify']!r} needs a named group of the same name in match")
+    return SqlRoute(index, match, statement, values["body"], encoding, values.get("content_type"),
+                    values.get("revision"), values.get("last_modified"), values.get("verify"))
+
+
+def parse_sql_routes(value: object) -> tuple[SqlRoute, ...]:
+    """The config file's `sql_route` array; ValueError starts with `sql_route #N`."""
+    if not isinstance(value, list):
+        raise ValueError("sql_route must be an array of tables ([[sql_route]])")
+    routes = []
+    for i, table in enumerate(value, 1):
+        try:
+            routes.append(parse_sql_route(i, table))
+        except ValueError as e:
+            raise ValueError(f"sql_route #{i}: {e}") from None
+    return tuple(routes)
+
+
+def route_params(route: SqlRoute, target: str) -> dict[str, str] | None:
+    """The route's named groups for `target` (path?query, as the client sent it), or None.
+
+    Groups are percent-decoded as UTF-8; in the query part `+` is a space, as in
+    form encoding. A group that does not decode (bad UTF-8) fails the match:
+    no row can be named by it.
+    """
+    m = route.match.search(target)
+    if m is None:
+        return None
+    query_start = target.find("?")
+    out: dict[str, str] = {}
+    for name in route.match.groupindex:
+        value = m.group(name)
+        if value is None:
+            continue
+        in_query = query_start >= 0 and m.start(name) > query_start
+        try:
+            out[name] = (unquote_plus if in_query else unquote)(value, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            return None
+    return out
+
+
+def first_route(routes: tuple[SqlRoute, ...], target: str) -> tuple[SqlRoute, dict[str, str]] | None:
+    for route in routes:
+        params = route_params(route, target)
+        if params is not None:
+            return route, params
+    return None
+
+
+def guessed_type(route: SqlRoute, params: Mapping[str, str]) -> str:
+    """Content type from the last path segment of the first named group's value."""
+    first = next(iter(route.match.groupindex), None)
+    name = params.get(first, "") if first else ""
+    return guess_content_type(name.rpartition("/")[2] or name)
+
+
+# --- decoding as windows arrive ------------------------------------------------------------
+
+
+class StreamDecoder:
+    """base64 or hex text in pieces -> bytes, holding back at most one unaligned group.
+
+    base64 is decoded in 4-character groups (whitespace and line breaks dropped,
+    as MIME writes them), hex in pairs; `finish()` raises ValueError on leftovers.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.encoding == "raw":
+            return data
+        data = self._held + b"".join(data.split())
+        align = 4 if self.encoding == "base64" else 2
+        cut = len(data) - len(data) % align
+        self._held = data[cut:]
+        return self._decode(data[:cut])
+
+    def finish(self) -> None:
+        if self._held:
+            raise ValueError(f"{self.encoding} value ends mid-group ({len(self._held)} characters left)")
+
+    def _decode(self, data: bytes) -> bytes:
+        try:
+            if self.encoding == "hex":
+                return binascii.unhexlify(data)
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValueError(f"bad {self.encoding} in the body column: {e}") from None
+
+
+# --- dialects -----------------------------------------------------------------------------
+
+
+class _Dialect:
+    """What differs between databases: placeholders, length/substr names, the snapshot."""
+
+    window = 4 << 20
+
+    def sql(self, st: Statement) -> str:
+        return st.pyformat
+
+    def wrap(self, st: Statement, select: str, tail: str = "") -> str:
+        inner = self.sql(st)
+        return f"SELECT {select} FROM ({inner}) q{tail}"
+
+    def lengths(self, body: str) -> str:
+        return f"length(q.{body}), octet_length(q.{body})"
+
+    def substr(self, body: str) -> str:
+        return f"substring(q.{body}, {self.mark}, {self.mark})"
+
+    mark = "%s"
+
+
+class _Sqlite(_Dialect):
+    """SQLite evaluates substr() on a whole value it has loaded: each window reads the row's
+    value into memory (measured: 200 MB row, 16 MiB windows, ~260 MB RSS, ~35 MB/s). Large
+    media belongs in PostgreSQL or MariaDB, or in the native profile (incremental blob I/O)."""
+
+    window = 16 << 20
+    mark = "?"
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._deadlines: dict[int, list[float]] = {}  # id(conn) -> [monotonic deadline or 0]
+
+    def sql(self, st: Statement) -> str:
+        return st.qmark
+
+    def lengths(self, body: str) -> str:
+        # length() of a blob reads only its header; of text it counts characters, the unit
+        # substr() uses. The byte count of text needs the value as a blob.
+        return (f"length(q.{body}), CASE typeof(q.{body}) WHEN 'text' THEN length(CAST(q.{body} AS BLOB))"
+                f" ELSE length(q.{body}) END")
+
+    def substr(self, body: str) -> str:
+        return f"substr(q.{body}, ?, ?)"
+
+    def setup(self, conn: Any, timeout: float) -> None:
+        conn.isolation_level = None
+        conn.execute("PRAGMA query_only = ON")  # the route's query can never write
+
+        # No statement timeout in SQLite: a progress handler interrupts a statement past it.
+        deadline = self._deadlines[id(conn)] = [0.0]
+
+        def over() -> int:
+            return 1 if deadline[0] and time.monotonic() > deadline[0] else 0
+
+        conn.set_progress_handler(over, 10000)
+
+    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+        deadline = self._deadlines[id(conn)]
+        deadline[0] = time.monotonic() + timeout
+        try:
+            return _Rows(conn.execute(sql, params).fetchall())
+        finally:
+            deadline[0] = 0.0
+
+    def begin(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def end(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def is_disconnect(self, conn: Any, e: BaseException) -> bool:
+        return False
+
+
+class _Postgres(_Dialect):
+    """substring() windows of 4 MiB: a window reads only its own TOAST chunks when the
+    value is stored uncompressed (bytea of media is; base64 text rarely compresses by
+    the 25% pglz needs), so a read costs one pass. Sessions are read-only with a
+    statement_timeout of --db-timeout."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.errors = (psycopg.Error,)
+
+    def substr(self, body: str) -> str:
+        return f"substring(q.{body} from %s for %s)"
+
+    def setup(self, conn: Any, timeout: float) -> None:
+        conn.autocommit = True
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET default_transaction_read_only = on")
+        conn.execute(f"SET statement_timeout = {max(1, int(timeout * 1000))}")
+
+    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+        cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
+        return cur.execute(sql, params)
+
+    def begin(self, conn: Any) -> None:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def end(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def is_disconnect(self, conn: Any, e: BaseException) -> bool:
+        return conn.broken or conn.closed
+
+
+class _Mysql(_Dialect):
+    """SUBSTRING() windows as large as max_allowed_packet allows: InnoDB materialises a
+    whole off-page value for every SUBSTRING, so a read of an N-byte value in windows
+    of w costs N²/w on the server (the client holds one window at most). MariaDB
+    drops an ORDER BY inside a subquery: rows come in the order of the index the
+    query uses (a primary key (id, part) gives part order)."""
+
+    def __init__(self) -> None:
+        import pymysql
+
+        self.errors = (pymysql.Error,)
+
+    def lengths(self, body: str) -> str:
+        return f"CHAR_LENGTH(q.{body}), LENGTH(q.{body})"
+
+    def setup(self, conn: Any, timeout: float) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute("SET SESSION TRANSACTION READ ONLY")
+            try:
+                cur.execute(f"SET SESSION max_statement_time = {timeout:.3f}")  # MariaDB
+            except Exception:
+                cur.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")  # MySQL
+            cur.execute("SELECT @@max_allowed_packet")
+            self.window = max(1 << 20, min(64 << 20, int(cur.fetchone()[0]) - (64 << 10)))
+        conn.autocommit(True)
+
+    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        return cur
+
+    def begin(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+
+    def end(self, conn: Any) -> None:
+        conn.commit()
+
+    def is_disconnect(self, conn: Any, e: BaseException) -> bool:
+        return not conn.open
+
+
+class _Rows:
+    """Rows already fetched (SQLite fetches inside its deadline), with a cursor's two reads."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+
+_DIALECTS: dict[str, Callable[[], Any]] = {"sqlite": _Sqlite, "postgresql": _Postgres, "mysql": _Mysql}
+
+
+# --- the origin ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One row of a route's result: its position and length in substr() units."""
+
+    row: int
+    units: int
+
+
+class SqlRouteOrigin:
+    """The `sql` profile: `lookup(target)` and `read(obj)`, as DatabaseOrigin offers them.
+
+    Takes the canonical request target (path and query, not decoded): the routes
+    match what the client sent. `DbObject.locator` carries (route index, params,
+    parts, revision) so `read` re-runs the same query and checks nothing changed.
+    """
+
+    by_target = True  # the engine passes the target, not the decoded path
+
+    def __init__(self, url: str, routes: tuple[SqlRoute, ...], *, timeout: float = 10.0,
+                 connect_timeout: float = 5.0) -> None:
+        if not routes:
+            raise OriginError("the sql profile needs at least one [[sql_route]] in the --config file")
+        try:
+            self._db = Database(url, connect_timeout=connect_timeout)
+        except DatabaseError as e:
+            raise OriginError(str(e)) from e
+        self.profile = "sql"
+        self.dialect = self._db.dialect
+        self.routes = routes
+        self.timeout = timeout
+        self._drv = _DIALECTS[self.dialect]()
+        self._errors = (*self._drv.errors, DatabaseError, OSError)
+        self._pool = _Pool(self._connect)
+
+    # public API
+
+    def check(self) -> list[tuple[SqlRoute, str | None]]:
+        """Each route's query run once against the database with NULL parameters,
+        LIMIT 0, in a read-only session: (route, None) when it compiles, else the problem."""
+        results: list[tuple[SqlRoute, str | None]] = []
+        for route in self.routes:
+            cols = ", ".join(f"q.{c}" for c in (route.body, *route.meta_columns))
+            sql = self._drv.wrap(route.statement, cols, " LIMIT 0")
+            params = tuple(None for _ in route.statement.params)
+            try:
+                self._call(lambda conn, sql=sql, params=params: self._drv.execute(conn, sql, params, self.timeout).fetchall())
+                results.append((route, None))
+            except OriginError as e:
+                results.append((route, str(e)))
+        return results
+
+    def lookup(self, target: str) -> DbObject | None:
+        """The object the first matching route names for `target`, or None."""
+        found = first_route(self.routes, target)
+        if found is None:
+            return None
+        route, params = found
+        rows = self._call(lambda conn: self._meta(conn, route, params))
+        return self._object(target, route, params, rows)
+
+    meta = lookup
+
+    def read(self, obj: DbObject, start: int = 0, end: int | None = None,
+             chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The decoded body of `obj`, from one read-only snapshot. Only whole reads."""
+        if start != 0 or end not in (None, obj.size):
+            raise ValueError("the sql profile reads whole bodies only")
+        return self._stream(obj)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # queries
+
+    def _meta(self, conn: Any, route: SqlRoute, params: Mapping[str, str]) -> list[tuple]:
+        cols = ", ".join([*(f"q.{c}" for c in route.meta_columns), self._drv.lengths(route.body)])
+        sql = self._drv.wrap(route.statement, cols)
+        values = tuple(params[p] for p in route.statement.params)
+        return list(self._drv.execute(conn, sql, values, self.timeout).fetchall())
+
+    def _object(self, target: str, route: SqlRoute, params: Mapping[str, str], rows: list[tuple]) -> DbObject | None:
+        names = route.meta_columns
+        kept: list[tuple[int, dict[str, Any], int, int]] = []
+        for i, row in enumerate(rows):
+            values = dict(zip(names, row))
+            units, octets = row[len(names)], row[len(names) + 1]
+            if route.verify and _text(values[route.verify]) != params.get(route.verify):
+                continue  # a case-folding collation's near miss: not this file
+            kept.append((i, values, int(units or 0), int(octets or 0)))
+        if not kept:
+            return None
+        first = kept[0][1]
+        ctype = _text(first[route.content_type]) if route.content_type else None
+        revision = str(_text(first[route.revision])) if route.revision and first[route.revision] is not None else None
+        updated = _unix(first[route.last_modified]) if route.last_modified else None
+        size = sum(k[3] for k in kept) if route.encoding == "raw" else None
+        parts = tuple(_Part(k[0], k[2]) for k in kept)
+        return DbObject(target, revision, ctype or guessed_type(route, params), size, None, (), updated,
+                        (route.index, tuple(sorted(params.items())), parts, revision))
+
+    def _stream(self, obj: DbObject) -> Iterator[bytes]:
+        index, params, parts, revision = obj.locator
+        route = self.routes[index - 1]
+        conn, _fresh = self._get()
+        ok = False
+        try:
+            with self._translated():
+                self._drv.begin(conn)
+                again = self._object(obj.path, route, dict(params), self._meta(conn, route, dict(params)))
+            if again is None or again.locator[2:] != (parts, revision):
+                raise RowChanged("rows were changed or deleted since they were looked up")
+            decoder = StreamDecoder(route.encoding)
+            values = tuple(dict(params)[p] for p in route.statement.params)
+            window = self._drv.window
+            for part in parts:
+                # substr(body, pos, n) is in the outer select: its parameters come first.
+                sql = self._drv.wrap(route.statement, self._drv.substr(route.body), f" LIMIT 1 OFFSET {part.row:d}")
+                for pos in range(1, part.units + 1, window):
+                    with self._translated():
+                        row = self._drv.execute(conn, sql, (pos, window, *values), self.timeout).fetchone()
+                    if row is None:
+                        raise RowChanged("a row disappeared during the read")
+                    data = row[0] or b""
+                    if isinstance(data, str):
+                        data = data.encode("utf-8", "surrogateescape")
+                    try:
+                        out = decoder.feed(bytes(data))
+                    except ValueError as e:
+                        raise OriginError(f"{obj.path}: {e}", status_hint=500) from None
+                    if out:
+                        yield out
+            try:
+                decoder.finish()
+            except ValueError as e:
+                raise OriginError(f"{obj.path}: {e}", status_hint=500) from None
+            with self._translated():
+                self._drv.end(conn)
+            ok = True
+        finally:
+            self._pool.put(conn, ok)
+
+    # connections and errors
+
+    def _connect(self) -> Any:
+        conn = self._db.connect()
+        try:
+            with self._translated():
+                self._drv.setup(conn, self.timeout)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    def _get(self) -> tuple[Any, bool]:
+        with self._translated():
+            try:
+                return self._pool.get()
+            except DatabaseError as e:
+                raise OriginError(str(e)) from e
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors become one OriginError, translated here and nowhere else."""
+        try:
+            yield
+        except OriginError:
+            raise
+        except self._errors as e:
+            raise OriginError(f"database origin {self._db.url.redacted()}: {_first_line(e)}") from e
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(conn) on a pooled connection; a broken pooled one is replaced once."""
+        for attempt in range(2):
+            conn, fresh = self._get()
+            try:
+                result = fn(conn)
+            except BaseException as e:
+                self._pool.put(conn, False)
+                if fresh or attempt or not self._drv.is_disconnect(conn, e):
+                    with self._translated():
+                        raise
+                continue
+            self._pool.put(conn, True)
+            return result
+        raise AssertionError("unreachable")
+
+
+def _unix(value: Any) -> float | None:
+    """A timestamp column or unix seconds (numbers, or digits in text); no zone = UTC."""
+    value = _text(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return float(value)
+    try:
+        return to_unix(value)
+    except (TypeError, ValueError):
+        return None
+
