@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from proxy.dbapi import Database, DatabaseError
+from proxy.dbapi import _MYSQL_MAX_PACKET, Database, DatabaseError, _mysql_packet_header
 from proxy.origins.contenttype import guess_content_type
 from proxy.origins.db import DbObject, OriginError, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
 
@@ -136,7 +136,7 @@ def parse_statement(sql: str) -> Statement:
     bare = "".join(code)
     if ";" in bare:
         raise ValueError("only one statement is allowed (found ';')")
-    if not re.match(r"\s*SELECT\b", bare, re.IGNORECASE):
+    if not re.match(r"\s*(SELECT|WITH)\b", bare, re.IGNORECASE):  # WITH: common table expressions
         raise ValueError("the query must be a single SELECT")
     bad = _FORBIDDEN.search(bare)
     if bad:
@@ -285,9 +285,21 @@ class _Dialect:
         return f"length(q.{body}), octet_length(q.{body})"
 
     def substr(self, body: str) -> str:
-        return f"substring(q.{body}, {self.mark}, {self.mark})"
+        return f"substring(q.{body} from %s for %s)"
 
-    mark = "%s"
+    def pieces(self, conn: Any, route: SqlRoute, params: Mapping[str, str], parts: tuple[_Part, ...],
+               timeout: float) -> Iterator[bytes]:
+        """The kept rows' bodies in windows, each window one statement bounded by `timeout`.
+        substr(body, pos, n) is in the outer select: its parameters come first."""
+        values = tuple(params[p] for p in route.statement.params)
+        for part in parts:
+            sql = self.wrap(route.statement, self.substr(route.body), f" LIMIT 1 OFFSET {part.row:d}")
+            for pos in range(1, part.units + 1, self.window):
+                row = self.execute(conn, sql, (pos, self.window, *values), timeout).fetchone()
+                if row is None:
+                    raise RowChanged("a row disappeared during the read")
+                data = row[0] or b""
+                yield data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
 
 
 class _Sqlite(_Dialect):
@@ -296,7 +308,6 @@ class _Sqlite(_Dialect):
     media belongs in PostgreSQL or MariaDB, or in the native profile (incremental blob I/O)."""
 
     window = 16 << 20
-    mark = "?"
 
     def __init__(self) -> None:
         import sqlite3
@@ -357,9 +368,6 @@ class _Postgres(_Dialect):
 
         self.errors = (psycopg.Error,)
 
-    def substr(self, body: str) -> str:
-        return f"substring(q.{body} from %s for %s)"
-
     def setup(self, conn: Any, timeout: float) -> None:
         conn.autocommit = True
         conn.execute("SET TIME ZONE 'UTC'")
@@ -381,11 +389,17 @@ class _Postgres(_Dialect):
 
 
 class _Mysql(_Dialect):
-    """SUBSTRING() windows as large as max_allowed_packet allows: InnoDB materialises a
-    whole off-page value for every SUBSTRING, so a read of an N-byte value in windows
-    of w costs N²/w on the server (the client holds one window at most). MariaDB
-    drops an ORDER BY inside a subquery: rows come in the order of the index the
-    query uses (a primary key (id, part) gives part order)."""
+    """The lookup wraps the query like the others (lengths only, no body bytes); the read
+    runs the route's query itself, once, and streams its rows off the wire.
+
+    Why not windows: InnoDB materialises a whole off-page value for every SUBSTRING
+    (a read in windows of w costs N²/w on the server), and MariaDB drops an ORDER BY
+    inside a subquery, so windows addressed by OFFSET would not even come in the
+    query's order (measured: a subquery given a LIMIT to keep it was materialised
+    and its blob rows came back unordered). One statement streamed through
+    `MysqlRows` keeps the order, reads each value once and holds one piece at most.
+    Its rows are checked against `verify` as they arrive, so that column must come
+    before the body column in the SELECT list (check() says so)."""
 
     def __init__(self) -> None:
         import pymysql
@@ -396,15 +410,14 @@ class _Mysql(_Dialect):
         return f"CHAR_LENGTH(q.{body}), LENGTH(q.{body})"
 
     def setup(self, conn: Any, timeout: float) -> None:
+        self.mariadb = "mariadb" in conn.get_server_info().lower()
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
             cur.execute("SET SESSION TRANSACTION READ ONLY")
-            try:
-                cur.execute(f"SET SESSION max_statement_time = {timeout:.3f}")  # MariaDB
-            except Exception:
-                cur.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")  # MySQL
-            cur.execute("SELECT @@max_allowed_packet")
-            self.window = max(1 << 20, min(64 << 20, int(cur.fetchone()[0]) - (64 << 10)))
+            if self.mariadb:
+                cur.execute(f"SET SESSION max_statement_time = {timeout:.3f}")
+            else:  # MySQL bounds SELECTs only, in milliseconds
+                cur.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
         conn.autocommit(True)
 
     def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
@@ -421,6 +434,126 @@ class _Mysql(_Dialect):
 
     def is_disconnect(self, conn: Any, e: BaseException) -> bool:
         return not conn.open
+
+    def column_order_problem(self, conn: Any, route: SqlRoute) -> str | None:
+        """The read checks `verify` as rows stream: it must come before the body."""
+        if not route.verify:
+            return None
+        params = tuple(None for _ in route.statement.params)
+        cur = self.execute(conn, f"SELECT * FROM ({route.statement.pyformat}) q LIMIT 0", params, 0)
+        names = [d[0].lower() for d in cur.description]
+        if names.index(route.verify.lower()) > names.index(route.body.lower()):
+            return ("on MySQL/MariaDB the verify column must come before the body column in the SELECT list")
+        return None
+
+    def pieces(self, conn: Any, route: SqlRoute, params: Mapping[str, str], parts: tuple[_Part, ...],
+               timeout: float) -> Iterator[bytes]:
+        with conn.cursor() as cur:
+            sql = cur.mogrify(route.statement.pyformat, tuple(params[p] for p in route.statement.params))
+        # --db-timeout bounds the lookup; a found body streams as long as it takes (MariaDB syntax).
+        rows = MysqlRows(conn, f"SET STATEMENT max_statement_time = 0 FOR {sql}" if self.mariadb else sql)
+        names = [n.lower() for n in rows.names]
+        body = names.index(route.body.lower())
+        check = names.index(route.verify.lower()) if route.verify else None
+        if check is not None and check > body:
+            raise OriginError(f"sql_route #{route.index}: on MySQL/MariaDB the verify column must come "
+                              "before the body column in the SELECT list")
+        kept = 0
+        while rows.next_row():
+            skip = False
+            for i in range(len(names)):
+                if i == body and not skip:
+                    yield from rows.value_pieces()
+                    kept += 1
+                elif i == check:
+                    value = rows.value()
+                    skip = value is None or value.decode("utf-8", "surrogateescape") != params[route.verify]
+                else:
+                    rows.skip_value()
+        if kept != len(parts):
+            raise RowChanged("rows were changed or deleted during the read")
+
+
+class MysqlRows:
+    """A result set read off PyMySQL's socket row by row, each value whole or in pieces.
+
+    The text protocol sends a row as length-encoded values in packets of at most
+    2**24-1 bytes, a long row continuing in the next packet; PyMySQL would
+    assemble the whole row. This speaks the same format (the helpers of
+    proxy.dbapi) so a body column of any size is never held at once. A reader
+    abandoned mid-result leaves the connection unusable: the caller discards it.
+    """
+
+    def __init__(self, conn: Any, query: str) -> None:
+        from pymysql.constants import COMMAND
+        from pymysql.protocol import FieldDescriptorPacket
+
+        self.conn = conn
+        conn._execute_command(COMMAND.COM_QUERY, query.encode(conn.encoding, "surrogateescape"))
+        count = conn._read_packet().read_length_encoded_integer()  # an error packet raises here
+        self.names = [conn._read_packet(FieldDescriptorPacket).name for _ in range(count)]
+        conn._read_packet()  # EOF after the column definitions
+        self._left = self._plen = 0
+        self._head = b""
+
+    def next_row(self) -> bool:
+        """Start the next row; False (and the result consumed) at the end."""
+        while self._left == 0 and self._plen == _MYSQL_MAX_PACKET:  # a row of exactly full packets
+            self._plen = self._left = _mysql_packet_header(self.conn)
+        if self._left:
+            raise DatabaseError("MySQL row longer than its values")
+        self._plen = self._left = _mysql_packet_header(self.conn)
+        first = self._read(1)
+        if first[0] == 0xFE and self._plen < 9:  # EOF
+            self._read(self._left)
+            return False
+        if first[0] == 0xFF:
+            from pymysql.protocol import MysqlPacket
+
+            MysqlPacket(first + self._read(self._left), self.conn.encoding).raise_for_error()
+        self._head = first
+        return True
+
+    def value(self) -> bytes | None:
+        n = self._length()
+        return None if n is None else self._read(n)
+
+    def skip_value(self) -> None:
+        for _ in self._pieces(self._length() or 0):
+            pass
+
+    def value_pieces(self, size: int = 1 << 20) -> Iterator[bytes]:
+        return self._pieces(self._length() or 0, size)
+
+    def _pieces(self, n: int, size: int = 1 << 20) -> Iterator[bytes]:
+        while n:
+            piece = self._read(min(n, size))
+            n -= len(piece)
+            yield piece
+
+    def _length(self) -> int | None:
+        first = self._head or self._read(1)
+        self._head = b""
+        if first[0] == 0xFB:
+            return None
+        if first[0] < 0xFB:
+            return first[0]
+        width = {0xFC: 2, 0xFD: 3, 0xFE: 8}[first[0]]
+        return int.from_bytes(self._read(width), "little")
+
+    def _read(self, n: int) -> bytes:
+        """n bytes of the row, across packet boundaries."""
+        out = bytearray()
+        while len(out) < n:
+            if self._left == 0:
+                if self._plen != _MYSQL_MAX_PACKET:
+                    raise DatabaseError("MySQL row shorter than its values")
+                self._plen = self._left = _mysql_packet_header(self.conn)
+                continue
+            take = min(n - len(out), self._left)
+            out += self.conn._read_bytes(take)
+            self._left -= take
+        return bytes(out)
 
 
 class _Rows:
@@ -488,7 +621,8 @@ class SqlRouteOrigin:
             params = tuple(None for _ in route.statement.params)
             try:
                 self._call(lambda conn, sql=sql, params=params: self._drv.execute(conn, sql, params, self.timeout).fetchall())
-                results.append((route, None))
+                order = getattr(self._drv, "column_order_problem", None)
+                results.append((route, order and self._call(lambda conn, route=route: order(conn, route))))
             except OriginError as e:
                 results.append((route, str(e)))
         return results
@@ -544,39 +678,31 @@ class SqlRouteOrigin:
 
     def _stream(self, obj: DbObject) -> Iterator[bytes]:
         index, params, parts, revision = obj.locator
-        route = self.routes[index - 1]
+        route, params = self.routes[index - 1], dict(params)
         conn, _fresh = self._get()
         ok = False
         try:
             with self._translated():
                 self._drv.begin(conn)
-                again = self._object(obj.path, route, dict(params), self._meta(conn, route, dict(params)))
+                again = self._object(obj.path, route, params, self._meta(conn, route, params))
             if again is None or again.locator[2:] != (parts, revision):
                 raise RowChanged("rows were changed or deleted since they were looked up")
             decoder = StreamDecoder(route.encoding)
-            values = tuple(dict(params)[p] for p in route.statement.params)
-            window = self._drv.window
-            for part in parts:
-                # substr(body, pos, n) is in the outer select: its parameters come first.
-                sql = self._drv.wrap(route.statement, self._drv.substr(route.body), f" LIMIT 1 OFFSET {part.row:d}")
-                for pos in range(1, part.units + 1, window):
+            pieces = self._drv.pieces(conn, route, params, parts, self.timeout)
+            try:
+                while True:
                     with self._translated():
-                        row = self._drv.execute(conn, sql, (pos, window, *values), self.timeout).fetchone()
-                    if row is None:
-                        raise RowChanged("a row disappeared during the read")
-                    data = row[0] or b""
-                    if isinstance(data, str):
-                        data = data.encode("utf-8", "surrogateescape")
-                    try:
-                        out = decoder.feed(bytes(data))
-                    except ValueError as e:
-                        raise OriginError(f"{obj.path}: {e}", status_hint=500) from None
+                        piece = next(pieces, None)
+                    if piece is None:
+                        break
+                    out = decoder.feed(piece)
                     if out:
                         yield out
-            try:
                 decoder.finish()
             except ValueError as e:
                 raise OriginError(f"{obj.path}: {e}", status_hint=500) from None
+            finally:
+                pieces.close()
             with self._translated():
                 self._drv.end(conn)
             ok = True
