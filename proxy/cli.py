@@ -163,6 +163,11 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
         "--url-prefix", metavar="P", default="/media/",
         help="URL path prefix of the imported files. Default: /media/.",
     )
+    p.add_argument(
+        "--state-db", metavar="URL", default=argparse.SUPPRESS,
+        help="invalidation log the running nodes follow; every imported or changed path is "
+        "published there. Default: the origin database. Env: MEDIAEDGE_STATE_DB.",
+    )
     _add_config(p)
     p.set_defaults(handler=_import)
 
@@ -273,7 +278,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    args.origin_db = _settings(args, "origin_db").origin_db
+    settings = _settings(args, "origin_db", "state_db")
+    args.origin_db, args.state_db = settings.origin_db, settings.state_db_url
     try:
         check_prefix(args.url_prefix)
     except ValueError as e:
