@@ -23,7 +23,7 @@ verify = "filename"
 
 SITECORE_ROUTE = r"""
 [[sql_route]]
-match = '^/-/media/(?P<file>(?P<blobid>[0-9a-fA-F-]{36})\.[A-Za-z0-9]+)$'
+match = '^/-/media/(?P<file>(?P<blobid>[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})\.[A-Za-z0-9]+)$'
 query = 'SELECT Data, Created FROM Blobs WHERE BlobId = :blobid ORDER BY "Index"'
 body = "Data"
 last_modified = "Created"

@@ -73,6 +73,7 @@ def test_worked_routes_serve_exact_bytes(tables, edge):
     "/media/x%22;DROP%20TABLE%20media;--", "/media/%25", "/media/x%5C%27--",
     "/files/get/?name=x%27%20OR%201=1--", "/files/get/?name=%27+UNION+SELECT+1,2,3--",
     "/files/download/?name=%27%3B+DELETE+FROM+console_consolepicture%3B--",
+    "/files/get/?name=a%00b", "/-/media/00000000-0000-0000-0000-00000000000%27.pdf",
 ])
 def test_injection_targets_are_inert(tables, edge, target):
     tables.plain("x", b"the only row")

@@ -117,6 +117,7 @@ def test_settings_carry_parsed_routes(tmp_path):
     ("/media/caf%C3%A9/x+y.jpg", {"path": "café/x+y.jpg"}),  # `+` is literal in the path
     ("/media/%27%3B--.jpg", {"path": "';--.jpg"}),
     ("/media/%FF.jpg", None),  # not UTF-8: no row can be named by it
+    ("/media/a%00.jpg", None),  # nor by a NUL
 ])
 def test_path_groups_are_percent_decoded(target, expected):
     (route,) = routes(PLAIN_ROUTE)

@@ -195,8 +195,9 @@ def route_params(route: SqlRoute, target: str) -> dict[str, str] | None:
     """The route's named groups for `target` (path?query, as the client sent it), or None.
 
     Groups are percent-decoded as UTF-8; in the query part `+` is a space, as in
-    form encoding. A group that does not decode (bad UTF-8) fails the match:
-    no row can be named by it.
+    form encoding. A group that does not decode (bad UTF-8) or holds a NUL
+    fails the match: no row can be named by it (PostgreSQL text cannot hold NUL,
+    so binding one would fail as a database error).
     """
     m = route.match.search(target)
     if m is None:
@@ -211,6 +212,8 @@ def route_params(route: SqlRoute, target: str) -> dict[str, str] | None:
         try:
             out[name] = (unquote_plus if in_query else unquote)(value, encoding="utf-8", errors="strict")
         except UnicodeDecodeError:
+            return None
+        if "\0" in out[name]:
             return None
     return out
 
