@@ -305,3 +305,18 @@ def test_statement_timeout_bounds_a_lookup(tables):
         assert time.monotonic() - t0 < 2.5
     finally:
         o.close()
+
+
+def test_verify_after_the_body_is_refused_on_mysql_only(tables):
+    """MariaDB's read checks `verify` as rows stream, so it must come first in the select list."""
+    tables.plain("a", b"x")
+    o = SqlRouteOrigin(tables.url, routes(PLAIN_ROUTE.replace("SELECT path, data, rev", "SELECT data, path, rev")),
+                       timeout=5)
+    try:
+        ((_, problem),) = o.check()
+        if tables.dialect == "mysql":
+            assert problem is not None and "verify column must come before the body column" in problem
+        else:
+            assert problem is None and _read(o, "/media/a") == b"x"
+    finally:
+        o.close()
