@@ -320,3 +320,21 @@ def test_verify_after_the_body_is_refused_on_mysql_only(tables):
             assert problem is None and _read(o, "/media/a") == b"x"
     finally:
         o.close()
+
+
+def test_verify_skips_case_folded_rows_on_sqlite_nocase(tmp_path):
+    """The quick tier's case-folding collation: SQLite's NOCASE, as MariaDB's utf8_general_ci."""
+    import sqlite3
+
+    db = tmp_path / "ci.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE media (path TEXT COLLATE NOCASE, data BLOB, rev TEXT)")
+    conn.executemany("INSERT INTO media VALUES (?, ?, NULL)", [("Foo.jpg", b"upper"), ("foo.jpg", b"lower")])
+    conn.commit()
+    conn.close()
+    o = SqlRouteOrigin(f"sqlite:///{db}", routes(PLAIN_ROUTE.replace('revision = "rev"\n', "")), timeout=5)
+    try:
+        assert _read(o, "/media/foo.jpg") == b"lower" and _read(o, "/media/Foo.jpg") == b"upper"
+        assert o.lookup("/media/FOO.jpg") is None
+    finally:
+        o.close()
