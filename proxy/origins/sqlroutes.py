@@ -7,22 +7,20 @@ named groups, percent-decoded, are bound by the driver as the query's `:name`
 parameters — never formatted into the SQL.
 
 Streaming a generic column with bounded memory. A generic query gives no
-primary key or blob handle, so the user's query is only ever wrapped as a
-subquery `q`, and always in the same shape so each run yields its rows in the
-same order:
+primary key or blob handle, so the user's query is never rewritten, only
+wrapped as a subquery `q`:
 
   1. lookup: `SELECT <meta columns>, length(q.body), octet_length(q.body)
      FROM (<query>) q` — one row per part, no body bytes cross the wire;
-  2. read: the same lookup again inside one read-only snapshot (a row changed
-     since step 1 raises RowChanged), then per kept row windows
-     `SELECT substr(q.body, offset, n) FROM (<query>) q LIMIT 1 OFFSET k`.
+  2. read, in one read-only snapshot: the lookup again (rows changed since
+     step 1 raise RowChanged), then the kept rows' bytes, as each dialect can
+     read them in pieces (see `pieces` on each): substring windows
+     `... FROM (<query>) q LIMIT 1 OFFSET k` on SQLite and on PostgreSQL bytea;
+     PostgreSQL text converted once in a materialised CTE and fetched through a
+     server-side cursor; on MariaDB the query itself, its rows read off the wire.
 
-Windows are counted in the column's own units (characters of a text column,
-bytes of a binary one) with that dialect's length(), so they agree with
-substr(); text windows are encoded as UTF-8. base64 and hex are decoded as the
-windows arrive (`StreamDecoder`). What each database costs per window is noted
-on its dialect below; unlike the native profile, SQLite and MariaDB have no way
-to read a slice of a value named only by a query without materialising it.
+base64 and hex are decoded as the pieces arrive (`StreamDecoder`). SQLite alone
+cannot bound memory: it loads a whole value to take a substr() of it.
 
 Errors: `ValueError` from the pure parsers (the config loader names the route),
 `OriginError` for everything the database does, translated once in
@@ -47,7 +45,6 @@ from proxy.origins.db import DbObject, OriginError, RowChanged, _close_quietly, 
 ENCODINGS = ("raw", "base64", "hex")
 ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]*")
 
 
 # --- routes: parsed once, pure ----------------------------------------------------
