@@ -375,13 +375,18 @@ class _Postgres(_Dialect):
         import psycopg
 
         self.errors = (psycopg.Error,)
+        self._types: dict[int, str] = {}  # route index -> the body column's type (a query's is fixed)
 
     def pieces(self, conn: Any, route: SqlRoute, params: Mapping[str, str], parts: tuple[_Part, ...],
                timeout: float) -> Iterator[bytes]:
         values = tuple(params[p] for p in route.statement.params)
-        kind = self.execute(conn, self.wrap(route.statement, f"pg_typeof(q.{route.body})::text", " LIMIT 1"),
-                            values, timeout).fetchone()
-        if kind is None or kind[0] == "bytea":
+        if route.index not in self._types:
+            kind = self.execute(conn, self.wrap(route.statement, f"pg_typeof(q.{route.body})::text", " LIMIT 1"),
+                                values, timeout).fetchone()
+            if kind is None:
+                raise RowChanged("rows were deleted during the read")
+            self._types[route.index] = kind[0]
+        if self._types[route.index] == "bytea":
             yield from super().pieces(conn, route, params, parts, timeout)
             return
         for part in parts:
