@@ -2,7 +2,8 @@
 
 Each subcommand resolves its settings through `proxy.config.load_settings` and
 hands a namespace to the module that does the work, imported only when that
-subcommand runs (`serve` -> `proxy.serve.run(settings)`, `import` ->
+subcommand runs (`serve` -> `proxy.serve.run(settings)`, `check` ->
+`proxy.check.run(settings)`, `import` ->
 `proxy.importer.run(args)`, `stats` -> `proxy.statscli.run(args)`, `publish` /
 `purge` -> `proxy.publishcli.run_publish(args)` / `run_purge(args)`). Every flag
 is defined here, so `--help` works whatever is installed.
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve(commands)
+    _add_check(commands)
     _add_import(commands)
     _add_stats(commands)
     _add_publish(commands)
@@ -134,6 +136,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "SIGINT or SIGTERM.",
         epilog=_PRECEDENCE,
     )
+    _add_settings_flags(p)
+    p.set_defaults(handler=_serve)
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """Every setting of OPTIONS as a flag, and --config: serve's flags."""
     for option in OPTIONS:
         p.add_argument(
             option.flag,
@@ -144,7 +152,19 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
             help=_escape(f"{option.help} Default: {option.shown_default}. Env: {option.env}."),
         )
     _add_config(p)
-    p.set_defaults(handler=_serve)
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "check", help="validate the settings and reach every component, without serving",
+        description="Parse the settings as serve does, then reach the origin database and its "
+        "tables or sql routes, the state database, the upstream, the cache directory and the "
+        "free disk: one line per component, 'ok' or the problem. Exit 0 only when all are ok. "
+        "Opens no listener.",
+        epilog=_PRECEDENCE,
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=_check)
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
@@ -162,6 +182,11 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--url-prefix", metavar="P", default="/media/",
         help="URL path prefix of the imported files. Default: /media/.",
+    )
+    p.add_argument(
+        "--state-db", metavar="URL", default=argparse.SUPPRESS,
+        help="invalidation log the running nodes follow; every imported or changed path is "
+        "published there. Default: the origin database. Env: MEDIAEDGE_STATE_DB.",
     )
     _add_config(p)
     p.set_defaults(handler=_import)
@@ -272,8 +297,14 @@ def _serve(args: argparse.Namespace) -> int:
     return int(_module("proxy.serve").run(settings))
 
 
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
+    return int(_module("proxy.check").run(settings))
+
+
 def _import(args: argparse.Namespace) -> int:
-    args.origin_db = _settings(args, "origin_db").origin_db
+    settings = _settings(args, "origin_db", "state_db")
+    args.origin_db, args.state_db = settings.origin_db, settings.state_db_url
     try:
         check_prefix(args.url_prefix)
     except ValueError as e:

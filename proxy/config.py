@@ -37,10 +37,11 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from proxy.dbapi import DatabaseError, parse_db_url
+from proxy.origins.sqlroutes import SqlRoute, parse_sql_routes
 
 ENV_PREFIX = "MEDIAEDGE_"
 CONFIG_ENV = "MEDIAEDGE_CONFIG"
-PROFILES = ("native", "magento2", "magento1")
+PROFILES = ("native", "magento2", "magento1", "sql")
 
 
 class ConfigError(Exception):
@@ -244,7 +245,7 @@ def _db_url(value: object) -> str:
 def _profile(value: object) -> str:
     name = _text(value).strip().lower()
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {value!r} (choose native, magento2 or magento1)")
+        raise ValueError(f"unknown profile {value!r} (choose native, magento2, magento1 or sql)")
     return name
 
 
@@ -350,8 +351,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "origin-profile", "origin_profile", "NAME", "native", "native", _profile,
         "Table layout of the database origin: native (mediaedge's media_files table, created "
-        "when missing), magento2 (media_storage_file_storage) or magento1 (core_file_storage); "
-        "the Magento ones are read-only.",
+        "when missing), magento2 (media_storage_file_storage), magento1 (core_file_storage), "
+        "or sql: any table, read through the [[sql_route]] tables of the --config file "
+        "(docs/origins.md). All but native are read-only.",
     ),
     Option(
         "state-db", "state_db", "URL", None, "the origin database", _optional(_db_url),
@@ -460,6 +462,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+SQL_ROUTE_KEY = "sql_route"  # TOML only: an array of tables, not a setting (proxy.origins.sqlroutes)
 _ALIASES = {"media-prefixes": "media-prefix"}  # the Settings field name, as a TOML key
 
 
@@ -490,6 +493,7 @@ class Settings:
     db_timeout: float
     access_log: str | None
     config_path: str | None = None
+    sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 
     @property
     def state_db_url(self) -> str:
@@ -573,6 +577,7 @@ def load_settings(
     flags = _normalise_cli(cli)
     path = config_path or _str_or_none(flags.pop("config", None)) or environ.get(CONFIG_ENV) or None
     file_values = _read_toml(path) if path else {}
+    routes = _sql_routes(file_values.pop(SQL_ROUTE_KEY, None), path)
     values: dict[str, object] = {}
     for option in OPTIONS:
         raw = _pick(option, flags, environ, file_values, path)
@@ -582,10 +587,20 @@ def load_settings(
             values[option.field] = option.parse(raw.value)
         except ValueError as e:
             raise ConfigError(option.flag, f"{e}{raw.source}") from None
-    return _finish(values, path)
+    return _finish(values, path, routes)
 
 
-def _finish(values: dict[str, object], path: str | None) -> Settings:
+def _sql_routes(value: object, path: str | None) -> tuple[SqlRoute, ...]:
+    """The `[[sql_route]]` tables, parsed once; errors name the route: `sql_route #2: ...`."""
+    if value is None:
+        return ()
+    try:
+        return parse_sql_routes(value)
+    except ValueError as e:
+        raise ConfigError("--config", f"{path}: {e}") from None
+
+
+def _finish(values: dict[str, object], path: str | None, routes: tuple[SqlRoute, ...] = ()) -> Settings:
     """Fill the computed defaults and check settings against each other."""
     cache_size = values["cache_size"]
     assert isinstance(cache_size, int)
@@ -601,7 +616,9 @@ def _finish(values: dict[str, object], path: str | None) -> Settings:
     if listen == admin and listen[1] != 0:
         raise ConfigError("--admin-listen", f"same address as --listen ({format_hostport(listen)})")
     values.setdefault("node_id", f"{socket.gethostname()}:{listen[1]}")
-    return Settings(**values, config_path=path)  # type: ignore[arg-type]
+    if values["origin_profile"] == "sql" and not routes:
+        raise ConfigError("--origin-profile", "sql needs at least one [[sql_route]] table in the --config file")
+    return Settings(**values, config_path=path, sql_routes=routes)  # type: ignore[arg-type]
 
 
 def _pick(
@@ -645,6 +662,9 @@ def _read_toml(path: str) -> dict[str, object]:
     values: dict[str, object] = {}
     for key, value in data.items():
         name = _ALIASES.get(key.replace("_", "-"), key.replace("_", "-"))
+        if key == SQL_ROUTE_KEY:
+            values[key] = value
+            continue
         if name not in OPTIONS_BY_NAME:
             raise ConfigError("--config", f"{path}: unknown setting {key!r}{_suggest(key)}")
         if name in values:

@@ -514,7 +514,7 @@ class Engine:
             # when it has the file. Media only the app has (no row) is served from the
             # app, unstored, rather than turned into a 404 for everyone.
             try:
-                obj = await in_database_thread(self.db.lookup, decoded_path(req.target))
+                obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
             except OriginError:
                 obj = None
             if obj is not None:
@@ -607,7 +607,7 @@ class Engine:
             raise _failed(upstream_failure or "no origin configured", 502)
         request_time = self.clock()
         try:
-            obj = flight.db_object or await in_database_thread(self.db.lookup, decoded_path(req.target))
+            obj = flight.db_object or await in_database_thread(self.db.lookup, self._db_key(req.target))
         except OriginError as e:
             self._count_fetch("db", "error")
             both = f"{upstream_failure}; " if upstream_failure else ""
@@ -626,30 +626,45 @@ class Engine:
             return
         self._count_fetch("db", "ok")
         headers = _db_headers(obj, self.config.revision_header)
-        storable = obj.size <= self.config.max_object_size
-        adopt = published is not None and obj.revision != published
+        storable = obj.size is None or obj.size <= self.config.max_object_size
+        flight.tags, flight.revision = obj.tags, obj.revision
+        fill.length = obj.size
+        loop = asyncio.get_running_loop()
+        revision = obj.revision
+        # Revisionless rows (the sql profile) get the body's hash, as revisionless
+        # upstream bodies do: small ones are hashed before the head goes out.
+        hash_first = revision is None and obj.size is not None and obj.size <= HASH_BEFORE_HEAD
+        if hash_first:
+            await in_database_thread(self._copy_db_blob, obj, fill, loop)
+            sha = fill.finish()
+            revision = flight.revision = "sha256:" + sha[:16]
+        fill.head.set_result(FillHead(200, headers, "db", revision, obj.size, shareable=True, storable=storable))
+        if not hash_first:
+            await in_database_thread(self._copy_db_blob, obj, fill, loop)
+            sha = fill.finish()
+        if obj.size is not None and fill.written != obj.size:
+            raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
+        revision = flight.revision = revision or "sha256:" + sha[:16]
+        adopt = published is not None and revision != published
         if adopt:
             # The database is the source of truth: a publish naming a revision that
             # neither origin has must not turn caching off for the path until the next
             # publish (every request passed through): the row wins and is stored.
             log.warning("%s: published revision %r is on neither origin; storing the database's %r",
-                        req.target, published, obj.revision)
-        flight.tags, flight.revision = obj.tags, obj.revision
-        fill.length = obj.size
-        fill.head.set_result(FillHead(200, headers, "db", obj.revision, obj.size, shareable=True, storable=storable))
-        loop = asyncio.get_running_loop()
-        await in_database_thread(self._copy_db_blob, obj, fill, loop)
-        sha = fill.finish()
-        if fill.written != obj.size:
-            raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
-        if storable:
+                        req.target, published, revision)
+        if storable and fill.written <= self.config.max_object_size:
             meta = EntryMeta(
-                target=req.target, revision=obj.revision, status=200, headers=headers, size=obj.size,
+                target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
                 sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
                 source="db", tags=obj.tags,
-                key_revision=obj.revision,
+                key_revision=revision,
             )
             await self._install_async(flight, meta, adopt_published=adopt)
+
+    def _db_key(self, target: str) -> str:
+        """What the database origin looks up: the decoded path, or (the sql profile,
+        whose routes match what clients send) the canonical target itself."""
+        return target if getattr(self.db, "by_target", False) else decoded_path(target)
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
         assert self.db is not None

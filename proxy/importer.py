@@ -14,6 +14,13 @@ warning; entries that cannot be read, or whose names are not UTF-8, fail.
 Output: warnings and failures on stderr; a progress line on a terminal; last
 line on stdout `imported N, unchanged M, failed K (B bytes)`, B being the bytes
 imported. Exit 0, 1 when K > 0, 2 when DIR or the database cannot be used.
+
+Running nodes learn of every imported or changed path through the invalidation
+log (`--state-db`, by default the origin database): a `publish` event naming
+its new revision, appended in batches of at most 1000 (one transaction each) as
+the import goes, so a node that held the old bytes stops serving them within a
+second, as after a webhook. A log that cannot be written fails the run (exit 1):
+the rows are in, but nodes may keep the old bytes until they expire.
 """
 from __future__ import annotations
 
@@ -21,16 +28,23 @@ import argparse
 import hashlib
 import itertools
 import os
+import socket
 import stat
 import sys
 import time
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
 from proxy.origins.contenttype import guess_content_type
+from proxy.dbapi import DatabaseError
+from proxy.invalidation_log import InvalidationLog
 from proxy.origins.db import MAX_PATH_BYTES, DatabaseOrigin, OriginError
+from proxy.policy.target import normalize_target
+from proxy.webhook import PublishEvent, event_to_json
 
 HASH_CHUNK = 1 << 20
+PUBLISH_BATCH = 1000  # events per append: the webhook's own limit per request
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the native table media_files is created when missing)")
     parser.add_argument("--url-prefix", default="/media/",
                         help="URL path the files are served under: DIR/a/b.jpg becomes <prefix>a/b.jpg")
+    parser.add_argument("--state-db", default=None,
+                        help="database of the invalidation log the running nodes follow (default: --origin-db)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,22 +99,69 @@ def run(args: argparse.Namespace) -> int:
     except OriginError as e:
         print(f"mediaedge import: --origin-db: {e}", file=sys.stderr)
         return 2
+    state_db = getattr(args, "state_db", None) or args.origin_db
+    try:
+        publisher = Publisher(InvalidationLog(state_db), node=f"import@{socket.gethostname()}")
+    except DatabaseError as e:
+        origin.close()
+        print(f"mediaedge import: --state-db: invalidation log: {e}", file=sys.stderr)
+        return 2
     tally = Tally(failed=len(found.failures))
     for name, reason in found.failures:
         progress.note(f"failed: {name}: {reason}")
+    published = False
     try:
-        import_all(origin, found.candidates, tally, progress)
+        import_all(origin, found.candidates, tally, progress, publisher)
+        published = publisher.flush(progress)
     finally:
         origin.close()
+        publisher.close()
         progress.done()
     print(tally.summary(), flush=True)
-    return 1 if tally.failed else 0
+    return 1 if tally.failed or not published else 0
 
 
-def import_all(origin: DatabaseOrigin, candidates: list[Candidate], tally: Tally, progress: Progress) -> None:
+def publish_event(url_path: str, revision: str) -> dict[str, object]:
+    """The log's JSON for "`url_path` (a decoded path) is now at `revision`", keyed as
+    requests are: the path percent-encoded and normalised like a request target."""
+    target = normalize_target(quote(url_path, safe="/!$&'()*+,;=:@~"))
+    return event_to_json(PublishEvent(path=target, revision=revision))
+
+
+class Publisher:
+    """Publish events for imported paths, appended to the log in batches as they fill."""
+
+    def __init__(self, log: InvalidationLog, *, node: str) -> None:
+        self.log = log
+        self.node = node
+        self.pending: list[dict[str, object]] = []
+        self.failed = False
+
+    def add(self, url_path: str, revision: str, progress: Progress) -> None:
+        self.pending.append(publish_event(url_path, revision))
+        if len(self.pending) >= PUBLISH_BATCH:
+            self.flush(progress)
+
+    def flush(self, progress: Progress) -> bool:
+        """Append what is pending; False once any append has failed."""
+        if self.pending and not self.failed:
+            try:
+                self.log.append(self.pending, node=self.node, at=time.time())
+            except DatabaseError as e:
+                self.failed = True
+                progress.note(f"failed: invalidation log: {e}; running nodes may serve old bytes until they expire")
+            self.pending = []
+        return not self.failed
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def import_all(origin: DatabaseOrigin, candidates: list[Candidate], tally: Tally, progress: Progress,
+               publisher: Publisher | None = None) -> None:
     for i, c in enumerate(candidates):
         try:
-            imported, size = import_one(origin, c)
+            imported, size = import_one(origin, c, publisher, progress)
         except OriginError as e:
             tally.failed += 1
             progress.note(f"failed: {c.url_path}: {e}")
@@ -119,7 +182,8 @@ def import_all(origin: DatabaseOrigin, candidates: list[Candidate], tally: Tally
         progress.advance(c.size)
 
 
-def import_one(origin: DatabaseOrigin, c: Candidate) -> tuple[bool, int]:
+def import_one(origin: DatabaseOrigin, c: Candidate, publisher: Publisher | None = None,
+               progress: Progress | None = None) -> tuple[bool, int]:
     """(True, bytes) when the row was written, (False, 0) when it already held this content."""
     # O_NONBLOCK: if the entry was swapped for a FIFO since the scan, open() must not hang.
     fd = os.open(c.fs_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -134,6 +198,8 @@ def import_one(origin: DatabaseOrigin, c: Candidate) -> tuple[bool, int]:
         f.seek(0)
         origin.put(c.url_path, f, size=size, sha256=digest, revision=digest[:16],
                    content_type=guess_content_type(c.url_path), tags=None, updated_at=st.st_mtime)
+        if publisher is not None and progress is not None:
+            publisher.add(c.url_path, digest[:16], progress)
         return True, size
 
 

@@ -25,6 +25,7 @@ from proxy.invalidation import Invalidator
 from proxy.invalidation_log import Accepted, InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
+from proxy.origins.sqlroutes import SqlRouteOrigin
 from proxy.pools import in_database_thread, install_cache_pool
 from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
@@ -225,12 +226,29 @@ def _open_store(s: Settings) -> CacheStore:
         raise StartupError(f"--cache-dir: cannot use {s.cache_dir!r}: {e.strerror or e}") from e
 
 
-def _open_db(s: Settings) -> DatabaseOrigin:
+def _open_db(s: Settings) -> DatabaseOrigin | SqlRouteOrigin:
+    if s.origin_profile == "sql":
+        return _open_sql_routes(s)
     try:
         return DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
                               create=s.origin_profile == "native", lookup_timeout=s.db_timeout)
     except (OriginError, DatabaseError) as e:
         raise StartupError(f"--origin-db: {e}") from e
+
+
+def _open_sql_routes(s: Settings) -> SqlRouteOrigin:
+    """The sql profile's origin, refused at start when a route's query does not run
+    against the database (a missing table or column, a syntax error): one line naming it."""
+    try:
+        origin = SqlRouteOrigin(s.origin_db, s.sql_routes, timeout=s.db_timeout)
+        problems = [(route, problem) for route, problem in origin.check() if problem]
+    except (OriginError, DatabaseError) as e:
+        raise StartupError(f"--origin-db: {e}") from e
+    if problems:
+        origin.close()
+        route, problem = problems[0]
+        raise StartupError(f"--config: sql_route #{route.index} ({route.match.pattern}): {problem}")
+    return origin
 
 
 def _open_log(s: Settings) -> InvalidationLog:

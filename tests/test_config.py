@@ -312,7 +312,7 @@ def test_example_config_documents_every_setting() -> None:
         ({"cache_size": "1MiB", "max_object_size": "2MiB"}, {}, "--max-object-size",
          "larger than --cache-size"),
         ({"origin_profile": "magento3"}, {}, "--origin-profile",
-         "--origin-profile: unknown profile 'magento3' (choose native, magento2 or magento1)"),
+         "--origin-profile: unknown profile 'magento3' (choose native, magento2, magento1 or sql)"),
         ({"listen": "nowhere"}, {}, "--listen", "HOST:PORT"),
         ({"listen": "127.0.0.1:99999"}, {}, "--listen", "65535"),
         ({"admin_listen": "::1:8081"}, {}, "--admin-listen", "brackets"),

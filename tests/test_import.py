@@ -238,3 +238,70 @@ def test_large_file_is_streamed_in(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[-2] == f"imported 1, unchanged 0, failed 0 ({size} bytes)"
     assert json.loads(lines[-1])["peak_kib"] < 100 * 1024  # a whole-file read would be 300 MB
+
+
+# --- publish events for running nodes ----------------------------------------------------------
+
+def test_imported_and_changed_paths_are_published(tmp_path, db, capsys):
+    from proxy.invalidation_log import InvalidationLog
+
+    src = tmp_path / "src"
+    make_tree(src)
+    assert run_import(capsys, str(src), "--origin-db", db)[0] == 0
+    (src / "a.jpg").write_bytes(b"changed")
+    assert run_import(capsys, str(src), "--origin-db", db)[0] == 0
+    log = InvalidationLog(db)
+    try:
+        events = [entry.event for entry in log.since(0)]
+    finally:
+        log.close()
+    rev = lambda data: hashlib.sha256(data).hexdigest()[:16]  # noqa: E731
+    assert len(events) == 6  # five new files, then the one that changed; unchanged ones are not published
+    assert events[-1] == {"type": "publish", "path": "/media/a.jpg", "revision": rev(b"changed"), "prewarm": False}
+    paths = {e["path"] for e in events}
+    # keyed as requests are: percent-encoded, canonical
+    assert "/media/%C3%BCn%C3%AFc%C3%B6d%C3%A9/%E6%97%A5%E6%9C%AC%E8%AA%9E%20%E3%83%95%E3%82%A1%E3%82%A4%E3%83%AB.webp" in paths
+
+
+def test_events_are_appended_in_batches_of_at_most_1000():
+    class Log:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def append(self, events, *, node, at):
+            self.batches.append(len(events))
+            return list(range(len(events)))
+
+    log = Log()
+    progress = importer.Progress(io.StringIO(), 0, 0)
+    publisher = importer.Publisher(log, node="import@test")  # type: ignore[arg-type]
+    for i in range(2500):
+        publisher.add(f"/media/{i}.jpg", "r", progress)
+    assert publisher.flush(progress) is True
+    assert log.batches == [1000, 1000, 500]
+
+
+def test_a_running_edge_stops_serving_the_old_bytes_within_a_second(tmp_path, capsys):
+    import time
+
+    import requests
+
+    from tests.edge import Edge, wait_until
+
+    db = f"sqlite:///{tmp_path / 'origin.db'}"
+    src = tmp_path / "src"
+    make_tree(src, {"a.jpg": b"old bytes"})
+    assert run_import(capsys, str(src), "--origin-db", db)[0] == 0
+    edge = Edge(str(tmp_path), origin_db=db).start()
+    try:
+        assert edge.get("/media/a.jpg").content == b"old bytes"
+        r = edge.get("/media/a.jpg")
+        assert r.content == b"old bytes" and "hit" in r.headers["Cache-Status"]
+        (src / "a.jpg").write_bytes(b"new bytes!")
+        assert run_import(capsys, str(src), "--origin-db", db)[0] == 0
+        t0 = time.monotonic()
+        wait_until(lambda: requests.get(f"{edge.url}/media/a.jpg", timeout=5).content == b"new bytes!", 5, 0.02,
+                   "the new bytes")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        edge.stop()

@@ -58,10 +58,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DbObject:
-    path: str  # decoded request path, e.g. '/media/catalog/a.jpg'
-    revision: str
+    path: str  # decoded request path, e.g. '/media/catalog/a.jpg' (the sql profile: the target)
+    revision: str | None  # None: the body's hash, known once read (the sql profile without a revision column)
     content_type: str | None  # stored type; None: the caller guesses from the name
-    size: int
+    size: int | None  # None: known once read (the sql profile's base64/hex columns)
     sha256: str | None
     tags: tuple[str, ...]
     updated_at: float | None  # unix seconds
