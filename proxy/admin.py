@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import h11
 
+from proxy.shutdown import close_server
 from proxy.webhook import MAX_BODY, WebhookError
 
 log = logging.getLogger("mediaedge.admin")
@@ -53,6 +54,7 @@ class AdminServer:
     def __init__(self, routes: dict[tuple[str, str], Handler]) -> None:
         self.routes = routes
         self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # open connections, aborted by stop()
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -61,11 +63,11 @@ class AdminServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await close_server(self._server, self._writers)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self._writers.add(writer)
         try:
             while True:
                 request = await self._read_request(conn, reader, writer)
@@ -79,6 +81,7 @@ class AdminServer:
         except (h11.ProtocolError, ConnectionError, asyncio.TimeoutError):
             return
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _read_request(

@@ -594,11 +594,16 @@ class Engine:
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
         assert self.db is not None
+        chunks = self.db.read(obj)
         try:
-            for chunk in self.db.read(obj):
+            for chunk in chunks:
                 fill.write_from_thread(chunk, loop)
         except OriginError as e:
             raise _failed(f"database read failed: {e}", 502) from e
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # ends the read's snapshot now, also when the fill was aborted
 
     async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
@@ -630,8 +635,8 @@ class Engine:
     def _install(self, fill: Fill, meta: EntryMeta) -> None:
         """Commit a finished fill and point the target at it (worker thread)."""
         with self.store_lock:
-            if fill.invalidated:
-                return  # an invalidation arrived during the fill: its bytes are not current
+            if fill.invalidated or fill.aborted:
+                return  # an invalidation arrived during the fill (its bytes are not current), or a stop
             published = self.store.get_published(meta.target)
             if published is not None and not meta.negative and meta.revision != published:
                 return
@@ -689,7 +694,10 @@ class Engine:
         self._start_refresh(req)
 
     async def aclose(self) -> None:
+        """Cut every fetch in flight (shutdown): tasks cancelled, database copies in worker
+        threads stopped at their next chunk; nothing of theirs is committed."""
         for flight in list(self._flights.values()):
+            flight.fill.abort()
             if flight.task is not None:
                 flight.task.cancel()
         if self.upstream is not None:
