@@ -9,9 +9,9 @@ Signals: SIGINT/SIGTERM stop the node (downloads in flight are cut, nothing part
 stored) within `proxy.shutdown.EXIT_DEADLINE` seconds at most; SIGHUP reopens the
 access log (logrotate's rename-then-HUP) and the node keeps serving.
 
-Works with mitmproxy 11.0 (Python 3.11) and 12.x (3.12+): `Master`, the five addons,
-`mitmproxy.proxy.server.TCP_TIMEOUT` and `http.MessageData.__post_init__` are the same
-in both.
+Works with mitmproxy 11.0 (Python 3.11) and 12.x (3.12+): `Master`, the five addons
+and `http.MessageData.__post_init__` are the same in both; the idle timeout is a module
+constant in 11 and the `tcp_timeout` option in 12 (`set_idle_timeout`).
 """
 from __future__ import annotations
 
@@ -76,14 +76,24 @@ def _no_check(self: object) -> None:
     return None
 
 
+def set_idle_timeout(opts: options.Options, seconds: int = IDLE_TIMEOUT) -> None:
+    """mitmproxy 12 made the idle timeout the `tcp_timeout` option; mitmproxy 11 reads the
+    module constant `mitmproxy.proxy.server.TCP_TIMEOUT` (setting that on 12 would do
+    nothing, silently, leaving idle connections open for 10 minutes)."""
+    if "tcp_timeout" in opts:
+        opts.update(tcp_timeout=seconds)
+    else:
+        mitm_server.TCP_TIMEOUT = seconds  # type: ignore[attr-defined]
+
+
 async def _serve(settings: Settings) -> int:
-    mitm_server.TCP_TIMEOUT = IDLE_TIMEOUT
     skip_debug_typechecks()
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)
     addon = MediaEdge(settings)
     opts = options.Options()
+    set_idle_timeout(opts)
     master = Master(opts)
     needed = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), errorcheck.ErrorCheck(), addon]
     if settings.upstream and settings.upstream.startswith("https:"):
