@@ -161,11 +161,12 @@ def _guard_response_heads() -> None:
 def _answer_bad_request_bodies() -> None:
     """Send the 400 for a malformed request body before the close, not after it.
 
-    mitmproxy's `read_body` yields `CloseConnection(client)` and then the protocol error
-    whose answer is a 400; by the time the 400 is due the connection can no longer be
-    written, so the client only sees a close (mitmproxy's stream never answers a request
-    error itself). We hold that close until we know whether a request error follows,
-    send the 400 if no response has started, then close; the connection is then done."""
+    mitmproxy's `read_body` yields `CloseConnection(client)` and then the protocol error,
+    and its HTTP stream sends nothing for a request-side error (only response-side errors
+    become an error page), so the client sees a bare close and cannot tell a refused
+    request from a crash. We hold that close until we know whether a request error
+    follows, send the 400 if no response has started, then close; the connection is
+    then done (its closing event must not answer a second time)."""
     server = _http1.Http1Server
     if getattr(server.read_body, _INSTALLED, False):
         return
@@ -191,7 +192,7 @@ def _answer_bad_request_bodies() -> None:
                 yield held
                 held = None
                 reply = yield cmd
-                self.state = self.done  # the close's own event must not answer a second time
+                self.state = self.done
                 continue
             if held is not None:
                 yield held
