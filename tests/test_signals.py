@@ -152,6 +152,30 @@ def test_stop_while_a_large_database_row_streams_is_prompt_and_stores_nothing_pa
         edge.stop()
 
 
+def test_stop_with_idle_keep_alive_connections_on_both_planes_is_prompt(tmp_path):
+    """Kept-alive connections (a dashboard polling /stats, a browser) and a half-sent
+    request: with 3.12's `wait_closed()` they held the stop until their idle timeout."""
+    edge = Edge(str(tmp_path)).start()
+    socks = []
+    try:
+        for port, path in ((edge.port, "/media/x.jpg"), (edge.admin_port, "/healthz")):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert s.recv(4096).startswith(b"HTTP/1.1 "), path
+            socks.append(s)
+        s = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
+        s.sendall(b"GET /media/y.jpg HTTP/1.1\r\n")
+        socks.append(s)
+        took, rc = stop_timed(edge, signal.SIGTERM)
+        log = edge.log()
+        assert took < STOP_LIMIT, f"SIGTERM to exit took {took:.2f} s: {log}"
+        assert rc == 0 and "Traceback" not in log and "stop took longer" not in log, (rc, log)
+    finally:
+        for s in socks:
+            s.close()
+        edge.stop()
+
+
 def test_sighup_reopens_the_access_log_and_keeps_serving(tmp_path):
     log_path = tmp_path / "access.log"
     # no upstream, empty database: every request is a 404, and every request is a line
