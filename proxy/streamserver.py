@@ -1,7 +1,7 @@
 """A loopback HTTP server inside the proxy process that streams large bodies.
 
 Why: mitmproxy sends a response made by an addon as one in-memory blob and only
-streams bodies that come from a server (FACTS.md). So for a large hit, a fill in
+streams bodies that come from a server (docs/large-media.md). So for a large hit, a fill in
 progress or a database blob, the addon registers a *job* here and points the flow
 at `http://127.0.0.1:<port>/<token>`; mitmproxy then streams our bytes to the
 client with `flow.response.stream = True`. Hits go out with `sendfile` (zero copy);
