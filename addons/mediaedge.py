@@ -76,7 +76,7 @@ class MediaEdge:
 
     # ------------------------------------------------------------------ options
     def load(self, loader: Loader) -> None:
-        http1guard.install()  # request-head limit and leading empty lines (docs in the module)
+        http1guard.install()  # head limits, leading empty lines, chunk footers (docs in the module)
         if self.settings is not None:
             return
         for name, flag in OPTION_FLAGS.items():
@@ -109,7 +109,7 @@ class MediaEdge:
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
             # eager connects to the upstream when a client connects: with the upstream
-            # down, clients are dropped before we can answer even a hit (measured).
+            # down, clients are dropped before we can answer even a hit.
             log.info("mediaedge: setting connection_strategy=lazy")
             ctx.options.update(connection_strategy="lazy")
         if self.rt is None:

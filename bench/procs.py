@@ -18,6 +18,16 @@ from collections.abc import Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def venv_executable(name: str) -> str | None:
+    """`name` from this interpreter's own bin directory (a venv's `mitmdump`, `py-spy`),
+    else from PATH. A fresh machine has them only in the venv, which is not on PATH when
+    the venv's python is run directly."""
+    own = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.isfile(own) and os.access(own, os.X_OK):
+        return own
+    return shutil.which(name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -296,7 +306,7 @@ class MitmdumpServer(Server):
         self.stream_large = stream_large
 
     def command(self) -> list[str]:
-        exe = shutil.which("mitmdump") or "mitmdump"
+        exe = venv_executable("mitmdump") or "mitmdump"
         cmd = [exe, "-q", "--mode", f"reverse:{self.origin_url}@127.0.0.1:{self.port}",
                "--set", "connection_strategy=lazy"]
         if self.stream_large:

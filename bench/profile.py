@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections import Counter
 
 
 def pyspy() -> str | None:
-    return shutil.which("py-spy")
+    from bench.procs import venv_executable
+
+    return venv_executable("py-spy")
 
 
 def record(pid: int, seconds: int, raw_out: str, svg_out: str | None, rate: int = 250) -> subprocess.Popen:

@@ -111,10 +111,24 @@ class AccessLog:
         else:
             self._failed = False
 
-    def reopen(self) -> None:
-        """Close and open the file again (after logrotate moved it)."""
+    def reopen(self) -> bool:
+        """Open the path again and switch to it (SIGHUP, after logrotate renamed the file).
+
+        The new file is opened before the old one is closed: if it cannot be opened
+        (directory gone, permissions), lines keep going to the old file and the
+        failure is logged; a reopen never stops the node or loses the log."""
+        if self.path is None or self.path == "-":
+            return True
+        try:
+            new = open(self.path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+        except OSError as e:
+            log.warning("access log %s: cannot reopen (%s); still writing to the old file",
+                        self.path, e.strerror or e)
+            return False
         self.close()
-        self._open()
+        self._stream = new
+        self._failed = False
+        return True
 
     def close(self) -> None:
         stream, self._stream = self._stream, None

@@ -36,6 +36,7 @@ from typing import TypeVar
 
 import h11
 
+from proxy.shutdown import close_server
 from proxy.webhook import MAX_BODY, WebhookError
 
 log = logging.getLogger("mediaedge.admin")
@@ -138,10 +139,7 @@ class AdminServer:
         """Stop listening and drop open connections: from Python 3.12 on, `wait_closed`
         waits for them, and an idle keep-alive one would hold a stop for its head deadline."""
         if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            await self._server.wait_closed()
+            await close_server(self._server, self._writers)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, admitted: bool) -> None:
         if not admitted:

@@ -668,11 +668,16 @@ class Engine:
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
         assert self.db is not None
+        chunks = self.db.read(obj)
         try:
-            for chunk in self.db.read(obj):
+            for chunk in chunks:
                 fill.write_from_thread(chunk, loop)
         except OriginError as e:
             raise _failed(f"database read failed: {e}", 502) from e
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # ends the read's snapshot now, also when the fill was aborted
 
     async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
@@ -718,6 +723,8 @@ class Engine:
         committed as current (proxy/epochs.py)."""
         evicted: list[str] = []
         with self.store_lock:
+            if flight.fill.aborted:
+                return None, evicted  # the node is stopping: nothing is committed
             standing, mark = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
             if standing is Verdict.INVALID:
                 log.info("%s: not stored, invalidated during the fetch (%s event)", meta.target, mark and mark.kind)
@@ -788,7 +795,10 @@ class Engine:
         self._start_refresh(req)
 
     async def aclose(self) -> None:
+        """Cut every fetch in flight (shutdown): tasks cancelled, database copies in worker
+        threads stopped at their next chunk; nothing of theirs is committed."""
         for flight in list(self._flights.values()):
+            flight.fill.abort()
             if flight.task is not None:
                 flight.task.cancel()
         if self.upstream is not None:

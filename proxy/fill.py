@@ -30,6 +30,7 @@ log = logging.getLogger("mediaedge.fill")
 READ_CHUNK = 256 * 1024
 QUEUE_CHUNKS = 16  # per reader, after a spill
 SLOW_READER_TIMEOUT = 30.0  # a spilled reader that takes no chunk for this long is cut off
+THREAD_WAIT_STEP = 0.25  # how often a producer thread waiting on the loop checks for an abort
 _END = b""
 
 
@@ -93,6 +94,7 @@ class Fill:
         self._hash = BodyDigest()  # SHA-256 and per-MiB CRC-32, see proxy/digest.py
         self._progress = asyncio.Event()
         self._queues: set[SpoolHandle] = set()
+        self.aborted = False  # the node is stopping: producers stop, nothing is committed
         self.length: int | None = None  # the body's announced length, once the head is known
         # Set once the fill is committed (or will not be): a reader holds back the body's
         # last bytes until then, so a client that got a whole response and asks again
@@ -138,8 +140,25 @@ class Fill:
         self._advance(len(chunk))
 
     def write_from_thread(self, chunk: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        """`write` for a producer running in a worker thread (database reads)."""
-        asyncio.run_coroutine_threadsafe(self.write(chunk), loop).result()
+        """`write` for a producer running in a worker thread (database reads).
+
+        Never waits on the loop without end: once the fill is aborted (the node is
+        stopping) or the loop is gone, the producer gets `FillFailed` at its next chunk
+        instead of blocking on a write the loop will never run."""
+        if self.aborted:
+            raise FillFailed("fill aborted: the node is stopping", 503)
+        future = asyncio.run_coroutine_threadsafe(self.write(chunk), loop)
+        while True:
+            try:
+                return future.result(THREAD_WAIT_STEP)
+            except TimeoutError:
+                if self.aborted or loop.is_closed() or not loop.is_running():
+                    future.cancel()
+                    raise FillFailed("fill aborted: the node is stopping", 503) from None
+
+    def abort(self) -> None:
+        """Stop a thread producing into this fill at its next chunk (shutdown)."""
+        self.aborted = True
 
     def _write_disk(self, chunk: bytes) -> None:
         view = memoryview(chunk)

@@ -1,36 +1,53 @@
-"""Fixes to mitmproxy 11's HTTP/1 server side, applied once per process.
+"""Fixes to mitmproxy's HTTP/1 readers (11.0 and 12.x) and to h11 0.14, applied once per process.
 
-(The third, `make_error_response` below: the error answers mitmproxy writes itself —
-400 on a head it cannot parse, 502 when a passed-through upstream is down — carry
-no Date; RFC 9110 6.6.1 wants one on every response, so we add it.)
+`Http1Server.read_headers` and `Http1Client.read_headers`
+(mitmproxy/proxy/layers/http/_http1.py, the same code in mitmproxy 11 and 12) and the
+chunked-body reader they share with h11 have gaps that one peer can use against every
+other client of the process:
 
-`Http1Server.read_headers` (mitmproxy/proxy/layers/http/_http1.py) has two gaps that
-a client can use against every other client of the process:
-
-* no size limit (`# FIXME: protect against header size DoS`): a request head is
-  buffered until its blank line arrives, so one connection can make the proxy hold
-  hundreds of MB. We answer 431 and close once the buffer holds more than
-  `MAX_REQUEST_HEAD` bytes without a complete head; Varnish (`http_req_size`, 32 KiB)
-  and nginx (`large_client_header_buffers`, 4 x 8 KiB) do the same.
+* no size limit on a head (`# FIXME: protect against header size DoS`, on both the
+  request and the response side): a head is buffered until its blank line arrives, so
+  one client (or a broken or hostile app server, on a forwarded request) can make the
+  proxy hold hundreds of MB. A request head over `MAX_REQUEST_HEAD` bytes is answered
+  431 and closed; a response head over `MAX_RESPONSE_HEAD` bytes closes the upstream
+  connection and the client gets 502. Varnish (`http_req_size` / `http_resp_size`,
+  32 KiB) and nginx (`large_client_header_buffers`, `proxy_buffer_size`) do the same.
 * a leading empty line (RFC 9112 section 2.2: a server SHOULD ignore at least one
   empty line before the request-line) makes h11's `maybe_extract_lines()` return
   `[]`, which mitmproxy takes for "need more bytes": the request already buffered is
   never parsed and the connection hangs. We drop such lines first.
+* CVE-2025-43859 (request smuggling): h11 before 0.16 accepts chunk data followed by
+  *any* two bytes instead of CRLF, so `5\\r\\nhelloXX0\\r\\n\\r\\n` is a valid body and a
+  front end that reads it differently can be made to see a second request. mitmproxy
+  11.0.2 (the last for Python 3.11) pins h11 0.14; h11 0.16 (mitmproxy 12) checks the
+  CRLF. On an older h11 we make `ChunkedReader` check it the way 0.16 does. The patch is
+  on h11's class, so it covers every chunked body the process reads: client requests and
+  upstream responses in mitmproxy, the admin plane (h11) and httpx's (httpcore's)
+  upstream fetches.
+* a malformed request body (that footer, a bad chunk header) makes mitmproxy close the
+  client connection *before* it sends its 400, so the client sees a bare close. We let
+  the 400 go out first, then close, on both majors.
+* the error answers mitmproxy writes itself (`make_error_response`: 400 on a head it
+  cannot parse, 502 when a passed-through upstream is down) carry no Date; RFC 9110
+  6.6.1 wants one on every response, so we add it.
 
-Both are wraps around the original method, not copies of it, so the rest of the
-parser (and mitmproxy's own error answers) stays mitmproxy's. The wrap touches h11's
-`ReceiveBuffer` internals (`_data`, `_extract`): h11 and mitmproxy are pinned in
-pyproject.toml, and tests/test_hostile.py fails if either changes underneath us.
+All are wraps around the original methods, not copies of them, so the rest of the
+parser (and mitmproxy's own error answers) stays mitmproxy's. The wraps touch h11's
+`ReceiveBuffer` internals (`_data`, `_extract`) and `ChunkedReader._bytes_to_discard`:
+h11 and mitmproxy are pinned per Python in pyproject.toml, and tests/test_hostile.py
+and tests/test_http1guard.py fail if either changes underneath us.
 """
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
+import h11
+from h11 import _readers as h11_readers
 from mitmproxy.proxy import commands, events
-from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http import _base, _events, _http1
 
 from proxy.respond import HTTP_DATES
 
@@ -39,8 +56,14 @@ MAX_REQUEST_HEAD = 64 * 1024
 requests carry cookies from the shop in front of them, and the upstream allow-list
 (proxy/upstream.py) already caps any one field at 8 KiB."""
 
+MAX_RESPONSE_HEAD = 64 * 1024
+"""Largest status line plus header fields we read from the upstream on a forwarded
+(non-media) request. The same bound as requests: an app's cookies and CSP headers fit
+many times over."""
+
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # what h11 takes for the end of a head
 _INSTALLED = "_mediaedge_guarded"
+_CHUNK_FOOTER = b"\r\n"
 
 
 def head_too_large(data: bytes | bytearray, limit: int = MAX_REQUEST_HEAD) -> bool:
@@ -80,10 +103,35 @@ def _install_dated_errors() -> None:
     _http1.make_error_response = make_error_response  # type: ignore[assignment]
 
 
+def h11_checks_chunk_footer(version: str = h11.__version__) -> bool:
+    """True for h11 0.16 and later, which refuse chunk data not followed by CRLF."""
+    major, minor = (int(p) for p in re.findall(r"\d+", version)[:2])
+    return (major, minor) >= (0, 16)
+
+
+def footer_mismatch(pending: int, data: bytes | bytearray) -> bool:
+    """True when `data`, the next bytes after a chunk's data, do not continue its CRLF.
+
+    `pending` is h11 0.14's `_bytes_to_discard`: how many bytes of the CRLF are still to
+    come (2 right after the data, 1 after a lone CR). Fewer bytes than that may have
+    arrived yet; only those are compared."""
+    expected = _CHUNK_FOOTER[len(_CHUNK_FOOTER) - pending:]
+    got = bytes(data[:pending])
+    return got != expected[:len(got)]
+
+
 def install() -> None:
-    """Wrap `Http1Server.read_headers` and `make_error_response`; idempotent, so every
-    addon instance may call it."""
+    """Install every wrap; idempotent, so every addon instance may call it."""
     _install_dated_errors()
+    _guard_request_heads()
+    _guard_response_heads()
+    _answer_bad_request_bodies()
+    if not h11_checks_chunk_footer():
+        _strict_chunk_footer()
+
+
+def _guard_request_heads() -> None:
+    """431 for request heads over the limit; leading empty lines skipped."""
     server = _http1.Http1Server
     if getattr(server.read_headers, _INSTALLED, False):
         return
@@ -108,9 +156,105 @@ def install() -> None:
                 return
         yield from original(self, event)
 
-    setattr(read_headers, _INSTALLED, True)
-    read_headers.__doc__ = original.__doc__
+    _mark(read_headers, original)
     server.read_headers = read_headers  # type: ignore[method-assign]
+
+
+def _guard_response_heads() -> None:
+    """Close the upstream and fail the flow (502 to the client) once a response head
+    passes the limit without ending."""
+    client = _http1.Http1Client
+    if getattr(client.read_headers, _INSTALLED, False):
+        return
+    original = client.read_headers
+
+    def read_headers(self: Any, event: events.ConnectionEvent) -> Generator[Any, Any, None]:
+        if (isinstance(event, events.DataReceived) and self.request is not None
+                and self.stream_id is not None and head_too_large(self.buf._data, MAX_RESPONSE_HEAD)):
+            message = f"upstream response head over {MAX_RESPONSE_HEAD} bytes"
+            yield commands.Log(f"{_peer(self.conn)}: {message}, connection closed")
+            yield commands.CloseConnection(self.conn)
+            # `code` is the class default: an int (502) in mitmproxy 11, an ErrorCode in 12.
+            error = _events.ResponseProtocolError
+            yield _base.ReceiveHttp(error(self.stream_id, message, error.code))
+            self.state = self.done
+            return
+        yield from original(self, event)
+
+    _mark(read_headers, original)
+    client.read_headers = read_headers  # type: ignore[method-assign]
+
+
+def _answer_bad_request_bodies() -> None:
+    """Send the 400 for a malformed request body before the close, not after it.
+
+    mitmproxy's `read_body` yields `CloseConnection(client)` and then the protocol error,
+    and its HTTP stream sends nothing for a request-side error (only response-side errors
+    become an error page), so the client sees a bare close and cannot tell a refused
+    request from a crash. We hold that close until we know whether a request error
+    follows, send the 400 if no response has started, then close; the connection is
+    then done (its closing event must not answer a second time)."""
+    server = _http1.Http1Server
+    if getattr(server.read_body, _INSTALLED, False):
+        return
+    original = server.read_body
+
+    def read_body(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+        inner = original(self, event)
+        held: commands.CloseConnection | None = None
+        reply: Any = None
+        while True:
+            try:
+                cmd = inner.send(reply)
+            except StopIteration:
+                break
+            reply = None
+            if type(cmd) is commands.CloseConnection and cmd.connection is self.conn and held is None:
+                held = cmd
+                continue
+            if held is not None and isinstance(cmd, _base.ReceiveHttp) \
+                    and isinstance(cmd.event, _events.RequestProtocolError):
+                if self.response is None:
+                    yield commands.SendData(self.conn, _http1.make_error_response(400, cmd.event.message))
+                yield held
+                held = None
+                reply = yield cmd
+                self.state = self.done
+                continue
+            if held is not None:
+                yield held
+                held = None
+            reply = yield cmd
+        if held is not None:
+            yield held
+
+    _mark(read_body, original)
+    server.read_body = read_body  # type: ignore[method-assign]
+
+
+def _strict_chunk_footer() -> None:
+    """h11 < 0.16: refuse chunk data not followed by exactly CRLF (CVE-2025-43859),
+    raising the error h11 0.16 raises. Checked before the original discards the bytes."""
+    reader = h11_readers.ChunkedReader
+    if getattr(reader.__call__, _INSTALLED, False):
+        return
+    original = reader.__call__
+
+    def __call__(self: Any, buf: Any) -> Any:
+        pending = self._bytes_to_discard
+        if pending and not self._reading_trailer and footer_mismatch(pending, buf._data):
+            raise h11.LocalProtocolError(
+                f"malformed chunk footer: {bytes(buf._data[:pending])!r} "
+                f"(expected {_CHUNK_FOOTER[len(_CHUNK_FOOTER) - pending:]!r})")
+        return original(self, buf)
+
+    _mark(__call__, original)
+    reader.__call__ = __call__  # type: ignore[method-assign]
+
+
+def _mark(wrapper: Callable[..., Any], original: Callable[..., Any]) -> None:
+    setattr(wrapper, _INSTALLED, True)
+    wrapper.__doc__ = original.__doc__
 
 
 def _peer(conn: Any) -> str:
@@ -118,4 +262,4 @@ def _peer(conn: Any) -> str:
         host, port = conn.peername[:2]
         return f"{host}:{port}"
     except (TypeError, ValueError):
-        return "client"
+        return "peer"

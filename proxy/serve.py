@@ -2,8 +2,16 @@
 
 Why not DumpMaster: most of mitmproxy's per-request time is hook dispatch over its
 ~35 default addons; a master with core, proxyserver, next_layer, tlsconfig and
-errorcheck serves cached hits about twice as fast (measured). `connection_strategy`
+errorcheck serves cached hits about twice as fast (docs/BENCHMARKS.md). `connection_strategy`
 is `lazy` so a dead upstream never drops a client before the addon answers.
+
+Signals: SIGINT/SIGTERM stop the node (downloads in flight are cut, nothing partial is
+stored) within `proxy.shutdown.EXIT_DEADLINE` seconds at most; SIGHUP reopens the
+access log (logrotate's rename-then-HUP) and the node keeps serving.
+
+Works with mitmproxy 11.0 (Python 3.11) and 12.x (3.12+): `Master`, the five addons
+and `http.MessageData.__post_init__` are the same in both; the idle timeout is a module
+constant in 11 and the `tcp_timeout` option in 12 (`set_idle_timeout`).
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from mitmproxy.proxy import server as mitm_server
 from addons.mediaedge import MediaEdge
 from proxy.config import Settings
 from proxy.runtime import StartupError
+from proxy.shutdown import ExitDeadline
 
 log = logging.getLogger("mediaedge")
 
@@ -132,14 +141,24 @@ def _no_check(self: object) -> None:
     return None
 
 
+def set_idle_timeout(opts: options.Options, seconds: int = IDLE_TIMEOUT) -> None:
+    """mitmproxy 12 made the idle timeout the `tcp_timeout` option; mitmproxy 11 reads the
+    module constant `mitmproxy.proxy.server.TCP_TIMEOUT` (setting that on 12 would do
+    nothing, silently, leaving idle connections open for 10 minutes)."""
+    if "tcp_timeout" in opts:
+        opts.update(tcp_timeout=seconds)
+    else:
+        mitm_server.TCP_TIMEOUT = seconds  # type: ignore[attr-defined]
+
+
 async def _serve(settings: Settings) -> int:
-    mitm_server.TCP_TIMEOUT = IDLE_TIMEOUT
     skip_debug_typechecks()
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)
     addon = MediaEdge(settings)
     opts = options.Options()
+    set_idle_timeout(opts)
     master = Master(opts)
     listen_host = f"[{host}]" if ":" in host else host
     announce = Announce([
@@ -163,8 +182,15 @@ async def _serve(settings: Settings) -> int:
     )
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_shutdown_handler)
+    deadline = ExitDeadline()
+
+    def stop() -> None:
+        deadline.arm()
+        master.shutdown()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reopen_logs(addon))
     # Start the runtime ourselves, before the listeners, so startup errors are one line.
     from proxy.runtime import Runtime
 
@@ -177,6 +203,13 @@ async def _serve(settings: Settings) -> int:
     finally:
         await addon.done()
     return 0
+
+
+def _reopen_logs(addon: MediaEdge) -> None:
+    """SIGHUP: reopen the access log (logrotate renamed it); nothing else changes."""
+    access_log = getattr(addon.rt, "access_log", None)  # None until the runtime has started
+    if access_log is not None and access_log.enabled and access_log.reopen():
+        log.info("SIGHUP: access log %s reopened", access_log.path)
 
 
 def _quiet_shutdown_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:

@@ -1,7 +1,7 @@
 """A loopback HTTP server inside the proxy process that streams large bodies.
 
 Why: mitmproxy sends a response made by an addon as one in-memory blob and only
-streams bodies that come from a server (measured). So for a large hit, a fill in
+streams bodies that come from a server (docs/large-media.md). So for a large hit, a fill in
 progress or a database blob, the addon registers a *job* here and points the flow
 at `http://127.0.0.1:<port>/<token>`; mitmproxy then streams our bytes to the
 client with `flow.response.stream = True`. Hits go out with `sendfile` (zero copy);
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from proxy.headers import Headers
+from proxy.shutdown import close_server
 
 log = logging.getLogger("mediaedge.stream")
 
@@ -58,6 +59,7 @@ class StreamServer:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # open connections, aborted by stop()
         self.port = 0
 
     async def start(self) -> None:
@@ -66,8 +68,7 @@ class StreamServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await close_server(self._server, self._writers)
         for job in self._jobs.values():
             _close_body(job)
         self._jobs.clear()
@@ -84,6 +85,7 @@ class StreamServer:
             _close_body(job)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -101,6 +103,7 @@ class StreamServer:
                 if not await self._send(job, writer):
                     return
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _send(self, job: Job, writer: asyncio.StreamWriter) -> bool:

@@ -85,3 +85,18 @@ def origin_url(request: pytest.FixtureRequest, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'origin.db'}"
     server = request.getfixturevalue("pg_server" if request.param == "postgres" else "mariadb_server")
     return server.create_database()
+
+
+# --- signals ---------------------------------------------------------------------------
+#
+# A shell without job control starts background commands (`bash scripts/test &`, some CI
+# runners) with SIGINT ignored, and an ignored signal stays ignored in every child: the
+# processes the tests start would never see the SIGINT they send them (a handler, unlike
+# SIG_IGN, is reset on exec). Restore the default here, once, for the whole session.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -23,6 +23,18 @@ import requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def venv_executable(name: str) -> str | None:
+    """`name` from the bin directory of the Python running the tests (the venv's
+    `mitmdump`), else from PATH: on a fresh machine only the venv has it, and the venv's
+    bin is not on PATH when its python is run directly (scripts/test)."""
+    own = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.isfile(own) and os.access(own, os.X_OK):
+        return own
+    import shutil
+
+    return shutil.which(name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

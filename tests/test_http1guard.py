@@ -1,9 +1,11 @@
-"""The pure parts of proxy/http1guard.py (the wrap itself is driven by tests/test_hostile.py)."""
+"""The pure parts of proxy/http1guard.py and its chunk-footer patch (the wraps on mitmproxy are
+driven through a real edge by tests/test_hostile.py and tests/test_hostile_http1.py)."""
 from __future__ import annotations
 
 import pytest
 
-from proxy.http1guard import MAX_REQUEST_HEAD, head_too_large, leading_empty_lines
+from proxy.http1guard import (MAX_REQUEST_HEAD, footer_mismatch, h11_checks_chunk_footer, head_too_large,
+                              leading_empty_lines)
 
 
 @pytest.mark.parametrize("data, n", [
@@ -39,3 +41,49 @@ def test_with_date_adds_one_date_after_the_status_line():
     assert dated == (b"HTTP/1.1 502 Bad Gateway\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\nServer: x\r\n"
                      b"content-length: 2\r\n\r\nhi")
     assert with_date(dated, b"other") == dated  # already dated: unchanged
+
+
+@pytest.mark.parametrize("pending, data, mismatch", [
+    (2, b"\r\n0\r\n", False),
+    (2, b"", False),          # nothing yet: wait
+    (2, b"\r", False),        # half the footer yet
+    (1, b"\n0\r\n", False),   # the rest of a footer split across reads
+    (2, b"XX0\r\n", True),    # CVE-2025-43859's example
+    (2, b"\rX", True),
+    (2, b"\n\r", True),
+    (1, b"X", True),
+    (2, b"0\r\n", True),      # no footer: the next chunk header
+])
+def test_footer_mismatch(pending: int, data: bytes, mismatch: bool) -> None:
+    assert footer_mismatch(pending, bytearray(data)) is mismatch
+
+
+@pytest.mark.parametrize("version, checks", [
+    ("0.14.0", False), ("0.15.0", False), ("0.16.0", True), ("0.17.1", True), ("1.0.0", True)])
+def test_h11_checks_chunk_footer(version: str, checks: bool) -> None:
+    assert h11_checks_chunk_footer(version) is checks
+
+
+def test_installed_h11_refuses_a_malformed_chunk_footer() -> None:
+    """Whatever h11 this Python has, once the guard is installed its chunked reader raises
+    on chunk data followed by anything but CRLF (CVE-2025-43859), as h11 0.16 does."""
+    import h11
+    from h11._readers import ChunkedReader
+    from h11._receivebuffer import ReceiveBuffer
+
+    from proxy import http1guard
+
+    http1guard.install()
+
+    def read_all(body: bytes) -> list[object]:
+        buf, reader, events = ReceiveBuffer(), ChunkedReader(), []
+        buf += body
+        while (event := reader(buf)) is not None:
+            events.append(event)
+            if isinstance(event, h11.EndOfMessage):
+                break
+        return events
+
+    assert isinstance(read_all(b"5\r\nhello\r\n0\r\n\r\n")[-1], h11.EndOfMessage)
+    with pytest.raises(h11.LocalProtocolError, match="malformed chunk footer"):
+        read_all(b"5\r\nhelloXX0\r\n\r\n")

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 
 import requests
 
-from tests.edge import REPO, Route, Upstream, free_port, wait_until
+from tests.edge import REPO, Route, Upstream, free_port, venv_executable, wait_until
 
 
 def test_addon_loads_in_mitmdump_and_caches(tmp_path):
-    mitmdump = shutil.which("mitmdump")
+    mitmdump = venv_executable("mitmdump")
     assert mitmdump, "mitmdump is installed with mitmproxy"
     up = Upstream()
     up.routes["/media/m.jpg"] = Route(body=b"from the app", headers={"X-Media-Revision": "m1"})

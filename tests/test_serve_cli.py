@@ -76,6 +76,8 @@ def test_readme_first_command_on_a_fresh_copy(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=1).ok, 30, 0.1)
+        # the admin plane opens before mitmproxy binds the data port: wait for that one too
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, 30, 0.1)
         assert requests.get(f"http://127.0.0.1:{port}/media/x.png", timeout=5).status_code == 404
     finally:
         p.send_signal(signal.SIGTERM)
