@@ -54,13 +54,13 @@ def _fresh_mysql(url: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=[pytest.mark.full, pytest.mark.postgres]),
-        pytest.param("mysql", marks=[pytest.mark.full, pytest.mark.mariadb]),
-    ]
-)
+SERVERS = {
+    "postgresql": pytest.param("postgresql", marks=[pytest.mark.full, pytest.mark.postgres]),
+    "mysql": pytest.param("mysql", marks=[pytest.mark.full, pytest.mark.mariadb]),
+}
+
+
+@pytest.fixture(params=["sqlite", SERVERS["postgresql"], SERVERS["mysql"]])
 def url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state.db"
@@ -263,9 +263,8 @@ def test_unreachable_server_is_one_line(scheme):
     assert "\n" not in message and "secret-pw" not in message and "cannot open" in message
 
 
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)  # the raw insert is SQLite's
 def test_damaged_row_reads_as_an_invalid_event(logs, url):
-    if not url.startswith("sqlite"):
-        pytest.skip("raw insert written for SQLite")
     log = logs()
     conn = sqlite3.connect(url[len("sqlite:///"):])
     conn.execute("INSERT INTO mediaedge_invalidations (at, node, event) VALUES (1, 'x', 'not json')")
@@ -301,9 +300,8 @@ def _kill_other_connections(url: str) -> None:
         conn.close()
 
 
+@pytest.mark.parametrize("url", [SERVERS["postgresql"], SERVERS["mysql"]], indirect=True)  # SQLite has none to drop
 def test_reconnects_after_the_connection_drops(logs, url):
-    if url.startswith("sqlite"):
-        pytest.skip("SQLite has no connection to drop")
     log = logs()
     seqs = log.append([ev(1)], node="a", at=1.0)
     _kill_other_connections(url)
@@ -321,9 +319,8 @@ def test_reconnects_after_the_connection_drops(logs, url):
 # --- notifications -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("url", ["sqlite", SERVERS["mysql"]], indirect=True)  # PostgreSQL notifies
 def test_without_postgres_wait_for_notify_returns_at_once(logs, url):
-    if url.startswith("postgresql"):
-        pytest.skip("PostgreSQL notifies")
     log = logs()
     start = time.monotonic()
     assert log.wait_for_notify(5.0) is False
