@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from proxy.access import Access, AuthClient, AuthDecisions
 from proxy.accesslog import AccessLog
 from proxy.admin import AdminRequest, AdminResponse, AdminServer
 from proxy.config import Settings
@@ -25,6 +26,7 @@ from proxy.invalidation import Invalidator
 from proxy.invalidation_log import InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
+from proxy.policy.access import Gates
 from proxy.pools import in_database_thread, install_cache_pool
 from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
@@ -53,6 +55,9 @@ class Runtime:
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._fill_cache = (0, 0)  # (entries, bytes), refreshed off the hot path
+        # Private media (docs/private-media.md): the prefixes, and the app's auth gate.
+        self.gates = Gates(settings.signed_prefixes, settings.auth_prefixes)
+        self.access: Access | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, admin: bool = True) -> None:
@@ -80,8 +85,12 @@ class Runtime:
             ),
             self.store, upstream=upstream, db=self.db, stats=self.stats,
         )
+        if s.auth_url and s.auth_prefixes:
+            self.access = Access(AuthClient(s.auth_url, timeout=s.upstream_timeout),
+                                 AuthDecisions(s.auth_ttl, clock=time.monotonic))
         self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
-                                       retention=s.log_retention)
+                                       retention=s.log_retention,
+                                       auth_decisions=self.access.decisions if self.access else None)
         missed = await self.invalidator.catch_up()
         if missed:
             log.info("applied %d invalidation event(s) missed while down", missed)
@@ -106,6 +115,8 @@ class Runtime:
             await self.admin.stop()
         await self.stream.stop()
         await self.engine.aclose()
+        if self.access is not None:
+            await self.access.aclose()
         await self._save_stats()
         self.access_log.close()
         await asyncio.to_thread(self._close_blocking)
@@ -199,6 +210,9 @@ class _NullStats(Stats):
         pass
 
     def coalesced(self) -> None:
+        pass
+
+    def denied(self, reason: str) -> None:
         pass
 
 
