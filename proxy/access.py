@@ -36,9 +36,13 @@ log = logging.getLogger("mediaedge.access")
 
 MAX_ENTRIES = 100_000
 MAX_BYTES = 32 << 20
-# Estimated bytes one remembered answer costs (measured in tests/test_private_media.py:
-# the OrderedDict node, a 16-byte key, the value tuple, the index set), plus its target.
-ENTRY_COST = 400
+# Estimated bytes (CPython 3.11, 64-bit; tests/test_access.py measures them): one
+# remembered answer (OrderedDict node, 16-byte key, value tuple, float, its slot in the
+# index set), and one target in the index (its set, dict slot, string header) plus its
+# length. 100,000 answers for one file cost ~31 MiB; for distinct files the byte
+# bound stops them near 50,000.
+ENTRY_COST = 320
+TARGET_COST = 320
 
 
 class AuthDecisions:
@@ -88,8 +92,12 @@ class AuthDecisions:
         if key in self._entries:
             self._remove(key)
         self._entries[key] = (self.clock() + self.ttl, answer, target)
-        self._by_target.setdefault(target, set()).add(key)
-        self.bytes += _cost(target)
+        keys = self._by_target.get(target)
+        if keys is None:
+            keys = self._by_target[target] = set()
+            self.bytes += TARGET_COST + len(target)
+        keys.add(key)
+        self.bytes += ENTRY_COST
         while self._entries and (len(self._entries) > self.max_entries or self.bytes > self.max_bytes):
             self._remove(next(iter(self._entries)))
 
@@ -110,16 +118,13 @@ class AuthDecisions:
 
     def _remove(self, key: bytes) -> None:
         _, _, target = self._entries.pop(key)
-        self.bytes -= _cost(target)
+        self.bytes -= ENTRY_COST
         keys = self._by_target.get(target)
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._by_target[target]
-
-
-def _cost(target: str) -> int:
-    return ENTRY_COST + len(target)
+                self.bytes -= TARGET_COST + len(target)
 
 
 class AuthClient:
