@@ -165,8 +165,12 @@ class Runtime:
 
     def snapshot(self) -> dict[str, Any]:
         entries, volume = self._fill_cache
-        return self.stats.snapshot(entries=entries, cache_bytes=volume, cache_size=self.settings.cache_size,
+        snap = self.stats.snapshot(entries=entries, cache_bytes=volume, cache_size=self.settings.cache_size,
                                    invalidation_seq=self.invalidator.latest_seq)
+        if self.access is not None:  # extra: the memory of the app's answers (proxy/access.py)
+            decisions = self.access.decisions
+            snap["auth_remembered"] = {"answers": len(decisions), "estimated_bytes": decisions.bytes}
+        return snap
 
     async def _stats(self, _: AdminRequest) -> AdminResponse:
         await self._refresh_fill()

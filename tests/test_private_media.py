@@ -238,6 +238,7 @@ def test_ten_members_cost_ten_auth_answers_and_one_fetch(env) -> None:
     ask = [c for c in auth.calls if c.get("x-original-uri") == "/media/m/video.mp4"][0]
     assert set(ask) == {"path", "host", "cookie", "x-original-uri", "x-original-method"}
     assert ask["path"] == "/auth" and ask["x-original-method"] == "GET"
+    assert edge.stats()["auth_remembered"]["answers"] >= 10  # extra in /stats: the memory's size
 
 
 def test_auth_fields_sent_exactly(env) -> None:

@@ -17,7 +17,7 @@ cache beyond the edge keeps a copy (RFC 9111 5.2.2.7).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PRIVATE_CACHE_CONTROL = "private"
 # What refusals carry (RFC 9211): the edge did not use the cache, and says why.
@@ -31,10 +31,10 @@ class Gates:
 
     signed: tuple[str, ...] = ()
     auth: tuple[str, ...] = ()
+    any: bool = field(init=False)  # read on every media request: computed once
 
-    @property
-    def any(self) -> bool:
-        return bool(self.signed or self.auth)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "any", bool(self.signed or self.auth))
 
     def needs_signature(self, target: str) -> bool:
         return target.startswith(self.signed) if self.signed else False

@@ -25,7 +25,6 @@ part was wrong. Signatures are compared in constant time (`hmac.compare_digest`)
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -80,8 +79,8 @@ def parse_signing_key(text: str) -> SigningKey:
 def signature(secret: bytes, exp: str, target: str) -> str:
     """The `sig` value for `target` (path and query without exp, kid and sig) and `exp`."""
     message = exp.encode("ascii") + b"\n" + target.encode("utf-8", "surrogateescape")
-    digest = hmac.new(secret, message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    digest = hmac.digest(secret, message, "sha256")  # one-shot, in C: a third of hmac.new's time
+    return base64.urlsafe_b64encode(digest)[:43].decode("ascii")
 
 
 def split_signed(raw_target: str) -> tuple[str, dict[str, str]] | None:
