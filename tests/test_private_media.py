@@ -241,6 +241,19 @@ def test_ten_members_cost_ten_auth_answers_and_one_fetch(env) -> None:
     assert edge.stats()["auth_remembered"]["answers"] >= 10  # extra in /stats: the memory's size
 
 
+def test_range_and_conditionals_under_an_auth_prefix(env) -> None:
+    edge, up, auth = env
+    up.routes["/media/m/r.mp4"] = Route(body=BODY, headers=PUBLIC)
+    member = {"Cookie": "session=ok; u=range"}
+    r = edge.get("/media/m/r.mp4", headers={**member, "Range": "bytes=5-9"})
+    assert (r.status_code, r.content, r.headers["Cache-Control"]) == (206, BODY[5:10], "private")
+    r = edge.get("/media/m/r.mp4", headers={**member, "If-None-Match": '"v1"'})
+    assert (r.status_code, r.headers["Cache-Control"]) == (304, "private")
+    r = edge.get("/media/m/r.mp4", headers={"Cookie": "session=bad", "Range": "bytes=5-9"})
+    assert (r.status_code, r.headers["Cache-Status"]) == (403, DENIED) and BODY[5:10] not in r.content
+    assert up.hits["/media/m/r.mp4"] == 1 and auth.count("/media/m/r.mp4") == 2
+
+
 def test_auth_fields_sent_exactly(env) -> None:
     edge, up, auth = env
     up.routes["/media/m/f.jpg?a=%2F&b"] = Route(body=b"f", headers=PUBLIC)
