@@ -159,8 +159,11 @@ class MediaEdge:
                 target = None
             if target is not None and is_media(target, self.rt.settings.media_prefixes):
                 gates = self.rt.gates
-                if gates.any and (gates.needs_signature(target) or gates.needs_auth(target)):
-                    return self._private(flow, method, target, started)
+                if gates.any:
+                    if gates.needs_signature(target) or gates.needs_auth(target):
+                        return self._private(flow, method, target, started)
+                    if self._private_in_disguise(flow, started):
+                        return None
                 req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
                 reply = self.rt.engine.hot_hit(req)
                 if reply is not None:
@@ -168,6 +171,8 @@ class MediaEdge:
                     return None
         if req is not None:
             return self._media(flow, req, started)
+        if self.rt.gates.any and method in ("GET", "HEAD") and self._private_in_disguise(flow, started):
+            return None
         return self._request(flow, method, started)
 
     # ------------------------------------------------------------------ private media
@@ -207,6 +212,21 @@ class MediaEdge:
             self._apply(flow, reply, started, private=True)
             return None
         return self._media(flow, req, started, private=True)
+
+    def _private_in_disguise(self, flow: http.HTTPFlow, started: float) -> bool:
+        """A GET/HEAD whose target is not under a private prefix as written, but is to a
+        lenient app (`/MEDIA/P/x`, `/media/%2570/x`: case ignored, decoded until stable,
+        as proxy.policy.target.looks_media reads it). Forwarded or served as public, it
+        would reach the app ungated; it is refused instead (no real link is spelled so)."""
+        assert self.rt is not None
+        raw, gates = flow.request.path, self.rt.gates
+        if _looks_under(raw, gates.signed):
+            self._deny(flow, 403, "bad signature", "signature", started, raw)
+            return True
+        if _looks_under(raw, gates.auth):
+            self._deny(flow, 403, "forbidden", "auth", started, raw)
+            return True
+        return False
 
     async def _ask_app(self, flow: http.HTTPFlow, method: str, target: str, headers: Headers, raw: str,
                        key: bytes, started: float) -> None:
@@ -425,6 +445,7 @@ def _make_private(reply: Reply) -> None:
 
 
 _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur
+_looks_under = functools.lru_cache(maxsize=4096)(looks_media)  # (raw target, prefixes): pure too
 
 
 @functools.lru_cache(maxsize=64)

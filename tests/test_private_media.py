@@ -196,6 +196,29 @@ def test_refusals_are_403_and_reach_no_origin(env) -> None:
     assert (r.status_code, r.content) == (200, b"top secret")
 
 
+@pytest.mark.parametrize("target,body", [
+    ("/MEDIA/P/secret.jpg", b"bad signature\n"),  # a case-insensitive app would serve it
+    ("/Media/p/secret.jpg", b"bad signature\n"),
+    ("/media/P/secret.jpg", b"bad signature\n"),  # media, but not under the prefix as written
+    ("/media/%2570/secret.jpg", b"bad signature\n"),  # an app decoding twice reads /media/p/
+    ("/media/%EF%BD%90/secret.jpg", b"bad signature\n"),  # fullwidth p, NFKC
+    ("/media/p;x=1/secret.jpg", b"bad signature\n"),
+    ("/MEDIA/M/secret.jpg", b"forbidden\n"),
+    ("/media/%256d/secret.jpg", b"forbidden\n"),
+])
+def test_private_paths_in_disguise_are_refused(env, target: str, body: bytes) -> None:
+    edge, up, auth = env
+    up.routes[target] = Route(body=b"leaked", headers=PUBLIC)
+    calls = auth.count()
+    for method in ("GET", "HEAD"):
+        status, headers, got = raw_request(edge, method, target, {"Cookie": "session=ok"})
+        assert (status, headers["cache-status"]) == (403, DENIED)
+        assert got == (body if method == "GET" else b"")
+    assert up.hits[target] == 0 and auth.count() == calls
+    assert raw_request(edge, "POST", target)[0] == 200  # other methods are the app's, forwarded as before
+    assert up.hits[target] == 1
+
+
 def test_range_conditionals_and_purge_under_a_signed_prefix(env) -> None:
     edge, up, _ = env
     up.routes["/media/p/r.jpg"] = Route(body=BODY, headers=PUBLIC)
