@@ -5,7 +5,7 @@
 #                         from temporary data directories on free ports)
 #   Chromium + driver     dashboard browser tests
 #   nginx, wrk            benchmark comparison and load generation
-#   php-cli               the Magento signing helper of docs/private-media.md
+#   php-cli, php-curl     the PHP (Magento) examples of docs/private-media.md and docs/webhooks.md
 #
 # Idempotent: packages already installed are skipped, and `apt-get update` runs
 # at most once, only when something is missing. System services are never
@@ -14,7 +14,7 @@
 # claims ports 80, 3306 or 5432 behind the tests' backs.
 set -euo pipefail
 
-PACKAGES=(postgresql mariadb-server chromium chromium-driver nginx-light wrk php-cli)
+PACKAGES=(postgresql mariadb-server chromium chromium-driver nginx-light wrk php-cli php-curl)
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
