@@ -25,8 +25,11 @@ from proxy import http1guard
 from proxy.engine import MediaRequest, Reply
 from proxy.headers import Headers
 from proxy.invalidation import Invalidator
+from proxy.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer
+from proxy.policy.cachestatus import cache_status
 from proxy.policy.fields import has_control_characters, target_has_control_characters
 from proxy.policy.purge import ALLOW, purge_decision
+from proxy.policy.signing import Denied, verify
 from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
 from proxy.respond import HTTP_DATES, wire_pairs
 from proxy.runtime import Runtime
@@ -66,7 +69,22 @@ OPTION_FLAGS = {
     "mediaedge_browser_ttl": "browser-ttl",
     "mediaedge_db_timeout": "db-timeout",
     "mediaedge_access_log": "access-log",
+    "mediaedge_signing_key": "signing-key",
+    "mediaedge_signed_prefix": "signed-prefix",
+    "mediaedge_auth_url": "auth-url",
+    "mediaedge_auth_prefix": "auth-prefix",
+    "mediaedge_auth_ttl": "auth-ttl",
 }
+# The repeatable ones: a list option in mitmdump, a repeated flag in `mediaedge serve`.
+LIST_FLAGS = {
+    "media-prefix": "Media path prefixes (default /media/).",
+    "allow-purge-from": "Networks whose PURGE is obeyed (default none).",
+    "signing-key": "Keys [KID:]SECRET for signed URLs (default none).",
+    "signed-prefix": "Prefixes served only with a valid signature (default none).",
+    "auth-prefix": "Prefixes that need the app's yes from mediaedge_auth_url (default none).",
+}
+DENIED_CACHE_STATUS = cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL)
+AUTH_ERROR_CACHE_STATUS = cache_status(fwd="bypass", detail="auth-error")
 
 
 class MediaEdge:
@@ -80,10 +98,8 @@ class MediaEdge:
         if self.settings is not None:
             return
         for name, flag in OPTION_FLAGS.items():
-            if flag == "media-prefix":
-                loader.add_option(name, Sequence[str], [], "Media path prefixes (default /media/).")
-            elif flag == "allow-purge-from":
-                loader.add_option(name, Sequence[str], [], "Networks whose PURGE is obeyed (default none).")
+            if flag in LIST_FLAGS:
+                loader.add_option(name, Sequence[str], [], LIST_FLAGS[flag])
             else:
                 loader.add_option(name, str, "", f"mediaedge --{flag} (empty: mediaedge's default).")
 
@@ -95,7 +111,7 @@ class MediaEdge:
             for name, flag in OPTION_FLAGS.items():
                 value = getattr(ctx.options, name)
                 if value:
-                    cli[flag] = list(value) if flag in ("media-prefix", "allow-purge-from") else value
+                    cli[flag] = list(value) if flag in LIST_FLAGS else value
             if "upstream" not in cli:
                 for mode in ctx.options.mode:
                     if mode.startswith("reverse:"):
@@ -142,6 +158,12 @@ class MediaEdge:
             except TargetError:
                 target = None
             if target is not None and is_media(target, self.rt.settings.media_prefixes):
+                gates = self.rt.gates
+                if gates.any:
+                    if gates.needs_signature(target) or gates.needs_auth(target):
+                        return self._private(flow, method, target, started)
+                    if self._private_in_disguise(flow, started):
+                        return None
                 req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
                 reply = self.rt.engine.hot_hit(req)
                 if reply is not None:
@@ -149,9 +171,95 @@ class MediaEdge:
                     return None
         if req is not None:
             return self._media(flow, req, started)
+        if self.rt.gates.any and method in ("GET", "HEAD") and self._private_in_disguise(flow, started):
+            return None
         return self._request(flow, method, started)
 
-    async def _media(self, flow: http.HTTPFlow, req: MediaRequest, started: float) -> None:
+    # ------------------------------------------------------------------ private media
+    def _private(self, flow: http.HTTPFlow, method: str, target: str, started: float) -> Awaitable[None] | None:
+        """A media request under --signed-prefix or --auth-prefix (proxy.policy.access).
+
+        Refusals are answered here and reach no origin. An allowed request is served
+        like any other from the shared entry: without exp/kid/sig in its target, and
+        without the Cookie and Authorization that allowed it (they would make it
+        uncacheable and uncoalesced); what goes out says `Cache-Control: private`."""
+        rt = self.rt
+        assert rt is not None
+        raw = flow.request.path
+        if rt.gates.needs_signature(target):
+            verdict = verify(raw, rt.settings.signing_keys, time.time())
+            if isinstance(verdict, Denied):
+                self._deny(flow, 403, verdict.text, verdict.reason, started, raw)
+                return None
+            try:
+                target = _normalize(verdict.target)
+            except TargetError as e:  # the path is the one already accepted; only a query could fail
+                self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
+                return None
+        headers = Headers(flow.request.headers.items(multi=True))  # type: ignore[arg-type]
+        if rt.gates.needs_auth(target):
+            assert rt.access is not None
+            key = rt.access.decisions.key(headers, raw)
+            answer = rt.access.remembered(key)
+            if answer is None:
+                return self._ask_app(flow, method, target, headers, raw, key, started)
+            if not answer.allow:
+                self._refuse(flow, answer, started, raw)
+                return None
+        req = MediaRequest(method, target, headers.without("cookie", "authorization"))
+        reply = rt.engine.hot_hit(req)
+        if reply is not None:
+            self._apply(flow, reply, started, private=True)
+            return None
+        return self._media(flow, req, started, private=True)
+
+    def _private_in_disguise(self, flow: http.HTTPFlow, started: float) -> bool:
+        """A GET/HEAD whose target is not under a private prefix as written, but is to a
+        lenient app (`/MEDIA/P/x`, `/media/%2570/x`: case ignored, decoded until stable,
+        as proxy.policy.target.looks_media reads it). Forwarded or served as public, it
+        would reach the app ungated; it is refused instead (no real link is spelled so)."""
+        assert self.rt is not None
+        raw, gates = flow.request.path, self.rt.gates
+        if _looks_under(raw, gates.signed):
+            self._deny(flow, 403, "bad signature", "signature", started, raw)
+            return True
+        if _looks_under(raw, gates.auth):
+            self._deny(flow, 403, "forbidden", "auth", started, raw)
+            return True
+        return False
+
+    async def _ask_app(self, flow: http.HTTPFlow, method: str, target: str, headers: Headers, raw: str,
+                       key: bytes, started: float) -> None:
+        rt = self.rt
+        assert rt is not None and rt.access is not None
+        answer = await rt.access.decide(key, headers, raw, method, target)
+        if not answer.allow:
+            self._refuse(flow, answer, started, raw)
+            return
+        await self._media(flow, MediaRequest(method, target, headers.without("cookie", "authorization")), started,
+                          private=True)
+
+    def _refuse(self, flow: http.HTTPFlow, answer: AuthAnswer, started: float, raw: str) -> None:
+        if answer.refused:
+            self._deny(flow, answer.status, answer.reason, "auth", started, raw,
+                       www_authenticate=answer.www_authenticate)
+            return
+        log.warning("auth for %s failed closed: %s", raw, answer.reason)
+        self._answer(flow, 503, "access check unavailable\n", result="error", started=started, target=raw,
+                     extra={"Cache-Status": AUTH_ERROR_CACHE_STATUS, "Cache-Control": "no-store"})
+
+    def _deny(self, flow: http.HTTPFlow, status: int, text: str, reason: str, started: float, raw: str, *,
+              www_authenticate: str | None = None) -> None:
+        """A refusal of a signature or by the app: counted in errors and denied, logged with its reason."""
+        assert self.rt is not None
+        extra = {"Cache-Status": DENIED_CACHE_STATUS, "Cache-Control": "no-store"}
+        if www_authenticate:
+            extra["WWW-Authenticate"] = www_authenticate
+        self.rt.stats.denied(reason)
+        self._answer(flow, status, text + "\n", result="error", started=started, target=raw, extra=extra,
+                     denied=reason)
+
+    async def _media(self, flow: http.HTTPFlow, req: MediaRequest, started: float, private: bool = False) -> None:
         assert self.rt is not None
         try:
             reply = await self.rt.engine.handle(req)
@@ -160,7 +268,7 @@ class MediaEdge:
             self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
                          target=req.target)
             return
-        self._apply(flow, reply, started)
+        self._apply(flow, reply, started, private)
 
     async def _request(self, flow: http.HTTPFlow, method: str, started: float) -> None:
         """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""
@@ -256,9 +364,11 @@ class MediaEdge:
             self.rt.stream.discard(path)
 
     # ------------------------------------------------------------------ replies
-    def _apply(self, flow: http.HTTPFlow, reply: Reply, started: float) -> None:
+    def _apply(self, flow: http.HTTPFlow, reply: Reply, started: float, private: bool = False) -> None:
         assert self.rt is not None
         rt = self.rt
+        if private:
+            _make_private(reply)
         pairs = reply.wire if reply.wire is not None else wire_pairs(reply.headers)
         if reply.job is None:
             now = time.time()
@@ -286,13 +396,14 @@ class MediaEdge:
         flow.metadata[META_STREAM] = True
 
     def _answer(self, flow: http.HTTPFlow, status: int, text: str, *, result: str, started: float,
-                target: str) -> None:
+                target: str, extra: dict[str, str] | None = None, denied: str | None = None) -> None:
         flow.response = http.Response.make(status, text, {"Content-Type": "text/plain; charset=utf-8",
-                                                          "Date": HTTP_DATES.text(time.time())})
+                                                          "Date": HTTP_DATES.text(time.time()), **(extra or {})})
         reply = Reply(status, Headers(), result=result, source=None, target=target)
-        self._record(flow, reply, len(text), started)
+        self._record(flow, reply, len(text), started, denied)
 
-    def _record(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, started: float) -> None:
+    def _record(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, started: float,
+                denied: str | None = None) -> None:
         rt = self.rt
         if rt is None:
             return
@@ -305,7 +416,7 @@ class MediaEdge:
                 client=flow.client_conn.peername[0] if flow.client_conn.peername else "-",
                 method=flow.request.method, target=reply.target, status=reply.status, body_bytes=body_bytes,
                 referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
-                cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(),
+                cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(), denied=denied,
             ))
 
 
@@ -322,7 +433,19 @@ def _origin_form(flow: http.HTTPFlow) -> None:
         flow.request.authority = ""
 
 
+def _make_private(reply: Reply) -> None:
+    """`Cache-Control: private` in place of the origin's (proxy.policy.access)."""
+    if reply.wire is not None:
+        reply.wire = [p for p in reply.wire if p[0].lower() != b"cache-control"]
+        reply.wire.append((b"Cache-Control", PRIVATE_CACHE_CONTROL.encode()))
+        return
+    reply.headers = reply.headers.with_set("Cache-Control", PRIVATE_CACHE_CONTROL)
+    if reply.job is not None:
+        reply.job.headers = reply.job.headers.with_set("Cache-Control", PRIVATE_CACHE_CONTROL)
+
+
 _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur
+_looks_under = functools.lru_cache(maxsize=4096)(looks_media)  # (raw target, prefixes): pure too
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,6 +6,10 @@ nginx users append `$upstream_cache_status` to theirs:
 
     203.0.113.7 - - [02/Jan/2025:10:04:05 +0000] "GET /media/a.jpg HTTP/1.1" 200 5120 "-" "curl/8.5" cache=hit origin=- dur=0.0004
 
+A request refused by a signed-URL or auth check adds its reason:
+
+    203.0.113.7 - - [02/Jan/2025:10:04:06 +0000] "GET /private/a.jpg?exp=1&sig=x HTTP/1.1" 403 14 "-" "curl/8.5" cache=error origin=- dur=0.0001 denied=signature
+
 Times are in UTC. Every field comes from the client or the network and may be
 hostile: a `"` or `\\` inside a quoted field is backslash-escaped, and any
 unprintable character (control characters, DEL, line separators) becomes
@@ -66,15 +70,17 @@ def format_access_line(
     duration: float,
     now: float,
     http_version: str = "HTTP/1.1",
+    denied: str | None = None,
 ) -> str:
-    """One combined-format line, without the newline."""
+    """One combined-format line, without the newline; a refused private-media request
+    (docs/private-media.md) ends with `denied=signature|expired|auth`."""
     request = f"{method} {target} {http_version}"
     return (
         f"{escape_field(client, quoted=False)} - - {clf_time(now)} "
         f'"{escape_field(request)}" {int(status)} {int(body_bytes) if body_bytes else "-"} '
         f'"{escape_field(referer or "")}" "{escape_field(user_agent or "")}" '
         f"cache={escape_field(cache_result, quoted=False)} origin={escape_field(origin or '', quoted=False)} "
-        f"dur={duration:.4f}"
+        f"dur={duration:.4f}" + (f" denied={escape_field(denied, quoted=False)}" if denied else "")
     )
 
 

@@ -5,7 +5,8 @@ hands a namespace to the module that does the work, imported only when that
 subcommand runs (`serve` -> `proxy.serve.run(settings)`, `check` ->
 `proxy.check.run(settings)`, `import` ->
 `proxy.importer.run(args)`, `stats` -> `proxy.statscli.run(args)`, `publish` /
-`purge` -> `proxy.publishcli.run_publish(args)` / `run_purge(args)`). Every flag
+`purge` -> `proxy.publishcli.run_publish(args)` / `run_purge(args)`; `sign` is a few
+lines over `proxy.signing.sign_target`). Every flag
 is defined here, so `--help` works whatever is installed.
 
 Failures the operator can fix print one line, `mediaedge: error: ...`, and no
@@ -18,6 +19,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(commands)
     _add_publish(commands)
     _add_purge(commands)
+    _add_sign(commands)
     return parser
 
 
@@ -252,6 +255,28 @@ def _add_purge(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_purge)
 
 
+def _add_sign(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "sign", help="print a signed link for media under --signed-prefix",
+        description="Sign TARGET (path and optional query, as it will be requested) with a "
+        "--signing-key and print it with exp, kid and sig added, on the last line. The key is "
+        "the one named by --key-id, else the first configured; a named key adds kid= to the link.",
+        epilog=_PRECEDENCE,
+    )
+    p.add_argument("target", metavar="TARGET", help="request target, e.g. /media/private/a.jpg")
+    p.add_argument(
+        "--ttl", metavar="DURATION", type=_watch_seconds, default=3600.0,
+        help="how long the link stays valid: seconds, or 30s, 10m, 12h, 7d. Default: 1h.",
+    )
+    p.add_argument("--key-id", metavar="KID", default=None, help="sign with the key of this id")
+    p.add_argument(
+        "--signing-key", dest="signing_key", metavar="[KID:]SECRET", action="append", default=argparse.SUPPRESS,
+        help="key to sign with (repeatable). Default: $MEDIAEDGE_SIGNING_KEY, else signing-key in --config.",
+    )
+    _add_config(p)
+    p.set_defaults(handler=_sign)
+
+
 def _add_admin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin", metavar="URL", default=None,
@@ -329,6 +354,31 @@ def _purge(args: argparse.Namespace) -> int:
     _resolve_admin(args, settings)
     _resolve_secret(args, settings)
     return _call("proxy.publishcli", "run_purge", args)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from proxy.signing import sign_target
+
+    keys = _settings(args, "signing_key").signing_keys
+    if not keys:
+        raise ConfigError("--signing-key", "no key: give --signing-key, set MEDIAEDGE_SIGNING_KEY, "
+                          "or signing-key in --config")
+    if args.key_id is not None:
+        named = [k for k in keys if k.kid == args.key_id]
+        if not named:
+            raise ConfigError("--key-id", f"no --signing-key has the id {args.key_id!r}")
+        key = named[0]
+    else:
+        key = keys[0]
+    exp = int(time.time() + args.ttl) + 1  # rounded up: never shorter than asked
+    try:
+        link = sign_target(args.target, key.secret, exp, key.kid)
+    except ValueError as e:
+        raise ConfigError("TARGET", str(e)) from None
+    print(f"# valid until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(exp))}"
+          + (f", key {key.kid}" if key.kid else ""))
+    print(link)
+    return 0
 
 
 def _resolve_admin(args: argparse.Namespace, settings: Settings) -> None:

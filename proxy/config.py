@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from proxy.dbapi import DatabaseError, parse_db_url
 from proxy.origins.sqlroutes import SqlRoute, parse_sql_routes
+from proxy.policy.signing import SigningKey, parse_signing_key
 
 ENV_PREFIX = "MEDIAEDGE_"
 CONFIG_ENV = "MEDIAEDGE_CONFIG"
@@ -200,6 +201,39 @@ def parse_media_prefixes(value: object) -> tuple[str, ...]:
     if not prefixes:
         raise ValueError("at least one prefix is required, e.g. /media/")
     return tuple(prefixes)
+
+
+def parse_prefix_list(value: object) -> tuple[str, ...]:
+    """Like `parse_media_prefixes`, but none is fine (the feature is then off)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else _text(value).split(",")
+    prefixes: list[str] = []
+    for item in items:
+        prefix = _text(item).strip()
+        if prefix:
+            check_prefix(prefix)
+            if prefix not in prefixes:
+                prefixes.append(prefix)
+    return tuple(prefixes)
+
+
+def parse_signing_keys(value: object) -> tuple[SigningKey, ...]:
+    """A list, or a comma-separated string, of `[KID:]SECRET` keys (proxy.policy.signing)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else _text(value).split(",")
+    keys: list[SigningKey] = []
+    for item in items:
+        text = _text(item).strip()
+        if not text:
+            continue
+        key = parse_signing_key(text)
+        if key.kid is not None and any(k.kid == key.kid for k in keys):
+            raise ValueError(f"key id {key.kid!r} is given twice")
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
 
 
 def check_prefix(prefix: str) -> str:
@@ -455,6 +489,41 @@ OPTIONS: tuple[Option, ...] = (
         "stream); past it the lookup counts as the database failing.",
     ),
     Option(
+        "signing-key", "signing_keys", "[KID:]SECRET", (), "none", parse_signing_keys,
+        "Key for signed URLs under --signed-prefix: an HMAC-SHA256 secret, optionally named "
+        "by a key id (1-64 letters, digits, '.', '_', '~', '-') that links may carry as kid=. "
+        "Repeat the flag for several: all are valid at once, so keys can be rotated. Prefer "
+        "the environment variable (comma-separated) to the flag, which other users can see.",
+        repeatable=True,
+    ),
+    Option(
+        "signed-prefix", "signed_prefixes", "PREFIX", (), "none", parse_prefix_list,
+        "Media under this prefix is served only with a valid signature (exp, optional kid, "
+        "sig in the query; docs/private-media.md); others get 403. Must lie under a "
+        "--media-prefix and needs a --signing-key. Repeatable.",
+        repeatable=True,
+    ),
+    Option(
+        "auth-url", "auth_url", "URL", None, "none", _optional(parse_http_url),
+        "Endpoint of the app asked whether a request may see media under --auth-prefix "
+        "(like nginx's auth_request): a GET with the client's Cookie and Authorization, "
+        "X-Original-URI and X-Original-Method; 2xx allows, 401/403 refuses, anything else "
+        "or no answer within --upstream-timeout is 503.",
+        optional=True,
+    ),
+    Option(
+        "auth-prefix", "auth_prefixes", "PREFIX", (), "none", parse_prefix_list,
+        "Media under this prefix needs the app's yes from --auth-url. Must lie under a "
+        "--media-prefix. Repeatable.",
+        repeatable=True,
+    ),
+    Option(
+        "auth-ttl", "auth_ttl", "SECONDS", 60, "60", parse_duration,
+        "How long a yes or no from --auth-url is remembered per (Cookie and Authorization "
+        "values, target); 0 asks the app on every request. An invalidation of a target "
+        "forgets its answers at once.",
+    ),
+    Option(
         "access-log", "access_log", "PATH", None, "off", _optional(_nonempty),
         "Write one line per request to PATH ('-' for standard output).",
         optional=True,
@@ -492,6 +561,11 @@ class Settings:
     browser_ttl: float
     db_timeout: float
     access_log: str | None
+    signing_keys: tuple[SigningKey, ...] = ()
+    signed_prefixes: tuple[str, ...] = ()
+    auth_url: str | None = None
+    auth_prefixes: tuple[str, ...] = ()
+    auth_ttl: float = 60.0
     config_path: str | None = None
     sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 
@@ -534,6 +608,11 @@ class Settings:
             "browser-ttl": self.browser_ttl,
             "db-timeout": self.db_timeout,
             "access-log": self.access_log,
+            "signing-key": [f"{k.kid}:***" if k.kid else "***" for k in self.signing_keys],
+            "signed-prefix": list(self.signed_prefixes),
+            "auth-url": self.auth_url,
+            "auth-prefix": list(self.auth_prefixes),
+            "auth-ttl": self.auth_ttl,
             "config": self.config_path,
         }
 
@@ -618,7 +697,23 @@ def _finish(values: dict[str, object], path: str | None, routes: tuple[SqlRoute,
     values.setdefault("node_id", f"{socket.gethostname()}:{listen[1]}")
     if values["origin_profile"] == "sql" and not routes:
         raise ConfigError("--origin-profile", "sql needs at least one [[sql_route]] table in the --config file")
+    _check_private(values)
     return Settings(**values, config_path=path, sql_routes=routes)  # type: ignore[arg-type]
+
+
+def _check_private(values: dict[str, object]) -> None:
+    """Private-media prefixes must be media (else their requests would be forwarded,
+    ungated) and need their key or endpoint."""
+    media = values["media_prefixes"]
+    assert isinstance(media, tuple)
+    for field, flag in (("signed_prefixes", "--signed-prefix"), ("auth_prefixes", "--auth-prefix")):
+        for prefix in values.get(field, ()):  # type: ignore[attr-defined]
+            if not prefix.startswith(media):
+                raise ConfigError(flag, f"{prefix!r} is not under a --media-prefix ({', '.join(media)})")
+    if values.get("signed_prefixes") and not values.get("signing_keys"):
+        raise ConfigError("--signed-prefix", "needs at least one --signing-key")
+    if values.get("auth_prefixes") and not values.get("auth_url"):
+        raise ConfigError("--auth-prefix", "needs --auth-url")
 
 
 def _pick(

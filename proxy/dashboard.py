@@ -272,6 +272,17 @@ def _prefix_table(snap: Mapping[str, Any]) -> str:
     )
 
 
+def _denied(snap: Mapping[str, Any]) -> str:
+    """Private-media refusals (part of the errors), by reason; nothing when there were none."""
+    denied = _int(snap.get("denied"))
+    if not denied:
+        return ""
+    by_reason = snap.get("denied_by_reason")
+    parts = ", ".join(f"{_e(str(r))} {fmt_count(_int(n))}" for r, n in by_reason.items() if _int(n)) \
+        if isinstance(by_reason, Mapping) else ""
+    return f' · <span id="denied">{fmt_count(denied)} denied</span>' + (f" ({parts})" if parts else "")
+
+
 def _invalidations(snap: Mapping[str, Any]) -> str:
     seq = snap.get("invalidation_seq")
     by_type = snap.get("invalidations_by_type")
@@ -384,7 +395,7 @@ def render_dashboard(snapshot: Mapping[str, Any], history: Sequence[Mapping[str,
 <section class="card kpi"><h2>Byte hit ratio</h2><div class="big" id="byte-hit-ratio">{fmt_percent(_ratio(snap.get("byte_hit_ratio")))}</div>
 <div class="sub">{fmt_bytes(cache_bytes_served)} served from cache</div></section>
 <section class="card kpi"><h2>Media requests</h2><div class="big" id="requests-total">{fmt_count(requests)}</div>
-<div class="sub">{fmt_count(_int(snap.get("misses")))} misses · {fmt_count(_int(snap.get("errors")))} errors</div></section>
+<div class="sub">{fmt_count(_int(snap.get("misses")))} misses · {fmt_count(_int(snap.get("errors")))} errors{_denied(snap)}</div></section>
 <section class="card kpi"><h2>Cache fill</h2>{_cache_fill(snap)}</section>
 <section class="card wide"><h2>Hit ratio and byte hit ratio, last hour, per minute</h2>{render_chart(history)}</section>
 <section class="card third"><h2>Requests by result</h2>{_requests_table(snap)}</section>

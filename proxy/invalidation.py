@@ -48,8 +48,12 @@ class Invalidator:
     def __init__(
         self, engine: Engine, log_: InvalidationLog, *, node: str, stats: Any | None = None,
         clock: Callable[[], float] = time.time, retention: float = 7 * 86400.0,
+        auth_decisions: Any | None = None,
     ) -> None:
         self.engine = engine
+        # proxy.access.AuthDecisions: the app's remembered answers for a target are
+        # forgotten with it, so a change of who may see a file applies at once.
+        self.auth_decisions = auth_decisions
         self.retention = retention
         self._pruned_at = 0.0
         self.store = engine.store
@@ -149,6 +153,8 @@ class Invalidator:
 
         await asyncio.to_thread(drop_all)
         self.engine.hot.clear()
+        if self.auth_decisions is not None:
+            self.auth_decisions.clear()
         self._applied = oldest - 1
 
     async def prune(self) -> int:
@@ -250,6 +256,10 @@ class Invalidator:
             self.engine.forget_flights(targets + running, abort=event.abort_inflight)
             if event.prefix is not None:
                 self.engine.hot.drop_prefix(event.prefix)
+        if self.auth_decisions is not None:
+            self.auth_decisions.drop(targets)
+            if isinstance(event, PurgeEvent) and event.prefix is not None:
+                self.auth_decisions.drop_prefix(event.prefix)
         if self.stats is not None:
             self.stats.invalidation(event_kind(event))
 

@@ -72,6 +72,14 @@ class StatsCollector(Collector):
             invalidations.add_metric([type_], n)
         yield invalidations
 
+        denied = CounterMetricFamily(
+            "mediaedge_denied", "Private-media requests refused (also counted as errors), by reason.",
+            labels=["reason"],
+        )
+        for reason, n in snap["denied_by_reason"].items():
+            denied.add_metric([reason], n)
+        yield denied
+
         yield CounterMetricFamily(
             "mediaedge_coalesced", "Requests that joined an origin fetch already running.", value=snap["coalesced"]
         )

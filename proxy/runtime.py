@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from proxy.access import Access, AuthClient, AuthDecisions
 from proxy.accesslog import AccessLog
 from proxy.admin import AdminRequest, AdminResponse, AdminServer
 from proxy.config import Settings
@@ -26,6 +27,7 @@ from proxy.invalidation_log import Accepted, InvalidationLog
 from proxy.metrics import render_metrics
 from proxy.origins.db import DatabaseOrigin, OriginError
 from proxy.origins.sqlroutes import SqlRouteOrigin
+from proxy.policy.access import Gates
 from proxy.pools import in_database_thread, install_cache_pool
 from proxy.stats import Stats, write_state
 from proxy.storage import CacheStore
@@ -54,6 +56,9 @@ class Runtime:
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._fill_cache = (0, 0)  # (entries, bytes), refreshed off the hot path
+        # Private media (docs/private-media.md): the prefixes, and the app's auth gate.
+        self.gates = Gates(settings.signed_prefixes, settings.auth_prefixes)
+        self.access: Access | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, admin: bool = True) -> None:
@@ -81,8 +86,12 @@ class Runtime:
             ),
             self.store, upstream=upstream, db=self.db, stats=self.stats,
         )
+        if s.auth_url and s.auth_prefixes:
+            self.access = Access(AuthClient(s.auth_url, timeout=s.upstream_timeout),
+                                 AuthDecisions(s.auth_ttl, clock=time.monotonic))
         self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
-                                       retention=s.log_retention)
+                                       retention=s.log_retention,
+                                       auth_decisions=self.access.decisions if self.access else None)
         missed = await self.invalidator.catch_up()
         if missed:
             log.info("applied %d invalidation event(s) missed while down", missed)
@@ -107,6 +116,8 @@ class Runtime:
             await self.admin.stop()
         await self.stream.stop()
         await self.engine.aclose()
+        if self.access is not None:
+            await self.access.aclose()
         await self._save_stats()
         self.access_log.close()
         await asyncio.to_thread(self._close_blocking)
@@ -155,8 +166,12 @@ class Runtime:
 
     def snapshot(self) -> dict[str, Any]:
         entries, volume = self._fill_cache
-        return self.stats.snapshot(entries=entries, cache_bytes=volume, cache_size=self.settings.cache_size,
+        snap = self.stats.snapshot(entries=entries, cache_bytes=volume, cache_size=self.settings.cache_size,
                                    invalidation_seq=self.invalidator.latest_seq)
+        if self.access is not None:  # extra: the memory of the app's answers (proxy/access.py)
+            decisions = self.access.decisions
+            snap["auth_remembered"] = {"answers": len(decisions), "estimated_bytes": decisions.bytes}
+        return snap
 
     async def _stats(self, _: AdminRequest) -> AdminResponse:
         await self._refresh_fill()
@@ -215,6 +230,9 @@ class _NullStats(Stats):
         pass
 
     def coalesced(self) -> None:
+        pass
+
+    def denied(self, reason: str) -> None:
         pass
 
 

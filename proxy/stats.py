@@ -40,6 +40,8 @@ ORIGINS = ("upstream", "db")
 OUTCOMES = ("ok", "notfound", "error")
 # Shown (as 0) before the first event so dashboards and graphs have every line.
 INVALIDATION_TYPES = ("publish", "delete", "purge", "soft-purge", "abort")
+# Why a private-media request was refused (docs/private-media.md); each is also an error.
+DENIED_REASONS = ("signature", "expired", "auth")
 
 # The /stats field for each result (contract section 5).
 RESULT_FIELDS = {"hit": "hits", "stale": "stale", "miss": "misses", "pass": "passes", "error": "errors"}
@@ -125,6 +127,7 @@ class Stats:
         self._coalesced = 0
         self._disk_errors = 0  # not persisted: a count of this run's disk trouble
         self._invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
+        self._denied = dict.fromkeys(DENIED_REASONS, 0)
         # Per result: non-cumulative counts, one per bucket plus +Inf; and the sum.
         self._durations = {r: [0] * (len(DURATION_BUCKETS) + 1) for r in RESULTS}
         self._duration_sums = dict.fromkeys(RESULTS, 0.0)
@@ -167,6 +170,11 @@ class Stats:
         """A request joined an origin fetch already running for its key."""
         self._coalesced += 1
 
+    def denied(self, reason: str) -> None:
+        """A refusal by a signed-URL or auth check; its request is recorded as an error too."""
+        if reason in self._denied:
+            self._denied[reason] += 1
+
     def disk_error(self) -> None:
         """The cache disk failed a write (full, read-only): a response passed through unstored."""
         self._disk_errors += 1
@@ -194,7 +202,9 @@ class Stats:
             "cache_bytes": cache_bytes,
             "invalidations": sum(self._invalidations.values()),
             "since": iso8601(self._since),
+            "denied": sum(self._denied.values()),
             # extras
+            "denied_by_reason": dict(self._denied),
             "cache_size": cache_size,
             "invalidation_seq": invalidation_seq,
             "prefixes": {p: self._prefixes[p].view() for p in sorted(self._prefixes)},
@@ -265,6 +275,7 @@ class Stats:
             "origin_fetches": {o: dict(v) for o, v in self._origin.items()},
             "coalesced": self._coalesced,
             "invalidations": dict(self._invalidations),
+            "denied": dict(self._denied),
             "durations": {r: {"counts": list(c), "sum": self._duration_sums[r]} for r, c in self._durations.items()},
             "top_missed": self._missed.items(),
             "history": list(self._history),
@@ -307,6 +318,8 @@ class Stats:
         coalesced = _count(data.get("coalesced", 0))
         invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
         invalidations.update((str(k), _count(v)) for k, v in data.get("invalidations", {}).items())
+        denied = dict.fromkeys(DENIED_REASONS, 0)
+        denied.update((str(k), _count(v)) for k, v in data.get("denied", {}).items() if k in denied)
         durations, sums = {}, {}
         for r in RESULTS:
             saved = data["durations"][r]
@@ -318,7 +331,7 @@ class Stats:
         history = [_history_point(p) for p in data.get("history", [])]
 
         self._since, self._totals, self._prefixes, self._origin = since, totals, prefixes, origin
-        self._coalesced, self._invalidations = coalesced, invalidations
+        self._coalesced, self._invalidations, self._denied = coalesced, invalidations, denied
         self._durations, self._duration_sums, self._missed = durations, sums, missed
         self._history.clear()
         self._history.extend(history)

@@ -5,7 +5,7 @@
 #                         from temporary data directories on free ports)
 #   Chromium + driver     dashboard browser tests
 #   nginx, wrk            benchmark comparison and load generation
-#   php-cli, php-curl     the PHP (Magento) examples of the docs, run as written
+#   php-cli, php-curl     the PHP (Magento) examples of docs/private-media.md and docs/webhooks.md
 #   systemd               systemd-analyze verify for conf/mediaedge.service
 #
 # Idempotent: packages already installed are skipped, and `apt-get update` runs

@@ -31,6 +31,15 @@ def test_a_plain_line():
     )
 
 
+def test_a_refusal_ends_with_its_reason():
+    assert line(target="/media/p/a.jpg?exp=1&sig=x", status=403, body_bytes=14, cache_result="error",
+                denied="signature") == (
+        '203.0.113.7 - - [02/Jan/2025:10:04:05 +0000] "GET /media/p/a.jpg?exp=1&sig=x HTTP/1.1" 403 14 '
+        '"https://shop.example/p/1" "curl/8.5.0" cache=error origin=- dur=0.0004 denied=signature'
+    )
+    assert line(denied=None) == line()
+
+
 def test_a_miss_from_the_database_with_no_referer_and_no_body():
     text = line(method="HEAD", status=304, body_bytes=0, referer=None, user_agent=None, cache_result="miss",
                 origin="db", duration=1.23456, http_version="HTTP/2.0")

@@ -85,7 +85,7 @@ def test_unknown_flag_is_one_line() -> None:
 def test_help() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "import", "stats", "publish", "purge"):
+    for command in ("serve", "import", "stats", "publish", "purge", "sign"):
         assert command in result.stdout
 
 
@@ -102,11 +102,45 @@ def test_serve_help_lists_every_flag_with_its_default() -> None:
     assert "--config" in text
 
 
-@pytest.mark.parametrize("command", ["import", "stats", "publish", "purge"])
+@pytest.mark.parametrize("command", ["import", "stats", "publish", "purge", "sign"])
 def test_subcommand_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
     assert f"mediaedge {command}" in result.stdout
+
+
+# --- sign ---------------------------------------------------------------------------
+
+def test_sign_prints_a_link_that_verifies() -> None:
+    import time
+
+    from proxy.policy.signing import Allowed, SigningKey, verify
+
+    before = time.time()
+    result = run("sign", "/media/p/a b.jpg?w=1", "--ttl", "10m", "--signing-key", "new:s-new",
+                 "--signing-key", "old:s-old", "--key-id", "old")
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.splitlines()[-1]
+    assert link.startswith("/media/p/a b.jpg?w=1&exp=") and "&kid=old&sig=" in link
+    exp = int(link.split("exp=")[1].split("&")[0])
+    assert before + 600 <= exp <= time.time() + 602
+    keys = (SigningKey("new", b"s-new"), SigningKey("old", b"s-old"))
+    assert verify(link, keys, time.time()) == Allowed("/media/p/a b.jpg?w=1")
+    # the first key by default, from the environment; a key without id adds no kid
+    result = run("sign", "/media/p/x.jpg", env={"MEDIAEDGE_SIGNING_KEY": "plain"})
+    link = result.stdout.splitlines()[-1]
+    assert "kid=" not in link and verify(link, (SigningKey(None, b"plain"),), time.time()) == Allowed("/media/p/x.jpg")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("sign", "/media/p/a.jpg"), "--signing-key: no key"),
+    (("sign", "/media/p/a.jpg", "--signing-key", "a:s", "--key-id", "b"), "--key-id"),
+    (("sign", "media/a.jpg", "--signing-key", "s"), "TARGET"),
+    (("sign", "/media/a.jpg?sig=1", "--signing-key", "s"), "TARGET"),
+    (("sign", "/media/a.jpg", "--signing-key", "s", "--ttl", "soon"), "--ttl"),
+])
+def test_sign_errors_are_one_line(args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(run(*args), fragment)
 
 
 def test_version() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.policy.signing import SigningKey
 from proxy.config import (
     OPTIONS,
     ConfigError,
@@ -336,6 +337,15 @@ def test_example_config_documents_every_setting() -> None:
         ({"grace": "x"}, {}, "--grace", "malformed duration"),
         ({"node_id": "  "}, {}, "--node-id", "empty"),
         ({"bogus": "1"}, {}, "--bogus", "unknown setting"),
+        ({"signed_prefix": ["/media/p/"]}, {}, "--signed-prefix", "needs at least one --signing-key"),
+        ({"signed_prefix": ["/private/"], "signing_key": ["s"]}, {}, "--signed-prefix", "not under a --media-prefix"),
+        ({"signed_prefix": ["/media/p"], "signing_key": ["s"]}, {}, "--signed-prefix", "did you mean"),
+        ({"signing_key": ["k1:"]}, {}, "--signing-key", "empty secret"),
+        ({"signing_key": ["k1:a", "k1:b"]}, {}, "--signing-key", "given twice"),
+        ({"auth_prefix": ["/media/m/"]}, {}, "--auth-prefix", "needs --auth-url"),
+        ({"auth_prefix": ["/m/"], "auth_url": "http://app/auth"}, {}, "--auth-prefix", "not under a --media-prefix"),
+        ({"auth_url": "ftp://app/auth"}, {}, "--auth-url", "http"),
+        ({"auth_ttl": "-1"}, {}, "--auth-ttl", "negative"),
     ],
 )
 def test_errors_name_the_setting(cli: dict[str, object], env: dict[str, str], setting: str,
@@ -414,6 +424,25 @@ def test_as_dict_and_repr_hide_secrets() -> None:
     for text in (repr(s), s.describe(), str(shown)):
         assert "hunter2" not in text and "dbpass" not in text and "statepass" not in text
     assert s.webhook_secret == "hunter2"  # the value itself is intact
+
+
+def test_private_media_settings_and_layers(tmp_path: Path) -> None:
+    s = load()
+    assert (s.signing_keys, s.signed_prefixes, s.auth_url, s.auth_prefixes, s.auth_ttl) == ((), (), None, (), 60.0)
+    s = load({"signing_key": ["k1:one", "two"], "signed_prefix": ["/media/p/", "/media/q/"],
+              "auth_url": "http://127.0.0.1:8000/auth/", "auth_prefix": ["/media/m/"], "auth_ttl": "5m"})
+    assert s.signing_keys == (SigningKey("k1", b"one"), SigningKey(None, b"two"))
+    assert s.signed_prefixes == ("/media/p/", "/media/q/") and s.auth_prefixes == ("/media/m/",)
+    assert (s.auth_url, s.auth_ttl) == ("http://127.0.0.1:8000/auth", 300.0)
+    env = {"MEDIAEDGE_SIGNING_KEY": "new:n,old:o", "MEDIAEDGE_SIGNED_PREFIX": "/media/p/"}
+    assert [k.kid for k in load({}, env).signing_keys] == ["new", "old"]
+    config = tmp_path / "m.toml"
+    config.write_text('signing-key = ["a:1"]\nsigned-prefix = ["/media/p/"]\nauth-ttl = 0\n')
+    s = load_settings({}, {}, config_path=str(config))
+    assert s.signing_keys == (SigningKey("a", b"1"),) and s.auth_ttl == 0.0
+    shown = load({"signing_key": ["k1:hunter2", "hunter3"]}).as_dict()
+    assert shown["signing-key"] == ["k1:***", "***"]
+    assert "hunter" not in repr(load({"signing_key": ["k1:hunter2", "hunter3"]}))
 
 
 def test_describe_is_one_line_per_setting() -> None:

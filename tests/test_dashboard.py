@@ -322,3 +322,12 @@ def test_dashboard_in_headless_chromium(tmp_path):
     assert png_size(shot) == (1280, 900)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     assert png_size(full)[0] == 1280
+
+
+def test_denied_line_only_when_there_were_refusals():
+    stats = busy_stats()
+    assert 'id="denied"' not in page_for(stats)
+    stats.denied("signature")
+    stats.denied("auth")
+    page = page_for(stats)
+    assert '<span id="denied">2 denied</span> (signature 1, auth 1)' in page

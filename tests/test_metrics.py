@@ -108,3 +108,14 @@ def test_uses_a_private_registry():
     render_metrics(loaded_stats(), entries=1, cache_bytes=1)
     render_metrics(loaded_stats(), entries=1, cache_bytes=1)  # a second render: no duplicate registration
     assert not any(name.startswith("mediaedge") for name in REGISTRY._names_to_collectors)
+
+
+def test_denied_by_reason():
+    stats = Stats()
+    stats.denied("expired")
+    stats.denied("auth")
+    stats.denied("auth")
+    body, _ = render_metrics(stats, entries=0, cache_bytes=0)
+    lines = [line for line in body.decode().splitlines() if line.startswith("mediaedge_denied_total")]
+    assert sorted(lines) == ['mediaedge_denied_total{reason="auth"} 2.0', 'mediaedge_denied_total{reason="expired"} 1.0',
+                             'mediaedge_denied_total{reason="signature"} 0.0']

@@ -5,9 +5,11 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import requests
 
+from proxy.signing import sign_target
 from tests.edge import REPO, Route, Upstream, free_port, venv_executable, wait_until
 
 
@@ -19,7 +21,9 @@ def test_addon_loads_in_mitmdump_and_caches(tmp_path):
     port, admin = free_port(), free_port()
     cmd = [mitmdump, "-q", "--mode", f"reverse:{up.url}@127.0.0.1:{port}", "-s", os.path.join(REPO, "addons", "mediaedge.py"),
            "--set", f"mediaedge_origin_db=sqlite:///{tmp_path}/o.db", "--set", f"mediaedge_cache_dir={tmp_path}/cache",
-           "--set", f"mediaedge_admin_listen=127.0.0.1:{admin}"]
+           "--set", f"mediaedge_admin_listen=127.0.0.1:{admin}",
+           "--set", "mediaedge_signed_prefix=/media/p/", "--set", "mediaedge_signing_key=k1:s3cret"]
+    up.routes["/media/p/s.jpg"] = Route(body=b"signed", headers={"X-Media-Revision": "s1"})
     log = open(tmp_path / "mitmdump.log", "wb")
     proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -33,6 +37,10 @@ def test_addon_loads_in_mitmdump_and_caches(tmp_path):
         url = f"http://127.0.0.1:{port}/media/m.jpg"
         r = requests.get(url, timeout=10)
         assert r.content == b"from the app" and "fwd=miss" in r.headers["Cache-Status"]
+        assert requests.get(f"http://127.0.0.1:{port}/media/p/s.jpg", timeout=10).status_code == 403
+        link = sign_target("/media/p/s.jpg", "s3cret", int(time.time()) + 60, "k1")
+        r = requests.get(f"http://127.0.0.1:{port}{link}", timeout=10)
+        assert (r.status_code, r.content, r.headers["Cache-Control"]) == (200, b"signed", "private")
         up.close()  # the app server dies: hits still served (lazy connections)
         r = requests.get(url, timeout=10)
         assert r.content == b"from the app" and r.headers["Cache-Status"].startswith("mediaedge; hit")

@@ -379,3 +379,18 @@ def test_space_saving_round_trips_and_rejects_bad_capacity():
     assert len(SpaceSaving.from_items(2, s.items())) == 2
     with pytest.raises(ValueError):
         SpaceSaving(0)
+
+
+def test_denied_counts_refusals_which_are_also_errors(tmp_path):
+    stats = Stats(prefixes=("/media/",))
+    for reason in ("signature", "signature", "expired", "auth", "bogus"):
+        stats.record(result="error", source=None, body_bytes=14, duration=0.001, path="/media/p/a.jpg")
+        stats.denied(reason)
+    stats.record(result="error", source=None, body_bytes=14, duration=0.001, path="/media/m/a.jpg")  # a 503
+    snap = stats.snapshot(entries=0, cache_bytes=0, cache_size=1)
+    assert snap["denied"] == 4 and snap["errors"] == 6 and snap["requests"] == 6
+    assert snap["denied_by_reason"] == {"signature": 2, "expired": 1, "auth": 1}
+    stats.save(str(tmp_path / "s.json"))
+    again = Stats(prefixes=("/media/",))
+    assert again.restore(str(tmp_path / "s.json"))
+    assert again.snapshot(entries=0, cache_bytes=0, cache_size=1)["denied_by_reason"] == snap["denied_by_reason"]
