@@ -26,6 +26,8 @@ def test_defaults_print_one_line_per_listener_and_stop_cleanly(tmp_path, sig):
     p = _serve(str(tmp_path), "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}")
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=1).ok, 30, 0.1)
+        # the admin plane opens first; the data plane once mitmproxy has bound it
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None, 30, 0.05)
         r = requests.get(f"http://127.0.0.1:{port}/media/nothing.jpg", timeout=5)
         assert r.status_code == 404 and "detail=db" in r.headers["Cache-Status"]
         r = requests.get(f"http://127.0.0.1:{port}/not-media", timeout=5)
