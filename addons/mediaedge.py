@@ -1,4 +1,4 @@
-"""mediaedge as a mitmproxy addon: thin wiring between flows and `proxy.engine`.
+"""mediaedge as a mitmproxy addon: thin wiring between flows and `mediaedge.engine`.
 
 Media requests (GET/HEAD under a media prefix) are answered here: small bodies as
 an addon-made response, large ones and fills by pointing the flow at the in-process
@@ -7,6 +7,14 @@ else goes to the upstream untouched. Loads in plain `mitmdump -s addons/mediaedg
 --mode reverse:http://app:8000` too, with its options declared the mitmproxy way.
 """
 from __future__ import annotations
+
+import os as _os
+import sys as _sys
+
+# `mitmdump -s addons/mediaedge.py` puts this file's folder first on sys.path, where this
+# very file would shadow the installed `mediaedge` package it imports from. Drop it.
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _HERE]
 
 import functools
 import json
@@ -20,21 +28,21 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
-from proxy.config import ConfigError, Settings, load_settings
-from proxy import http1guard
-from proxy.engine import MediaRequest, Reply
-from proxy.headers import Headers
-from proxy.invalidation import Invalidator
-from proxy.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer
-from proxy.policy.cachestatus import cache_status
-from proxy.policy.fields import has_control_characters, target_has_control_characters
-from proxy.policy.purge import ALLOW, purge_decision
-from proxy.policy.signing import Denied, verify
-from proxy.policy.target import TargetError, is_media, looks_media, normalize_target
-from proxy.respond import HTTP_DATES, wire_pairs
-from proxy.runtime import Runtime
-from proxy.webhook import PurgeEvent
-from proxy.accesslog import format_access_line
+from mediaedge.config import ConfigError, Settings, load_settings
+from mediaedge import http1guard
+from mediaedge.engine import MediaRequest, Reply
+from mediaedge.headers import Headers
+from mediaedge.invalidation import Invalidator
+from mediaedge.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer
+from mediaedge.policy.cachestatus import cache_status
+from mediaedge.policy.fields import has_control_characters, target_has_control_characters
+from mediaedge.policy.purge import ALLOW, purge_decision
+from mediaedge.policy.signing import Denied, verify
+from mediaedge.policy.target import TargetError, is_media, looks_media, normalize_target
+from mediaedge.respond import HTTP_DATES, wire_pairs
+from mediaedge.runtime import Runtime
+from mediaedge.webhook import PurgeEvent
+from mediaedge.accesslog import format_access_line
 
 log = logging.getLogger("mediaedge")
 
@@ -177,7 +185,7 @@ class MediaEdge:
 
     # ------------------------------------------------------------------ private media
     def _private(self, flow: http.HTTPFlow, method: str, target: str, started: float) -> Awaitable[None] | None:
-        """A media request under --signed-prefix or --auth-prefix (proxy.policy.access).
+        """A media request under --signed-prefix or --auth-prefix (mediaedge.policy.access).
 
         Refusals are answered here and reach no origin. An allowed request is served
         like any other from the shared entry: without exp/kid/sig in its target, and
@@ -216,7 +224,7 @@ class MediaEdge:
     def _private_in_disguise(self, flow: http.HTTPFlow, started: float) -> bool:
         """A GET/HEAD whose target is not under a private prefix as written, but is to a
         lenient app (`/MEDIA/P/x`, `/media/%2570/x`: case ignored, decoded until stable,
-        as proxy.policy.target.looks_media reads it). Forwarded or served as public, it
+        as mediaedge.policy.target.looks_media reads it). Forwarded or served as public, it
         would reach the app ungated; it is refused instead (no real link is spelled so)."""
         assert self.rt is not None
         raw, gates = flow.request.path, self.rt.gates
@@ -286,7 +294,7 @@ class MediaEdge:
         try:
             target = _normalize(raw)
         except TargetError as e:
-            # Rule 2 of proxy.policy.target: a refused target that could name media to
+            # Rule 2 of mediaedge.policy.target: a refused target that could name media to
             # some app is answered here, never forwarded (web cache deception).
             if looks_media(raw, rt.settings.media_prefixes):
                 self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
@@ -301,7 +309,7 @@ class MediaEdge:
                                                 "Date": HTTP_DATES.text(time.time())})
 
     async def _purge(self, flow: http.HTTPFlow, raw: str) -> None:
-        """PURGE is answered here, never forwarded: proxy.policy.purge decides (the ACL
+        """PURGE is answered here, never forwarded: mediaedge.policy.purge decides (the ACL
         --allow-purge-from, then media targets only); an obeyed one goes through the
         invalidation log like a webhook purge, so every node sharing it drops the entries."""
         rt = self.rt
@@ -434,7 +442,7 @@ def _origin_form(flow: http.HTTPFlow) -> None:
 
 
 def _make_private(reply: Reply) -> None:
-    """`Cache-Control: private` in place of the origin's (proxy.policy.access)."""
+    """`Cache-Control: private` in place of the origin's (mediaedge.policy.access)."""
     if reply.wire is not None:
         reply.wire = [p for p in reply.wire if p[0].lower() != b"cache-control"]
         reply.wire.append((b"Cache-Control", PRIVATE_CACHE_CONTROL.encode()))

@@ -3,7 +3,7 @@
 The fastest any cache built as a mitmproxy addon can be on this machine: the same
 cut-down `Master` mediaedge uses (core, proxyserver, next_layer, tlsconfig,
 errorcheck; `connection_strategy=lazy`; mitmproxy's debug-only message type checks off,
-`proxy.serve.skip_debug_typechecks`), plus one synchronous `request` hook that
+`mediaedge.serve.skip_debug_typechecks`), plus one synchronous `request` hook that
 sets a prebuilt response. No lookup, no policy, no counters. The response carries
 the same number of headers a mediaedge hit does, so the bytes on the wire match.
 
@@ -45,7 +45,7 @@ class FromMemory:
 
 
 async def _main(host: str, port: int, size: int) -> None:
-    from proxy.serve import skip_debug_typechecks
+    from mediaedge.serve import skip_debug_typechecks
 
     skip_debug_typechecks()  # as `mediaedge serve` does: the ratio measures the addon alone
     opts = options.Options()

@@ -23,7 +23,7 @@ import time
 
 import requests
 
-from proxy.invalidation_log import InvalidationLog
+from mediaedge.invalidation_log import InvalidationLog
 from tests.edge import Edge, Route, Upstream
 from tests.test_e2e_publish import SECRET, publish
 

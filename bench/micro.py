@@ -30,14 +30,14 @@ def run(size: int = 10240, scale: float = 1.0) -> dict:
     """`scale` < 1 shortens every loop (smoke mode)."""
     global _SCALE
     _SCALE = scale
-    from proxy.accesslog import format_access_line
-    from proxy.engine import _vary_values
-    from proxy.headers import Headers
-    from proxy.policy.cachestatus import cache_status
-    from proxy.policy.freshness import current_age, freshness
-    from proxy.respond import plan_response
-    from proxy.stats import Stats
-    from proxy.storage import CacheStore, EntryMeta, Pointer, _split_inline, encode_trailer
+    from mediaedge.accesslog import format_access_line
+    from mediaedge.engine import _vary_values
+    from mediaedge.headers import Headers
+    from mediaedge.policy.cachestatus import cache_status
+    from mediaedge.policy.freshness import current_age, freshness
+    from mediaedge.respond import plan_response
+    from mediaedge.stats import Stats
+    from mediaedge.storage import CacheStore, EntryMeta, Pointer, _split_inline, encode_trailer
 
     out: dict[str, float] = {}
     d = tempfile.mkdtemp(prefix="bench-micro-")

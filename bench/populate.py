@@ -22,8 +22,8 @@ import hashlib
 import random
 import time
 
-from proxy.headers import Headers
-from proxy.storage import INLINE_LIMIT, CacheStore, EntryMeta, Pointer, encode_trailer, entry_key, pointer_key
+from mediaedge.headers import Headers
+from mediaedge.storage import INLINE_LIMIT, CacheStore, EntryMeta, Pointer, encode_trailer, entry_key, pointer_key
 
 from bench.origin import PATTERN
 

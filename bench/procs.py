@@ -223,7 +223,7 @@ class OriginServer(Server):
 
 
 class EdgeServer(Server):
-    """`python -m proxy serve` (mediaedge), as a user runs it."""
+    """`python -m mediaedge serve` (mediaedge), as a user runs it."""
 
     name = "mediaedge"
     kind = "mediaedge"
@@ -241,7 +241,7 @@ class EdgeServer(Server):
         self.extra = list(extra or [])
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{self.port}",
+        cmd = [sys.executable, "-m", "mediaedge", "serve", "--listen", f"127.0.0.1:{self.port}",
                "--admin-listen", f"127.0.0.1:{self.admin_port}", "--cache-dir", self.cache_dir,
                "--origin-db", self.origin_db, "--cache-size", self.cache_size]
         if self.upstream:

@@ -276,7 +276,7 @@ def render(results: dict, images: list[str]) -> str:
           "byte. Hot entries also keep the clock-free inputs of their freshness. The `request` hook alone "
           "(in process, 20,000 calls through `MediaEdge.request` on a mitmproxy test flow): 145–168 µs → 23–28 µs per hit; the "
           "ceiling's hook: 50–59 µs → 21–25 µs.")
-        w("- **mitmproxy's debug-only type checks are off** (`proxy.serve.skip_debug_typechecks`, the ceiling "
+        w("- **mitmproxy's debug-only type checks are off** (`mediaedge.serve.skip_debug_typechecks`, the ceiling "
           "runs with the same): every request and response object was checked field by field, building a "
           "`TypeError` with a typing repr per check. Besides ~30 µs per message it made garbage; with it "
           "gone, p99 at 1 conn fell from 2.3–2.8 ms to 1.2–1.7 ms (pinned `wrk -c1`, 3 runs each).")
@@ -428,7 +428,7 @@ def render(results: dict, images: list[str]) -> str:
     if ent:
         w("## Hit latency as the cache grows")
         w("")
-        w(f"Caches filled directly through `proxy.storage.CacheStore` (bench/populate.py) with "
+        w(f"Caches filled directly through `mediaedge.storage.CacheStore` (bench/populate.py) with "
           f"{ent['object_bytes']}-byte objects, then `mediaedge serve` restarted on them; {ent['note']}.")
         w("")
         w("| entries | fill method, rate | edge start | random key 1 conn: req/s · p50 · p99 | random key 16 conns req/s "

@@ -2,7 +2,7 @@
 
 Contenders (all on 127.0.0.1, free ports):
   origin     bench/origin.py, the test origin (also measured directly, to show its headroom)
-  mediaedge  `python -m proxy serve --upstream ORIGIN --origin-db sqlite:///...`
+  mediaedge  `python -m mediaedge serve --upstream ORIGIN --origin-db sqlite:///...`
   mitmdump   `mitmdump -q --mode reverse:ORIGIN --set connection_strategy=lazy` (pass-through)
   ceiling    bench/ceiling.py, a bare mitmproxy master answering from memory
   nginx      Debian nginx with proxy_cache (one worker), configured in the run's temp dir
@@ -212,7 +212,7 @@ class Bench:
         out = {}
         for url in [self.db_url, *self.cfg.db_urls]:
             t0 = time.monotonic()
-            p = subprocess.run([sys.executable, "-m", "proxy", "import", src, "--origin-db", url,
+            p = subprocess.run([sys.executable, "-m", "mediaedge", "import", src, "--origin-db", url,
                                 "--url-prefix", "/media/"], cwd=procs.REPO, capture_output=True, text=True,
                                timeout=600)
             last = (p.stdout.strip().splitlines() or [""])[-1]
@@ -729,7 +729,7 @@ class Bench:
             "pinning": {"server_cpus": sorted(self.server_cpus) if self.server_cpus else None,
                         "load_cpus": sorted(load.LOAD_CPUS) if load.LOAD_CPUS else None}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
             "commands": {
-                "mediaedge": "python -m proxy serve --listen 127.0.0.1:P --admin-listen 127.0.0.1:Q "
+                "mediaedge": "python -m mediaedge serve --listen 127.0.0.1:P --admin-listen 127.0.0.1:Q "
                              "--cache-dir DIR --origin-db sqlite:///DIR/origin.db --cache-size 8GiB "
                              "--upstream http://127.0.0.1:ORIGIN",
                 "mitmdump": "mitmdump -q --mode reverse:http://127.0.0.1:ORIGIN@127.0.0.1:P "

@@ -26,8 +26,8 @@ from typing import Any
 
 import requests
 
-from proxy.dbapi import Database, mysql_escape_bytes, mysql_send_query
-from proxy.origins.db import DatabaseOrigin
+from mediaedge.dbapi import Database, mysql_escape_bytes, mysql_send_query
+from mediaedge.origins.db import DatabaseOrigin
 from tests import dbservers
 from tests.edge import Edge
 

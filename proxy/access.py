@@ -1,6 +1,6 @@
 """App-decided access (`--auth-url`): the auth client and the memory of its answers.
 
-The rules are in `proxy.policy.access`; this module does the I/O and keeps state.
+The rules are in `mediaedge.policy.access`; this module does the I/O and keeps state.
 
 `AuthDecisions` remembers each answer for `--auth-ttl` seconds per (the client's
 `Cookie` and `Authorization` values, target as sent). It is an LRU bounded both in
@@ -12,7 +12,7 @@ dump of the process shows no session cookie. An invalidation of a target (publis
 delete, purge) drops the answers remembered for it, so a change of who may see a
 file reaches clients at once, not `--auth-ttl` later.
 
-`AuthClient` asks the app. Like the upstream client (`proxy.upstream`) it keeps no
+`AuthClient` asks the app. Like the upstream client (`mediaedge.upstream`) it keeps no
 cookie jar and adds no field of its own, never follows a redirect, and bounds the
 whole exchange by `--upstream-timeout`. Concurrent asks with the same key share one
 request to the app.
@@ -28,9 +28,9 @@ from collections.abc import Callable
 
 import httpx
 
-from proxy.headers import Headers
-from proxy.policy.access import AUTH_FIELDS, AuthAnswer, auth_answer, auth_failed
-from proxy.upstream import stateless_client
+from mediaedge.headers import Headers
+from mediaedge.policy.access import AUTH_FIELDS, AuthAnswer, auth_answer, auth_failed
+from mediaedge.upstream import stateless_client
 
 log = logging.getLogger("mediaedge.access")
 

@@ -36,8 +36,8 @@ from typing import TypeVar
 
 import h11
 
-from proxy.shutdown import close_server
-from proxy.webhook import MAX_BODY, WebhookError
+from mediaedge.shutdown import close_server
+from mediaedge.webhook import MAX_BODY, WebhookError
 
 log = logging.getLogger("mediaedge.admin")
 

@@ -20,8 +20,8 @@ import tempfile
 from collections.abc import Callable
 from typing import TextIO
 
-from proxy.config import Settings, format_size
-from proxy.dbapi import DatabaseError, parse_db_url
+from mediaedge.config import Settings, format_size
+from mediaedge.dbapi import DatabaseError, parse_db_url
 
 Check = tuple[str, Callable[[], str | None]]
 
@@ -31,8 +31,8 @@ def origin_checks(s: Settings) -> list[Check]:
     url = parse_db_url(s.origin_db).redacted()
     if s.origin_profile != "sql":
         return [(f"origin database {url} ({s.origin_profile})", lambda: _native_origin(s))]
-    from proxy.origins.db import OriginError
-    from proxy.origins.sqlroutes import SqlRouteOrigin
+    from mediaedge.origins.db import OriginError
+    from mediaedge.origins.sqlroutes import SqlRouteOrigin
 
     try:
         origin = SqlRouteOrigin(s.origin_db, s.sql_routes, timeout=s.db_timeout)
@@ -47,7 +47,7 @@ def origin_checks(s: Settings) -> list[Check]:
 
 
 def _native_origin(s: Settings) -> str | None:
-    from proxy.origins.db import DatabaseOrigin, OriginError
+    from mediaedge.origins.db import DatabaseOrigin, OriginError
 
     try:
         DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
@@ -58,7 +58,7 @@ def _native_origin(s: Settings) -> str | None:
 
 
 def state_db(s: Settings) -> str | None:
-    from proxy.invalidation_log import InvalidationLog
+    from mediaedge.invalidation_log import InvalidationLog
 
     try:
         InvalidationLog(s.state_db_url).close()

@@ -1,12 +1,12 @@
 """The `mediaedge` command: argument parsing and error reporting, nothing else.
 
-Each subcommand resolves its settings through `proxy.config.load_settings` and
+Each subcommand resolves its settings through `mediaedge.config.load_settings` and
 hands a namespace to the module that does the work, imported only when that
-subcommand runs (`serve` -> `proxy.serve.run(settings)`, `check` ->
-`proxy.check.run(settings)`, `import` ->
-`proxy.importer.run(args)`, `stats` -> `proxy.statscli.run(args)`, `publish` /
-`purge` -> `proxy.publishcli.run_publish(args)` / `run_purge(args)`; `sign` is a few
-lines over `proxy.signing.sign_target`). Every flag
+subcommand runs (`serve` -> `mediaedge.serve.run(settings)`, `check` ->
+`mediaedge.check.run(settings)`, `import` ->
+`mediaedge.importer.run(args)`, `stats` -> `mediaedge.statscli.run(args)`, `publish` /
+`purge` -> `mediaedge.publishcli.run_publish(args)` / `run_purge(args)`; `sign` is a few
+lines over `mediaedge.signing.sign_target`). Every flag
 is defined here, so `--help` works whatever is installed.
 
 Failures the operator can fix print one line, `mediaedge: error: ...`, and no
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from proxy.config import (
+from mediaedge.config import (
     OPTIONS,
     ConfigError,
     Settings,
@@ -319,12 +319,12 @@ def _settings(args: argparse.Namespace, *flags: str) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
-    return int(_module("proxy.serve").run(settings))
+    return int(_module("mediaedge.serve").run(settings))
 
 
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
-    return int(_module("proxy.check").run(settings))
+    return int(_module("mediaedge.check").run(settings))
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -334,30 +334,30 @@ def _import(args: argparse.Namespace) -> int:
         check_prefix(args.url_prefix)
     except ValueError as e:
         raise ConfigError("--url-prefix", str(e)) from None
-    return _call("proxy.importer", "run", args)
+    return _call("mediaedge.importer", "run", args)
 
 
 def _stats(args: argparse.Namespace) -> int:
     _resolve_admin(args, _settings(args))
-    return _call("proxy.statscli", "run", args)
+    return _call("mediaedge.statscli", "run", args)
 
 
 def _publish(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _resolve_admin(args, settings)
     _resolve_secret(args, settings)
-    return _call("proxy.publishcli", "run_publish", args)
+    return _call("mediaedge.publishcli", "run_publish", args)
 
 
 def _purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _resolve_admin(args, settings)
     _resolve_secret(args, settings)
-    return _call("proxy.publishcli", "run_purge", args)
+    return _call("mediaedge.publishcli", "run_purge", args)
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from proxy.signing import sign_target
+    from mediaedge.signing import sign_target
 
     keys = _settings(args, "signing_key").signing_keys
     if not keys:

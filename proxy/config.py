@@ -2,7 +2,7 @@
 
 Rule: nothing outside this module reads a flag, an environment variable or the
 TOML file. Each setting is described once, in `OPTIONS` (its flag, default and
-help text); `proxy.cli` builds `serve --help` from that table and
+help text); `mediaedge.cli` builds `serve --help` from that table and
 `conf/mediaedge.toml` documents the same entries.
 
 Precedence (contract section 1), highest first:
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from proxy.dbapi import DatabaseError, parse_db_url
-from proxy.origins.sqlroutes import SqlRoute, parse_sql_routes
-from proxy.policy.signing import SigningKey, parse_signing_key
+from mediaedge.dbapi import DatabaseError, parse_db_url
+from mediaedge.origins.sqlroutes import SqlRoute, parse_sql_routes
+from mediaedge.policy.signing import SigningKey, parse_signing_key
 
 ENV_PREFIX = "MEDIAEDGE_"
 CONFIG_ENV = "MEDIAEDGE_CONFIG"
@@ -219,7 +219,7 @@ def parse_prefix_list(value: object) -> tuple[str, ...]:
 
 
 def parse_signing_keys(value: object) -> tuple[SigningKey, ...]:
-    """A list, or a comma-separated string, of `[KID:]SECRET` keys (proxy.policy.signing)."""
+    """A list, or a comma-separated string, of `[KID:]SECRET` keys (mediaedge.policy.signing)."""
     if value is None:
         return ()
     items = value if isinstance(value, list | tuple) else _text(value).split(",")
@@ -531,7 +531,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-SQL_ROUTE_KEY = "sql_route"  # TOML only: an array of tables, not a setting (proxy.origins.sqlroutes)
+SQL_ROUTE_KEY = "sql_route"  # TOML only: an array of tables, not a setting (mediaedge.origins.sqlroutes)
 _ALIASES = {"media-prefixes": "media-prefix"}  # the Settings field name, as a TOML key
 
 

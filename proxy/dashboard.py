@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from proxy.stats import INVALIDATION_TYPES, ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
+from mediaedge.stats import INVALIDATION_TYPES, ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
 
 CHART_SECONDS = 3600
 

@@ -4,7 +4,7 @@ request → `Engine.handle` → (storage lookup in a worker thread) → fresh hi
 from the entry; stale: reply and refresh in the background; miss: join or start a
 `Fill` (upstream first, the database origin on 404/410/5xx/refused/timeout) → reply
 that streams the fill. The addon turns a `Reply` into a mitmproxy response; policy
-decisions come from `proxy.policy.*` and `proxy.respond`, pure functions.
+decisions come from `mediaedge.policy.*` and `mediaedge.respond`, pure functions.
 """
 from __future__ import annotations
 
@@ -18,25 +18,25 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from proxy.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
-from proxy.epochs import Epochs, Verdict
-from proxy.fill import Fill, FillFailed, FillHead, SpoolHandle
-from proxy.headers import Headers
-from proxy.hot import HotEntries, HotEntry
-from proxy.origins.contenttype import guess_content_type
-from proxy.origins.db import DatabaseOrigin, DbObject, OriginError
-from proxy.policy.cachecontrol import delta_seconds
-from proxy.policy.cachestatus import cache_status
-from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
-from proxy.policy.httpdate import format_http_date, parse_http_date
-from proxy.policy.armour import deception_armour
-from proxy.policy.storable import Storability, storability
-from proxy.policy.target import decoded_path, revision_from, vary_names, vary_values
-from proxy.pools import in_database_thread
-from proxy.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
-from proxy.storage import CacheStore, Entry, EntryMeta, Pointer
-from proxy.streamserver import FileBody, Job
-from proxy.upstream import Upstream, UpstreamError, UpstreamResponse
+from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
+from mediaedge.epochs import Epochs, Verdict
+from mediaedge.fill import Fill, FillFailed, FillHead, SpoolHandle
+from mediaedge.headers import Headers
+from mediaedge.hot import HotEntries, HotEntry
+from mediaedge.origins.contenttype import guess_content_type
+from mediaedge.origins.db import DatabaseOrigin, DbObject, OriginError
+from mediaedge.policy.cachecontrol import delta_seconds
+from mediaedge.policy.cachestatus import cache_status
+from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
+from mediaedge.policy.httpdate import format_http_date, parse_http_date
+from mediaedge.policy.armour import deception_armour
+from mediaedge.policy.storable import Storability, storability
+from mediaedge.policy.target import decoded_path, revision_from, vary_names, vary_values
+from mediaedge.pools import in_database_thread
+from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
+from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
+from mediaedge.streamserver import FileBody, Job
+from mediaedge.upstream import Upstream, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("mediaedge.engine")
 
@@ -71,7 +71,7 @@ class _Busy(Exception):
 @dataclass(frozen=True)
 class MediaRequest:
     method: str  # GET or HEAD
-    target: str  # canonical path?query (proxy.policy.target.normalize_target)
+    target: str  # canonical path?query (mediaedge.policy.target.normalize_target)
     headers: Headers
 
 
@@ -593,7 +593,7 @@ class Engine:
         except UpstreamError:
             raise
         except Exception as e:  # httpx read errors mid-body
-            from proxy.upstream import wrap_stream_errors
+            from mediaedge.upstream import wrap_stream_errors
 
             raise wrap_stream_errors(e) from e
 

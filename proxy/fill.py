@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from proxy.digest import BodyDigest
-from proxy.headers import Headers
+from mediaedge.digest import BodyDigest
+from mediaedge.headers import Headers
 
 T = TypeVar("T")
 log = logging.getLogger("mediaedge.fill")

@@ -11,8 +11,8 @@ from collections import OrderedDict
 
 from typing import NamedTuple
 
-from proxy.policy.freshness import Freshness
-from proxy.respond import HitTemplate
+from mediaedge.policy.freshness import Freshness
+from mediaedge.respond import HitTemplate
 
 MAX_BYTES = 64 << 20
 MAX_ENTRY = 256 << 10

@@ -49,7 +49,7 @@ from h11 import _readers as h11_readers
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _base, _events, _http1
 
-from proxy.respond import HTTP_DATES
+from mediaedge.respond import HTTP_DATES
 
 MAX_REQUEST_HEAD = 64 * 1024
 """Largest request line plus header fields we read. Twice Varnish's default: media

@@ -36,12 +36,12 @@ from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
-from proxy.origins.contenttype import guess_content_type
-from proxy.dbapi import DatabaseError
-from proxy.invalidation_log import InvalidationLog
-from proxy.origins.db import MAX_PATH_BYTES, DatabaseOrigin, OriginError
-from proxy.policy.target import normalize_target
-from proxy.webhook import PublishEvent, event_to_json
+from mediaedge.origins.contenttype import guess_content_type
+from mediaedge.dbapi import DatabaseError
+from mediaedge.invalidation_log import InvalidationLog
+from mediaedge.origins.db import MAX_PATH_BYTES, DatabaseOrigin, OriginError
+from mediaedge.policy.target import normalize_target
+from mediaedge.webhook import PublishEvent, event_to_json
 
 HASH_CHUNK = 1 << 20
 PUBLISH_BATCH = 1000  # events per append: the webhook's own limit per request

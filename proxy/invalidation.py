@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.engine import Engine, MediaRequest
-from proxy.headers import Headers
-from proxy.invalidation_log import Accepted, InvalidationLog
-from proxy.pools import in_database_thread
-from proxy.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
+from mediaedge.engine import Engine, MediaRequest
+from mediaedge.headers import Headers
+from mediaedge.invalidation_log import Accepted, InvalidationLog
+from mediaedge.pools import in_database_thread
+from mediaedge.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
 
 log = logging.getLogger("mediaedge.invalidation")
 
@@ -51,7 +51,7 @@ class Invalidator:
         auth_decisions: Any | None = None,
     ) -> None:
         self.engine = engine
-        # proxy.access.AuthDecisions: the app's remembered answers for a target are
+        # mediaedge.access.AuthDecisions: the app's remembered answers for a target are
         # forgotten with it, so a change of who may see a file applies at once.
         self.auth_decisions = auth_decisions
         self.retention = retention

@@ -30,7 +30,7 @@ on SQLite and MySQL they poll.
 Blocking code: the caller runs it in a worker thread. Each thread gets its own
 connection (DB-API connections are not thread-safe); a connection that fails is
 discarded and the operation is retried once on a fresh one when that is safe.
-Every failure surfaces as `proxy.dbapi.DatabaseError` with a one-line message.
+Every failure surfaces as `mediaedge.dbapi.DatabaseError` with a one-line message.
 
 Ordering (why appends take a lock). Followers read `seq > cursor`, so the log
 must never let a row with a lower seq become visible after a row with a higher
@@ -59,7 +59,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from proxy.dbapi import Database, DatabaseError
+from mediaedge.dbapi import Database, DatabaseError
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.stats import RESULT_FIELDS, RESULTS, Stats
+from mediaedge.stats import RESULT_FIELDS, RESULTS, Stats
 
 
 class StatsCollector(Collector):

@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from proxy.webhook import MAX_BODY, MAX_EVENTS, signed_headers
+from mediaedge.webhook import MAX_BODY, MAX_EVENTS, signed_headers
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 SECRET_ENV = ("MEDIAEDGE_WEBHOOK_SECRET", "MEDIAEDGE_SECRET")  # the server's setting works here too

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from proxy.headers import Headers
-from proxy.policy.conditional import not_modified
-from proxy.policy.httpdate import format_http_date, parse_http_date
-from proxy.policy.ranges import (
+from mediaedge.headers import Headers
+from mediaedge.policy.conditional import not_modified
+from mediaedge.policy.httpdate import format_http_date, parse_http_date
+from mediaedge.policy.ranges import (
     ByteRange,
     content_range,
     if_range_allows,
@@ -23,7 +23,7 @@ from proxy.policy.ranges import (
     resolve_range,
     unsatisfied_content_range,
 )
-from proxy.policy.target import etag_for_revision
+from mediaedge.policy.target import etag_for_revision
 
 # Fields we set ourselves on the way out (anything stored under these names is replaced).
 OWN_FIELDS = ("date", "content-length", "content-range", "age", "cache-status", "accept-ranges",

@@ -15,25 +15,25 @@ import os
 import time
 from typing import Any
 
-from proxy.access import Access, AuthClient, AuthDecisions
-from proxy.accesslog import AccessLog
-from proxy.admin import AdminRequest, AdminResponse, AdminServer
-from proxy.config import Settings
-from proxy.dashboard import render_dashboard
-from proxy.dbapi import DatabaseError
-from proxy.engine import Engine, EngineConfig
-from proxy.invalidation import Invalidator
-from proxy.invalidation_log import Accepted, InvalidationLog
-from proxy.metrics import render_metrics
-from proxy.origins.db import DatabaseOrigin, OriginError
-from proxy.origins.sqlroutes import SqlRouteOrigin
-from proxy.policy.access import Gates
-from proxy.pools import in_database_thread, install_cache_pool
-from proxy.stats import Stats, write_state
-from proxy.storage import CacheStore
-from proxy.streamserver import StreamServer
-from proxy.upstream import Upstream
-from proxy.webhook import WebhookError, parse_events, replay_key, verify, verify_head
+from mediaedge.access import Access, AuthClient, AuthDecisions
+from mediaedge.accesslog import AccessLog
+from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
+from mediaedge.config import Settings
+from mediaedge.dashboard import render_dashboard
+from mediaedge.dbapi import DatabaseError
+from mediaedge.engine import Engine, EngineConfig
+from mediaedge.invalidation import Invalidator
+from mediaedge.invalidation_log import Accepted, InvalidationLog
+from mediaedge.metrics import render_metrics
+from mediaedge.origins.db import DatabaseOrigin, OriginError
+from mediaedge.origins.sqlroutes import SqlRouteOrigin
+from mediaedge.policy.access import Gates
+from mediaedge.pools import in_database_thread, install_cache_pool
+from mediaedge.stats import Stats, write_state
+from mediaedge.storage import CacheStore
+from mediaedge.streamserver import StreamServer
+from mediaedge.upstream import Upstream
+from mediaedge.webhook import WebhookError, parse_events, replay_key, verify, verify_head
 
 log = logging.getLogger("mediaedge")
 

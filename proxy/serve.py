@@ -6,7 +6,7 @@ errorcheck serves cached hits about twice as fast (docs/BENCHMARKS.md). `connect
 is `lazy` so a dead upstream never drops a client before the addon answers.
 
 Signals: SIGINT/SIGTERM stop the node (downloads in flight are cut, nothing partial is
-stored) within `proxy.shutdown.EXIT_DEADLINE` seconds at most; SIGHUP reopens the
+stored) within `mediaedge.shutdown.EXIT_DEADLINE` seconds at most; SIGHUP reopens the
 access log (logrotate's rename-then-HUP) and the node keeps serving.
 
 Works with mitmproxy 11.0 (Python 3.11) and 12.x (3.12+): `Master`, the five addons
@@ -28,10 +28,10 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.master import Master
 from mitmproxy.proxy import server as mitm_server
 
-from addons.mediaedge import MediaEdge
-from proxy.config import Settings
-from proxy.runtime import StartupError
-from proxy.shutdown import ExitDeadline
+from mediaedge.addons.mediaedge import MediaEdge
+from mediaedge.config import Settings
+from mediaedge.runtime import StartupError
+from mediaedge.shutdown import ExitDeadline
 
 log = logging.getLogger("mediaedge")
 
@@ -192,7 +192,7 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reopen_logs(addon))
     # Start the runtime ourselves, before the listeners, so startup errors are one line.
-    from proxy.runtime import Runtime
+    from mediaedge.runtime import Runtime
 
     addon.rt = Runtime(settings)
     await addon.rt.start()

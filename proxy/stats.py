@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from proxy.topk import SpaceSaving
+from mediaedge.topk import SpaceSaving
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from proxy.dashboard import fmt_bytes, fmt_count, fmt_percent
-from proxy.stats import ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
+from mediaedge.dashboard import fmt_bytes, fmt_count, fmt_percent
+from mediaedge.stats import ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 TIMEOUT = 5.0

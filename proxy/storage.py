@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_PICKLE, UNKNOWN
 
-from proxy.headers import Headers
+from mediaedge.headers import Headers
 
 log = logging.getLogger("mediaedge.storage")
 

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from proxy.headers import Headers
-from proxy.shutdown import close_server
+from mediaedge.headers import Headers
+from mediaedge.shutdown import close_server
 
 log = logging.getLogger("mediaedge.stream")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from proxy.headers import Headers
+from mediaedge.headers import Headers
 
 log = logging.getLogger("mediaedge.upstream")
 

@@ -19,7 +19,7 @@ Replays. A signed request stays valid for the whole skew window, and applying
 one again is not harmless: a captured purge would empty every node's cache as
 often as it is sent. `replay_key` names a request by its MAC; the invalidation
 log records each accepted one with its figures, in the same transaction as its
-events (proxy.invalidation_log), and a replay gets those figures back with
+events (mediaedge.invalidation_log), and a replay gets those figures back with
 `"replayed": true` and changes nothing.
 """
 from __future__ import annotations
@@ -324,7 +324,7 @@ def _flag(obj: dict[str, Any], where: str, key: str) -> bool:
 
 
 def _normalize(value: str, where: str, key: str) -> str:
-    from proxy.policy.target import normalize_target  # at call time: a sibling module
+    from mediaedge.policy.target import normalize_target  # at call time: a sibling module
 
     try:
         return normalize_target(value)

@@ -222,7 +222,7 @@ class Edge:
         self.admin_port = admin_port or free_port()
         self.origin_db = origin_db or f"sqlite:///{os.path.join(workdir, 'origin.db')}"
         self.cache_dir = cache_dir or os.path.join(workdir, "cache")
-        cmd = [sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{self.port}",
+        cmd = [sys.executable, "-m", "mediaedge", "serve", "--listen", f"127.0.0.1:{self.port}",
                "--admin-listen", f"127.0.0.1:{self.admin_port}", "--cache-dir", self.cache_dir,
                "--origin-db", self.origin_db]
         if upstream:

@@ -9,7 +9,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.dbapi import Database
+from mediaedge.dbapi import Database
 
 DJANGO_ROUTE = r"""
 [[sql_route]]

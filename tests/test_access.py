@@ -1,5 +1,5 @@
-"""proxy.access: the memory of the app's answers (bounds, expiry, invalidation) and the
-auth client (one shared ask, no state between clients); proxy.policy.access's table."""
+"""mediaedge.access: the memory of the app's answers (bounds, expiry, invalidation) and the
+auth client (one shared ask, no state between clients); mediaedge.policy.access's table."""
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +10,9 @@ import tracemalloc
 
 import pytest
 
-from proxy.access import MAX_BYTES, Access, AuthClient, AuthDecisions
-from proxy.headers import Headers
-from proxy.policy.access import AuthAnswer, Gates, auth_answer, auth_failed
+from mediaedge.access import MAX_BYTES, Access, AuthClient, AuthDecisions
+from mediaedge.headers import Headers
+from mediaedge.policy.access import AuthAnswer, Gates, auth_answer, auth_failed
 
 YES = auth_answer(200)
 
@@ -29,7 +29,7 @@ def cookie(value: str) -> Headers:
     return Headers([("Cookie", value)])
 
 
-# --- proxy.policy.access ---------------------------------------------------------------
+# --- mediaedge.policy.access ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status,allow,sent", [

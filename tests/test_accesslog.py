@@ -1,11 +1,11 @@
-"""proxy.accesslog: combined-format lines, hostile fields escaped, the three destinations."""
+"""mediaedge.accesslog: combined-format lines, hostile fields escaped, the three destinations."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from proxy.accesslog import AccessLog, clf_time, escape_field, format_access_line
+from mediaedge.accesslog import AccessLog, clf_time, escape_field, format_access_line
 
 NOW = 1735812245.25  # 2025-01-02 10:04:05.25 UTC
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from proxy.webhook import signed_headers
+from mediaedge.webhook import signed_headers
 from tests.adminflood import MIB, PeakRss, flood, publish_head
 from tests.edge import Edge, wait_until
 
@@ -190,7 +190,7 @@ def test_a_header_trickle_client_is_cut_by_the_head_deadline(node):
 
 def _in_process_server(limits):
     """A real AdminServer on a loopback port, in a thread with its own loop."""
-    from proxy.admin import AdminResponse, AdminServer
+    from mediaedge.admin import AdminResponse, AdminServer
 
     async def ok(_):
         return AdminResponse.text(200, "ok\n")
@@ -210,7 +210,7 @@ def _in_process_server(limits):
 
 
 def test_a_body_trickle_client_is_cut_by_the_body_deadline():
-    from proxy.admin import Limits
+    from mediaedge.admin import Limits
 
     server, close = _in_process_server(Limits(head_timeout=5.0, body_timeout=1.5))
     s = _connect(server.port)
@@ -233,7 +233,7 @@ def test_a_body_trickle_client_is_cut_by_the_body_deadline():
 
 
 def test_an_idle_keep_alive_connection_is_closed_quietly():
-    from proxy.admin import Limits
+    from mediaedge.admin import Limits
 
     server, close = _in_process_server(Limits(head_timeout=1.0))
     s = _connect(server.port)
@@ -302,7 +302,7 @@ def test_a_normal_publish_gets_through_during_a_flood(node):
 
 
 def test_a_malformed_or_oversized_head_is_answered_and_closed():
-    from proxy.admin import Limits
+    from mediaedge.admin import Limits
 
     server, close = _in_process_server(Limits())
     try:

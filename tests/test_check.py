@@ -9,7 +9,7 @@ from tests.sqlfixtures import PLAIN_ROUTE, SITECORE_ROUTE, Tables
 
 
 def check(tmp_path, *args: str) -> tuple[int, list[str], str]:
-    p = subprocess.run([sys.executable, "-m", "proxy", "check", "--cache-dir", str(tmp_path / "cache"),
+    p = subprocess.run([sys.executable, "-m", "mediaedge", "check", "--cache-dir", str(tmp_path / "cache"),
                         "--cache-size", "64MiB", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     return p.returncode, p.stdout.splitlines(), p.stderr
 

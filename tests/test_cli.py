@@ -1,6 +1,6 @@
-"""The real `python -m proxy` command in a subprocess: errors are one line, help works.
+"""The real `python -m mediaedge` command in a subprocess: errors are one line, help works.
 
-No test here starts a server: a setting error stops `serve` before proxy.serve runs.
+No test here starts a server: a setting error stops `serve` before mediaedge.serve runs.
 Argument wiring of the other subcommands is checked in-process with fake modules.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import cli
+from mediaedge import cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAEDGE_")}
     clean["PYTHONPATH"] = str(REPO) + os.pathsep + clean.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
+        [sys.executable, "-m", "mediaedge", *args],
         capture_output=True, text=True, timeout=60, env=clean | (env or {}), cwd=cwd or REPO,
     )
 
@@ -114,7 +114,7 @@ def test_subcommand_help(command: str) -> None:
 def test_sign_prints_a_link_that_verifies() -> None:
     import time
 
-    from proxy.policy.signing import Allowed, SigningKey, verify
+    from mediaedge.policy.signing import Allowed, SigningKey, verify
 
     before = time.time()
     result = run("sign", "/media/p/a b.jpg?w=1", "--ttl", "10m", "--signing-key", "new:s-new",
@@ -157,7 +157,7 @@ def test_no_command_is_a_usage_error() -> None:
 
 @pytest.fixture
 def fake_modules(monkeypatch: pytest.MonkeyPatch) -> dict[str, argparse.Namespace]:
-    """Install fake proxy.importer/statscli/publishcli/serve that record what they get."""
+    """Install fake mediaedge.importer/statscli/publishcli/serve that record what they get."""
     for key in list(os.environ):
         if key.startswith("MEDIAEDGE_"):
             monkeypatch.delenv(key)
@@ -170,10 +170,10 @@ def fake_modules(monkeypatch: pytest.MonkeyPatch) -> dict[str, argparse.Namespac
         return record
 
     modules = {
-        "proxy.importer": {"run": recorder("import")},
-        "proxy.statscli": {"run": recorder("stats")},
-        "proxy.publishcli": {"run_publish": recorder("publish"), "run_purge": recorder("purge")},
-        "proxy.serve": {"run": recorder("serve")},
+        "mediaedge.importer": {"run": recorder("import")},
+        "mediaedge.statscli": {"run": recorder("stats")},
+        "mediaedge.publishcli": {"run_publish": recorder("publish"), "run_purge": recorder("purge")},
+        "mediaedge.serve": {"run": recorder("serve")},
     }
     for name, functions in modules.items():
         module = types.ModuleType(name)
@@ -288,7 +288,7 @@ def test_startup_errors_are_one_line(fake_modules: dict[str, object],
                                      error: Exception, expected: str) -> None:
     def fail(settings: object) -> int:
         raise error
-    monkeypatch.setattr(sys.modules["proxy.serve"], "run", fail)
+    monkeypatch.setattr(sys.modules["mediaedge.serve"], "run", fail)
     assert cli.main(["serve"]) == 1
     assert capsys.readouterr().err == f"mediaedge: error: {expected}\n"
 
@@ -298,13 +298,13 @@ def test_keyboard_interrupt_exits_quietly(fake_modules: dict[str, object],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     def interrupted(settings: object) -> int:
         raise KeyboardInterrupt
-    monkeypatch.setattr(sys.modules["proxy.serve"], "run", interrupted)
+    monkeypatch.setattr(sys.modules["mediaedge.serve"], "run", interrupted)
     assert cli.main(["serve"]) == 0
     assert capsys.readouterr().err == ""
 
 
 def test_missing_module_is_one_line(monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "proxy.statscli", None)  # import raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "mediaedge.statscli", None)  # import raises ModuleNotFoundError
     assert cli.main(["stats"]) == 1
-    assert "proxy.statscli" in capsys.readouterr().err
+    assert "mediaedge.statscli" in capsys.readouterr().err

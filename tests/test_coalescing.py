@@ -241,7 +241,7 @@ def test_coalescing_holds_round_after_round_with_a_fast_upstream(tmp_path):
 @pytest.mark.full
 def test_db_origin_misses_coalesce(tmp_path):
     """With no upstream, concurrent misses for a database row read it once."""
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
     import io
 
     db_url = f"sqlite:///{tmp_path / 'origin.db'}"

@@ -1,4 +1,4 @@
-"""proxy.config: the pure parsers as tables, then precedence and errors of load_settings."""
+"""mediaedge.config: the pure parsers as tables, then precedence and errors of load_settings."""
 from __future__ import annotations
 
 import socket
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policy.signing import SigningKey
-from proxy.config import (
+from mediaedge.policy.signing import SigningKey
+from mediaedge.config import (
     OPTIONS,
     ConfigError,
     Settings,

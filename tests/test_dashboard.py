@@ -1,4 +1,4 @@
-"""proxy.dashboard: the admin plane's HTML page.
+"""mediaedge.dashboard: the admin plane's HTML page.
 
 Unit tests read the HTML as text and through html.parser; one full-tier test
 loads it from a real HTTP server in a real headless Chromium, checks the
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.dashboard import per_bucket, render_chart, render_dashboard
-from proxy.stats import Stats
+from mediaedge.dashboard import per_bucket, render_chart, render_dashboard
+from mediaedge.stats import Stats
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"

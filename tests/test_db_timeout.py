@@ -13,8 +13,8 @@ import time
 import pytest
 import requests
 
-from proxy.dbapi import Database
-from proxy.origins.db import DatabaseOrigin, LookupTimeout
+from mediaedge.dbapi import Database
+from mediaedge.origins.db import DatabaseOrigin, LookupTimeout
 from tests.edge import Edge, Route, Upstream, sha, wait_until
 
 BODY = b"row bytes " * 100

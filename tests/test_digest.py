@@ -7,7 +7,7 @@ import zlib
 
 from hypothesis import given, settings, strategies as st
 
-from proxy.digest import BLOCK, BodyDigest, block_count, block_sum, blocks_valid, covering_blocks
+from mediaedge.digest import BLOCK, BodyDigest, block_count, block_sum, blocks_valid, covering_blocks
 
 BODY = os.urandom(3 * BLOCK + 777)
 

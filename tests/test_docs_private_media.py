@@ -1,6 +1,6 @@
 """docs/private-media.md: the Django and PHP signing helpers it prints produce exactly the
 signatures mediaedge checks (the published vectors, and random targets against
-proxy.signing.sign_target)."""
+mediaedge.signing.sign_target)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from proxy.signing import sign_target
+from mediaedge.signing import sign_target
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "private-media.md").read_text(encoding="utf-8")
 

@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
-from proxy.dbapi import Database
-from proxy.origins.db import DatabaseOrigin
+from mediaedge.dbapi import Database
+from mediaedge.origins.db import DatabaseOrigin
 from tests.edge import Edge, Route, Upstream, free_port, sha, wait_until
 
 PNG = os.urandom(12_345)

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from proxy.webhook import signed_headers
+from mediaedge.webhook import signed_headers
 from tests.edge import Edge, Route, Upstream, sha, synthetic_sha, wait_until
 
 SECRET = "s3cret-for-tests"
@@ -122,7 +122,7 @@ def test_purge_by_prefix_tag_and_soft(node, upstream):
 
 
 def test_published_revision_wins_over_lagging_upstream(tmp_path, upstream):
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     db_url = f"sqlite:///{tmp_path}/origin.db"
     origin = DatabaseOrigin(db_url)
@@ -304,7 +304,7 @@ def _send(edge: Edge, raw: bytes, headers: dict[str, str]) -> requests.Response:
 
 
 def _log_rows(state_db: str) -> int:
-    from proxy.invalidation_log import InvalidationLog
+    from mediaedge.invalidation_log import InvalidationLog
 
     log = InvalidationLog(state_db)
     try:

@@ -62,10 +62,10 @@ def test_scripted_traffic_reconciles(tmp_path):
         lines = wait_until(lambda: log_path.read_text().splitlines() if log_path.exists() else None, 5)
         assert len(lines) == 7 and any("cache=hit" in line for line in lines)
         # the CLI table and JSON read the same numbers
-        out = subprocess.run([sys.executable, "-m", "proxy", "stats", "--admin", e.admin, "--json"], cwd=REPO,
+        out = subprocess.run([sys.executable, "-m", "mediaedge", "stats", "--admin", e.admin, "--json"], cwd=REPO,
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and '"hits": 3' in out.stdout.replace('"hits":3', '"hits": 3')
-        table = subprocess.run([sys.executable, "-m", "proxy", "stats", "--admin", e.admin], cwd=REPO,
+        table = subprocess.run([sys.executable, "-m", "mediaedge", "stats", "--admin", e.admin], cwd=REPO,
                                capture_output=True, text=True, timeout=30)
         assert table.returncode == 0 and "42.9" in table.stdout  # hit ratio 3/7
     finally:
@@ -90,7 +90,7 @@ def test_dashboard_of_a_live_node_in_chromium(tmp_path):
     # an hour's history as a node that ran before would have saved it
     import time as _time
 
-    from proxy.stats import Stats
+    from mediaedge.stats import Stats
 
     now = _time.time()
     clock = {"t": now - 3000}

@@ -87,7 +87,7 @@ def test_injection_targets_are_inert(tables, edge, target):
 def _serve_fails(tmp_path, db_url: str, config_text: str) -> str:
     config = tmp_path / "bad.toml"
     config.write_text(config_text)
-    p = subprocess.run([sys.executable, "-m", "proxy", "serve", "--listen", "127.0.0.1:0", "--admin-listen",
+    p = subprocess.run([sys.executable, "-m", "mediaedge", "serve", "--listen", "127.0.0.1:0", "--admin-listen",
                         "127.0.0.1:0", "--cache-dir", str(tmp_path / "c"), "--origin-db", db_url,
                         "--origin-profile", "sql", "--config", str(config)],
                        cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.epochs import Epochs, Mark, Verdict, verdict
+from mediaedge.epochs import Epochs, Mark, Verdict, verdict
 
 T = "/media/a/b.jpg"
 

@@ -65,7 +65,7 @@ class DbOutage:
 
 
 def put_row(db_url: str, path: str, body: bytes, revision: str, content_type: str = "image/jpeg") -> None:
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     with DatabaseOrigin(db_url) as db:
         db.put(path, io.BytesIO(body), size=len(body), sha256=hashlib.sha256(body).hexdigest(),
@@ -331,7 +331,7 @@ def test_app_ahead_of_its_publish_webhook_is_not_a_404(tmp_path):
     must not be a 404: the app's r2 (unstored), or r1, but the file exists."""
     import json
 
-    from proxy.webhook import signed_headers
+    from mediaedge.webhook import signed_headers
 
     up = Upstream()
     edge = Edge(str(tmp_path), upstream=up.url, args=["--webhook-secret", "s3cret"]).start()

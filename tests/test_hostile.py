@@ -36,7 +36,7 @@ def env(tmp_path_factory):
     up.routes["/secret.txt"] = Route(body=SECRET_UP)
     db_url = f"sqlite:///{d / 'origin.db'}"
     edge = Edge(str(d), upstream=up.url, origin_db=db_url).start()
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     with DatabaseOrigin(db_url) as db:
         for path in ("/secret.txt", "/media/../secret.txt", "/etc/passwd"):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gc
 
-from proxy.headers import Headers
-from proxy.hot import ENTRY_OVERHEAD, HotEntries, HotEntry
-from proxy.policy.freshness import Freshness
-from proxy.respond import hit_template
-from proxy.storage import EntryMeta
+from mediaedge.headers import Headers
+from mediaedge.hot import ENTRY_OVERHEAD, HotEntries, HotEntry
+from mediaedge.policy.freshness import Freshness
+from mediaedge.respond import hit_template
+from mediaedge.storage import EntryMeta
 
 TEMPLATE = hit_template(status=200, headers=Headers([("Content-Type", "image/jpeg")]), length=1, revision="r",
                         revision_header="X-Media-Revision")

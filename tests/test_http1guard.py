@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.http1guard import (MAX_REQUEST_HEAD, footer_mismatch, h11_checks_chunk_footer, head_too_large,
+from mediaedge.http1guard import (MAX_REQUEST_HEAD, footer_mismatch, h11_checks_chunk_footer, head_too_large,
                               leading_empty_lines)
 
 
@@ -34,7 +34,7 @@ def test_head_too_large(data: bytes, too_large: bool) -> None:
 
 
 def test_with_date_adds_one_date_after_the_status_line():
-    from proxy.http1guard import with_date
+    from mediaedge.http1guard import with_date
 
     raw = b"HTTP/1.1 502 Bad Gateway\r\nServer: x\r\ncontent-length: 2\r\n\r\nhi"
     dated = with_date(raw, b"Mon, 30 Nov 2026 12:00:00 GMT")
@@ -71,7 +71,7 @@ def test_installed_h11_refuses_a_malformed_chunk_footer() -> None:
     from h11._readers import ChunkedReader
     from h11._receivebuffer import ReceiveBuffer
 
-    from proxy import http1guard
+    from mediaedge import http1guard
 
     http1guard.install()
 

@@ -116,7 +116,7 @@ def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("hygiene")
     up = Upstream()
     db_url = f"sqlite:///{d / 'origin.db'}"
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     with DatabaseOrigin(db_url) as db:
         for path in ("/media/db/row.png", "/media/db/row304.png"):
@@ -402,7 +402,7 @@ def browser_env(tmp_path_factory):
     d = tmp_path_factory.mktemp("hygiene-browser-ttl")
     up = Upstream()
     db_url = f"sqlite:///{d / 'origin.db'}"
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     with DatabaseOrigin(db_url) as db:
         db.put("/media/db/row.png", io.BytesIO(DB_BODY), size=len(DB_BODY),

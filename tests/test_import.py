@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from proxy import importer
-from proxy.origins.db import DatabaseOrigin
+from mediaedge import importer
+from mediaedge.origins.db import DatabaseOrigin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -211,7 +211,7 @@ def test_prefix_normalization():
 IMPORTER = textwrap.dedent("""
     import argparse, json, sys
     sys.path.insert(0, sys.argv[1])
-    from proxy import importer
+    from mediaedge import importer
     parser = argparse.ArgumentParser()
     importer.add_arguments(parser)
     args = parser.parse_args(sys.argv[2:])
@@ -243,7 +243,7 @@ def test_large_file_is_streamed_in(tmp_path):
 # --- publish events for running nodes ----------------------------------------------------------
 
 def test_imported_and_changed_paths_are_published(tmp_path, db, capsys):
-    from proxy.invalidation_log import InvalidationLog
+    from mediaedge.invalidation_log import InvalidationLog
 
     src = tmp_path / "src"
     make_tree(src)

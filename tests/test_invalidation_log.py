@@ -1,4 +1,4 @@
-"""proxy.invalidation_log on SQLite, PostgreSQL and MariaDB (the last two: full tier, real servers)."""
+"""mediaedge.invalidation_log on SQLite, PostgreSQL and MariaDB (the last two: full tier, real servers)."""
 from __future__ import annotations
 
 import sqlite3
@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from proxy.dbapi import DatabaseError, parse_db_url
-from proxy.invalidation_log import InvalidationLog, LogEntry
+from mediaedge.dbapi import DatabaseError, parse_db_url
+from mediaedge.invalidation_log import InvalidationLog, LogEntry
 
 PURGE = {"type": "purge", "tag": "t", "soft": False, "abort_inflight": False}
 
@@ -372,7 +372,7 @@ def test_postgres_listener_survives_a_dropped_connection(pg):
 
 
 def test_prune_deletes_old_events_but_keeps_the_newest(tmp_path):
-    from proxy.invalidation import missed_pruned_events
+    from mediaedge.invalidation import missed_pruned_events
 
     log_ = InvalidationLog(f"sqlite:///{tmp_path / 'state.db'}")
     try:
@@ -389,7 +389,7 @@ def test_prune_deletes_old_events_but_keeps_the_newest(tmp_path):
 
 
 def test_missed_pruned_events_rule():
-    from proxy.invalidation import missed_pruned_events
+    from mediaedge.invalidation import missed_pruned_events
 
     assert missed_pruned_events(0, None) is False  # empty log: nothing lost
     assert missed_pruned_events(0, 1) is False  # a fresh node, nothing pruned yet
@@ -408,7 +408,7 @@ def _count_rows(log: InvalidationLog) -> int:
 
 
 def test_signed_append_records_the_signature_and_a_replay_appends_nothing(logs):
-    from proxy.invalidation_log import Accepted
+    from mediaedge.invalidation_log import Accepted
 
     a, b = logs(), logs()  # b: another node sharing the database
     first = a.append_signed([ev(1), ev(2)], signature=SIG, node="a", at=1000.0)
@@ -421,7 +421,7 @@ def test_signed_append_records_the_signature_and_a_replay_appends_nothing(logs):
 
 
 def test_replay_records_are_pruned_after_the_window(logs):
-    from proxy.invalidation_log import REPLAY_KEEP
+    from mediaedge.invalidation_log import REPLAY_KEEP
 
     log = logs()
     log.append_signed([ev(1)], signature=SIG, node="a", at=1000.0)
@@ -457,7 +457,7 @@ def test_racing_replays_append_once(logs):
 def test_a_database_made_before_replays_gains_the_table(url):
     """Migration: a state database with only the old tables (and rows in them), as an
     older version left it, gains mediaedge_webhook_replays at the next open."""
-    from proxy.dbapi import Database
+    from mediaedge.dbapi import Database
 
     old = InvalidationLog(url)
     (first_seq,) = old.append([ev(0)], node="old", at=1.0)

@@ -256,7 +256,7 @@ def test_randomized_rounds_never_serve_invalidated_bytes(tmp_path, upstream):
 def test_node_that_missed_pruned_events_drops_its_whole_cache(tmp_path, upstream):
     """--log-retention: events a stopped node never applied were deleted meanwhile; at
     start it cannot know what they were, so it drops everything it holds."""
-    from proxy.invalidation_log import InvalidationLog
+    from mediaedge.invalidation_log import InvalidationLog
 
     a, b = _nodes(tmp_path, upstream, 2)
     try:

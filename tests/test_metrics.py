@@ -1,4 +1,4 @@
-"""proxy.metrics: the exposition parses, carries the contract's names and the Stats numbers."""
+"""mediaedge.metrics: the exposition parses, carries the contract's names and the Stats numbers."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import render_metrics
-from proxy.stats import Stats
+from mediaedge.metrics import render_metrics
+from mediaedge.stats import Stats
 
 
 def families(stats: Stats, **kw) -> dict:

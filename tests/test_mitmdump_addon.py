@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from proxy.signing import sign_target
+from mediaedge.signing import sign_target
 from tests.edge import REPO, Route, Upstream, free_port, venv_executable, wait_until
 
 

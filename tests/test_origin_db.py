@@ -16,9 +16,9 @@ import pytest
 
 import dbservers
 from conftest import require
-from proxy.dbapi import Database
-from proxy.origins.contenttype import guess_content_type
-from proxy.origins.db import (
+from mediaedge.dbapi import Database
+from mediaedge.origins.contenttype import guess_content_type
+from mediaedge.origins.db import (
     DatabaseOrigin,
     DbObject,
     OriginError,
@@ -490,7 +490,7 @@ LARGE = 500 * 1000 * 1000
 READER = textwrap.dedent("""
     import hashlib, json, sys, time
     sys.path.insert(0, sys.argv[1])
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     def status(key):
         for line in open("/proc/self/status"):

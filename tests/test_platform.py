@@ -45,7 +45,7 @@ def test_idle_timeout_reaches_mitmproxy() -> None:
     from mitmproxy import options
     from mitmproxy.proxy import server
 
-    from proxy.serve import IDLE_TIMEOUT, set_idle_timeout
+    from mediaedge.serve import IDLE_TIMEOUT, set_idle_timeout
 
     opts = options.Options()
     set_idle_timeout(opts)

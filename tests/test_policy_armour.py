@@ -1,8 +1,8 @@
 """Deception armour (contract section 2): what is not stored on --default-ttl."""
 import pytest
 
-from proxy.headers import Headers
-from proxy.policy.armour import deception_armour, fits
+from mediaedge.headers import Headers
+from mediaedge.policy.armour import deception_armour, fits
 
 
 @pytest.mark.parametrize(

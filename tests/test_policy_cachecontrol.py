@@ -1,6 +1,6 @@
 import pytest
 
-from proxy.policy.cachecontrol import delta_seconds, parse_cache_control
+from mediaedge.policy.cachecontrol import delta_seconds, parse_cache_control
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 import pytest
 
-from proxy.policy.cachestatus import cache_status
+from mediaedge.policy.cachestatus import cache_status
 
 
 @pytest.mark.parametrize(

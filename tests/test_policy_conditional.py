@@ -1,7 +1,7 @@
 import pytest
 
-from proxy.headers import Headers
-from proxy.policy.conditional import entity_tag_list, not_modified, parse_entity_tag
+from mediaedge.headers import Headers
+from mediaedge.policy.conditional import entity_tag_list, not_modified, parse_entity_tag
 
 LM = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
 AT_LM = "Sun, 06 Nov 1994 08:49:37 GMT"

@@ -1,8 +1,8 @@
 import pytest
 
-from proxy.headers import Headers
-from proxy.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
-from proxy.policy.httpdate import format_http_date
+from mediaedge.headers import Headers
+from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
+from mediaedge.policy.httpdate import format_http_date
 
 NOW = 1_700_000_000.0  # the clock, passed in
 DAY = 86400.0

@@ -1,6 +1,6 @@
 import pytest
 
-from proxy.policy.httpdate import format_http_date, parse_http_date
+from mediaedge.policy.httpdate import format_http_date, parse_http_date
 
 NOV_6_1994 = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example instant
 

@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from proxy.policy.purge import ALLOW, PurgeDecision, client_address, purge_decision
+from mediaedge.policy.purge import ALLOW, PurgeDecision, client_address, purge_decision
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
 NETS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))

@@ -1,6 +1,6 @@
 import pytest
 
-from proxy.policy.ranges import (
+from mediaedge.policy.ranges import (
     ByteRange,
     content_range,
     if_range_allows,

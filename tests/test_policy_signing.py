@@ -1,4 +1,4 @@
-"""proxy.policy.signing: the signed-URL scheme, table-driven, with hostile input."""
+"""mediaedge.policy.signing: the signed-URL scheme, table-driven, with hostile input."""
 from __future__ import annotations
 
 import base64
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.policy.signing import Allowed, Denied, SigningKey, parse_signing_key, sign_target, split_signed, verify
-from proxy.signing import sign_target as public_sign_target
+from mediaedge.policy.signing import Allowed, Denied, SigningKey, parse_signing_key, sign_target, split_signed, verify
+from mediaedge.signing import sign_target as public_sign_target
 
 NOW = 1_700_000_000
 KEYS = (SigningKey("k1", b"secret-one"), SigningKey(None, b"secret-zero"))

@@ -1,7 +1,7 @@
 import pytest
 
-from proxy.headers import Headers
-from proxy.policy.storable import Storability, storability
+from mediaedge.headers import Headers
+from mediaedge.policy.storable import Storability, storability
 
 AUTH = [("Authorization", "Bearer x")]
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from proxy.headers import Headers
-from proxy.policy.target import (
+from mediaedge.headers import Headers
+from mediaedge.policy.target import (
     TargetError,
     decoded_path,
     etag_for_revision,
@@ -425,7 +425,7 @@ def test_revision_round_trips_through_etag(rev):
 
 
 def test_control_characters_in_fields():
-    from proxy.policy.fields import has_control_characters
+    from mediaedge.policy.fields import has_control_characters
 
     assert not has_control_characters([])
     assert not has_control_characters([(b"Accept", b"image/*"), (b"X-A", b"a\tb"), (b"X-B", b"caf\xc3\xa9 \xff")])
@@ -435,7 +435,7 @@ def test_control_characters_in_fields():
 
 
 def test_control_characters_in_targets():
-    from proxy.policy.fields import target_has_control_characters
+    from mediaedge.policy.fields import target_has_control_characters
 
     assert not target_has_control_characters(b"/media/a%00b.jpg?x=%01&y=caf\xc3\xa9")
     for c in [*range(0x00, 0x20), 0x7F]:

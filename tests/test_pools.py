@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from proxy.fill import Fill, FillFailed
-from proxy.pools import DaemonThreadPool
+from mediaedge.fill import Fill, FillFailed
+from mediaedge.pools import DaemonThreadPool
 from tests.edge import REPO
 
 
@@ -35,7 +35,7 @@ def test_a_blocked_database_thread_does_not_hold_the_exit() -> None:
     (it joins them); the database pool's daemon threads do not."""
     code = textwrap.dedent("""
         import asyncio, time
-        from proxy.pools import in_database_thread
+        from mediaedge.pools import in_database_thread
         async def main():
             task = asyncio.ensure_future(in_database_thread(time.sleep, 60))
             await asyncio.sleep(0.2)

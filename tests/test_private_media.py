@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from edge import Edge, Route, Upstream, wait_until
-from proxy.signing import sign_target
+from mediaedge.signing import sign_target
 
 DENIED = "mediaedge; fwd=bypass; detail=denied"
 BODY = bytes(range(256)) * 40  # 10 KiB

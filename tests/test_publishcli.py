@@ -1,4 +1,4 @@
-"""proxy.publishcli against a real local HTTP server that checks signatures with proxy.webhook."""
+"""mediaedge.publishcli against a real local HTTP server that checks signatures with mediaedge.webhook."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy import webhook
+from mediaedge import webhook
 from tests.conftest import require
-from proxy.publishcli import run_publish, run_purge
+from mediaedge.publishcli import run_publish, run_purge
 
 SECRET = "test-secret"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
@@ -248,7 +248,7 @@ def test_unreachable_admin_is_one_line(capsys):
 
 
 def test_silent_admin_times_out(capsys, monkeypatch):
-    import proxy.publishcli as publishcli
+    import mediaedge.publishcli as publishcli
 
     monkeypatch.setattr(publishcli, "TIMEOUT", 0.3)
     with socket.socket() as listener:  # accepts connections, never answers
@@ -263,7 +263,7 @@ def test_silent_admin_times_out(capsys, monkeypatch):
 
 
 def test_mediaedge_publish_command(admin, capsys):
-    from proxy.cli import main
+    from mediaedge.cli import main
 
     code = main(["publish", "/media/a.jpg", "--revision", "r2", "--admin", admin.url, "--secret", SECRET])
     assert code == 0, capsys.readouterr().err

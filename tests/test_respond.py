@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.headers import Headers
-from proxy.respond import plan_response
+from mediaedge.headers import Headers
+from mediaedge.respond import plan_response
 
 DATE = "Mon, 30 Nov 2026 12:00:00 GMT"
 STORED = Headers([("Content-Type", "image/jpeg"), ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
@@ -76,7 +76,7 @@ def test_browser_cache_control_only_when_the_origin_gave_none(origin, given, sen
 
 
 def test_browser_cache_control_value():
-    from proxy.respond import browser_cache_control
+    from mediaedge.respond import browser_cache_control
 
     assert browser_cache_control(0) == "no-cache"
     assert browser_cache_control(60) == "max-age=60"
@@ -84,7 +84,7 @@ def test_browser_cache_control_value():
 
 
 def test_http_dates_are_imf_fixdates_refreshed_each_second():
-    from proxy.respond import HttpDates
+    from mediaedge.respond import HttpDates
 
     dates = HttpDates()
     assert dates.text(784111777.9) == "Sun, 06 Nov 1994 08:49:37 GMT"
@@ -115,7 +115,7 @@ def test_unknown_length_streams_whole_body_and_ignores_range():
 # ----------------------------------------------------------------------------- hot-hit templates
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from proxy.respond import hit_template, is_plain, wire_pairs  # noqa: E402
+from mediaedge.respond import hit_template, is_plain, wire_pairs  # noqa: E402
 
 _FIELD = st.sampled_from(["Content-Type", "ETag", "Date", "Expires", "Last-Modified", "Age", "Cache-Status", "Content-Length",
                           "X-Media-Revision", "Cache-Control", "Accept-Ranges", "Vary", "Surrogate-Key",

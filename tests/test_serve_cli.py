@@ -15,7 +15,7 @@ from tests.edge import REPO, free_port, wait_until
 
 
 def _serve(cwd: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "proxy", "serve", *args], cwd=cwd, text=True,
+    return subprocess.Popen([sys.executable, "-m", "mediaedge", "serve", *args], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -74,7 +74,7 @@ def test_readme_first_command_on_a_fresh_copy(tmp_path):
     port, admin = free_port(), free_port()
     env = {**os.environ, "MEDIAEDGE_LISTEN": f"127.0.0.1:{port}", "MEDIAEDGE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
            "PYTHONPATH": str(dst)}
-    p = subprocess.Popen([sys.executable, "-m", "proxy", "serve"], cwd=str(dst), env=env, text=True,
+    p = subprocess.Popen([sys.executable, "-m", "mediaedge", "serve"], cwd=str(dst), env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=1).ok, 30, 0.1)
@@ -119,8 +119,8 @@ def test_ipv6_listen_addresses_serve_on_both_planes(tmp_path):
 
 # mediaedge with its own free-port check switched off, so that mitmproxy's bind is the
 # one that finds the port taken (the race between our check and mitmproxy's bind).
-_NO_PRECHECK = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import proxy.serve as s; "
-                "s._check_free = lambda *a: None; from proxy.cli import main; sys.exit(main(sys.argv[1:]))")
+_NO_PRECHECK = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import mediaedge.serve as s; "
+                "s._check_free = lambda *a: None; from mediaedge.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def test_data_port_taken_after_our_check_is_one_line_and_nonzero(tmp_path):

@@ -121,7 +121,7 @@ def test_stop_with_an_upstream_download_in_flight_is_prompt_and_stores_nothing_p
 
 
 def test_stop_while_a_large_database_row_streams_is_prompt_and_stores_nothing_partial(tmp_path):
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     size = 96 << 20
     body = hashlib.sha256(b"row").digest() * (size // 32)

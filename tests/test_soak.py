@@ -30,7 +30,7 @@ from collections import defaultdict
 import pytest
 import requests
 
-from proxy.webhook import signed_headers
+from mediaedge.webhook import signed_headers
 from tests.edge import Edge, Route, Upstream, synthetic_chunk, wait_until
 
 SECRET = "soak-secret"
@@ -92,7 +92,7 @@ def test_soak_mixed_traffic_zero_wrong_bytes_and_flat_memory(tmp_path, record_pr
         serve(i)
     db_url = f"sqlite:///{tmp_path / 'origin.db'}"
     db_bodies = {p: os.urandom(5_000 + 20_000 * k) for k, p in enumerate(DB_PATHS)}
-    from proxy.origins.db import DatabaseOrigin
+    from mediaedge.origins.db import DatabaseOrigin
 
     with DatabaseOrigin(db_url) as db:
         for p, b in db_bodies.items():

@@ -9,9 +9,9 @@ import tomllib
 
 import pytest
 
-from proxy.config import ConfigError, load_settings
-from proxy.origins.db import OriginError
-from proxy.origins.sqlroutes import (
+from mediaedge.config import ConfigError, load_settings
+from mediaedge.origins.db import OriginError
+from mediaedge.origins.sqlroutes import (
     SqlRouteOrigin,
     StreamDecoder,
     first_route,
@@ -219,7 +219,7 @@ def test_injection_is_inert(tables, target):
 
 
 def test_rows_changed_between_lookup_and_read(tables):
-    from proxy.origins.db import RowChanged
+    from mediaedge.origins.db import RowChanged
 
     tables.plain("a.jpg", b"one", "r1")
     o = _origin(tables, PLAIN_ROUTE)

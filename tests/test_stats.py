@@ -1,4 +1,4 @@
-"""proxy.stats and proxy.topk: counters that reconcile exactly, with a fake clock.
+"""mediaedge.stats and mediaedge.topk: counters that reconcile exactly, with a fake clock.
 
 A scripted run of known traffic is replayed into Stats and every number of the
 /stats document is checked against what the script says it must be.
@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from proxy.stats import DURATION_BUCKETS, RESULTS, SOURCES, Stats, write_state
-from proxy.topk import SpaceSaving
+from mediaedge.stats import DURATION_BUCKETS, RESULTS, SOURCES, Stats, write_state
+from mediaedge.topk import SpaceSaving
 
 
 class Clock:

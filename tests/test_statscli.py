@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy import statscli
-from proxy.stats import Stats
+from mediaedge import statscli
+from mediaedge.stats import Stats
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def env() -> dict[str, str]:
 
 
 def mediaedge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", "stats", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mediaedge", "stats", *args], capture_output=True, text=True,
                           timeout=60, env=env(), cwd=REPO)
 
 
@@ -155,7 +155,7 @@ def test_a_bad_answer_is_one_line_and_exit_1(body, status, message):
 
 
 def test_watch_json_streams_lines_until_interrupted(admin):
-    command = [sys.executable, "-m", "proxy", "stats", "--admin", admin.url, "--json", "--watch", "0.2"]
+    command = [sys.executable, "-m", "mediaedge", "stats", "--admin", admin.url, "--json", "--watch", "0.2"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO) as process:
         try:
             lines = [process.stdout.readline() for _ in range(3)]

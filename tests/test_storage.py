@@ -9,8 +9,8 @@ import sqlite3
 import diskcache
 import pytest
 
-from proxy.headers import Headers
-from proxy.storage import CacheStore, EntryMeta, Pointer
+from mediaedge.headers import Headers
+from mediaedge.storage import CacheStore, EntryMeta, Pointer
 
 
 def meta(target: str, body: bytes, revision: str = "r1", tags: tuple[str, ...] = (), **kw) -> EntryMeta:

@@ -1,4 +1,4 @@
-"""proxy.webhook: signature checks and event parsing, as tables; a property test for hostile input."""
+"""mediaedge.webhook: signature checks and event parsing, as tables; a property test for hostile input."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.webhook import (
+from mediaedge.webhook import (
     MAX_BODY,
     DeleteEvent,
     PublishEvent,
@@ -458,7 +458,7 @@ def test_verify_accepts_what_sign_makes(secret, body, offset):
 
 
 def test_replay_key_is_the_mac_in_lower_case():
-    from proxy.webhook import replay_key
+    from mediaedge.webhook import replay_key
 
     mac = "AbCd" * 16
     assert replay_key(f" sha256={mac}\t") == mac.lower()

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
-from proxy.dbapi import (
+from mediaedge.dbapi import (
     Database,
     DatabaseError,
     mysql_escape_bytes,
@@ -293,7 +293,7 @@ class _Sqlite:
         ]
 
     def setup(self, conn: Any, timeout: float | None) -> None:
-        conn.isolation_level = None  # explicit transactions only; busy timeout: proxy.dbapi
+        conn.isolation_level = None  # explicit transactions only; busy timeout: mediaedge.dbapi
 
     def bound_sql(self, sql: str, timeout: float) -> str:
         return sql
@@ -488,7 +488,7 @@ class _Mysql:
     InnoDB materialises the whole blob for every SUBSTRING(), so a window of w
     bytes over a blob of s bytes costs s: 16 MiB windows over 256 MB ran at
     13 MB/s. A single `SELECT SUBSTRING(content, start, length)` streamed off
-    the wire (proxy.dbapi.mysql_open_value) reads the blob once: ~130 MB/s.
+    the wire (mediaedge.dbapi.mysql_open_value) reads the blob once: ~130 MB/s.
     The server refuses to send a value larger than max_allowed_packet, so longer
     ranges fall back to windows of that size inside one consistent snapshot.
     Writes send the blob as one escaped literal, streamed (mysql_send_query):

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from proxy.dbapi import _MYSQL_MAX_PACKET, Database, DatabaseError, _mysql_packet_header
-from proxy.origins.contenttype import guess_content_type
-from proxy.origins.db import DbObject, OriginError, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
+from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, DatabaseError, _mysql_packet_header
+from mediaedge.origins.contenttype import guess_content_type
+from mediaedge.origins.db import DbObject, OriginError, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
 
 ENCODINGS = ("raw", "base64", "hex")
 ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
@@ -516,7 +516,7 @@ class MysqlRows:
     The text protocol sends a row as length-encoded values in packets of at most
     2**24-1 bytes, a long row continuing in the next packet; PyMySQL would
     assemble the whole row. This speaks the same format (the helpers of
-    proxy.dbapi) so a body column of any size is never held at once. A reader
+    mediaedge.dbapi) so a body column of any size is never held at once. A reader
     abandoned mid-result leaves the connection unusable: the caller discards it.
     """
 

@@ -2,7 +2,7 @@
 
 Two gates, both off unless their prefixes are configured (docs/private-media.md):
 
-  - `--signed-prefix`: the query must carry a valid signature (`proxy.policy.signing`);
+  - `--signed-prefix`: the query must carry a valid signature (`mediaedge.policy.signing`);
   - `--auth-prefix`: the app is asked, as nginx's `auth_request` does: one
     `GET --auth-url` with the client's `Cookie` and `Authorization`, `X-Original-URI`
     and `X-Original-Method`. A 2xx allows; 401 and 403 are the client's answer; any

@@ -4,7 +4,7 @@ Contract section 2: "a response without explicit freshness whose `Content-Type`
 does not fit the target's extension (`text/html` under `.jpg`, or any
 `text/html`) is not stored on `--default-ttl` (`fwd=bypass`)."
 
-Why: path refusal (proxy.policy.target, Rule 2) stops the known ways of making
+Why: path refusal (mediaedge.policy.target, Rule 2) stops the known ways of making
 an app answer a media URL with another page, but apps have more ("/media/x.jpg"
 routed by a catch-all to a logged-in home page, "account.php;x.jpg"). What they
 send back then is a page with no Cache-Control, which the edge would keep for
@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import posixpath
 
-from proxy.headers import Headers
-from proxy.origins.contenttype import DEFAULT, guess_content_type
-from proxy.policy.freshness import freshness
-from proxy.policy.target import decoded_path
+from mediaedge.headers import Headers
+from mediaedge.origins.contenttype import DEFAULT, guess_content_type
+from mediaedge.policy.freshness import freshness
+from mediaedge.policy.target import decoded_path
 
 # Media types a browser renders as a page. "any text/html" (the contract), and
 # XHTML, which is the same page in another syntax.
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # Freshness sources that are the cache's guess, not the origin's statement
-# (proxy.policy.freshness: RFC 9111 4.2.2's heuristic, or --default-ttl).
+# (mediaedge.policy.freshness: RFC 9111 4.2.2's heuristic, or --default-ttl).
 _IMPLICIT = frozenset({"heuristic", "default"})
 
 
@@ -58,7 +58,7 @@ def fits(target: str, media_type: str) -> bool:
     """Whether a response's media type fits what the target's extension names.
 
     A type family match (image/* for .jpg, audio or video for .mp4, any font
-    type for .woff …), with the content-type table of proxy.origins.contenttype
+    type for .woff …), with the content-type table of mediaedge.origins.contenttype
     naming what an extension is. An extension it does not know fits every type
     but a page (the caller refuses those), and application/octet-stream (bytes
     to download, never rendered) fits every extension.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import re
 
-from proxy.headers import Headers
-from proxy.policy.httpdate import parse_http_date
+from mediaedge.headers import Headers
+from mediaedge.policy.httpdate import parse_http_date
 
 EntityTag = tuple[bool, str]  # (weak, opaque-tag without its quotes)
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from proxy.headers import Headers
-from proxy.policy.cachecontrol import DELTA_SECONDS_MAX, delta_seconds, parse_cache_control
-from proxy.policy.httpdate import parse_http_date
+from mediaedge.headers import Headers
+from mediaedge.policy.cachecontrol import DELTA_SECONDS_MAX, delta_seconds, parse_cache_control
+from mediaedge.policy.httpdate import parse_http_date
 
 # RFC 9111 4.2.2: "If the response has a Last-Modified header field ..., caches
 # are encouraged to use a heuristic expiration value that is no more than some

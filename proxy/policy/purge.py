@@ -40,7 +40,7 @@ def purge_decision(client: str | None, allowed: tuple[Network, ...], *, media: b
     """The answer to a PURGE from `client` (its address as text; None when unknown).
 
     `media`: the canonical target is under a media prefix. `refused`: the target
-    failed normalisation but looks media (proxy.policy.target.looks_media), which
+    failed normalisation but looks media (mediaedge.policy.target.looks_media), which
     an allowed client is told as 400, as a GET would be.
     """
     if not allowed:

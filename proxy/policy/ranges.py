@@ -10,8 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from proxy.policy.conditional import parse_entity_tag
-from proxy.policy.httpdate import parse_http_date
+from mediaedge.policy.conditional import parse_entity_tag
+from mediaedge.policy.httpdate import parse_http_date
 
 RangeSpec = tuple[int | None, int | None]
 MAX_POSITION = 2**63 - 1

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.headers import Headers
-from proxy.policy.cachecontrol import parse_cache_control
+from mediaedge.headers import Headers
+from mediaedge.policy.cachecontrol import parse_cache_control
 
 # RFC 9111 3: "the request method is understood by the cache"; only these
 # methods read media, and GET and HEAD share entries (contract section 2).
@@ -24,7 +24,7 @@ class Storability:
 
     storable: bool
     # 'ok', 'no-store', 'private', 'set-cookie', 'vary-star', 'authorization', 'method', 'status';
-    # the engine adds 'deception' (proxy.policy.armour) for upstream responses
+    # the engine adds 'deception' (mediaedge.policy.armour) for upstream responses
     reason: str
     negative: bool = False  # a 404/410 remembered for --negative-ttl, not a representation
 

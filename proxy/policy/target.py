@@ -27,8 +27,8 @@ import string
 import unicodedata
 from urllib.parse import unquote, unquote_to_bytes
 
-from proxy.headers import Headers
-from proxy.policy.conditional import parse_entity_tag
+from mediaedge.headers import Headers
+from mediaedge.policy.conditional import parse_entity_tag
 
 # RFC 3986 2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
