@@ -110,7 +110,7 @@ async def _one_conn(port: int, paths, deadline: float, lat: list[float], stats: 
                     if not chunk:
                         raise ConnectionError("closed mid-body")
                     body_read += len(chunk)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 stats["err_timeout"] += 1
                 return
             except (ConnectionError, asyncio.IncompleteReadError, ValueError):

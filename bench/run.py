@@ -690,11 +690,11 @@ class Bench:
             st, h, _ = procs.http_get(b.port, HOT)
             shared_hit = h.get("cache-status")
             single, double = [], []
-            for rep in range(cfg.repeats):
+            for _rep in range(cfg.repeats):
                 single.append(self.load(a, HOT, 16, cpus=self.all_cpus))
                 results: list[dict] = []
 
-                def drive(s: procs.Server) -> None:
+                def drive(s: procs.Server, results: list[dict] = results) -> None:
                     results.append(load.run_load(s.port, HOT, conns=8, duration=cfg.duration, cpus=self.all_cpus))
 
                 ts = [threading.Thread(target=drive, args=(s,)) for s in (a, b)]

@@ -142,7 +142,7 @@ class AuthClient:
                    (b"X-Original-Method", method.encode("ascii"))]
         try:
             return await asyncio.wait_for(self._ask(fields), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return auth_failed(f"the auth endpoint gave no answer within {self.timeout:g} s")
         except (httpx.HTTPError, OSError, ValueError) as e:
             return auth_failed(f"the auth endpoint failed: {type(e).__name__}")

@@ -361,13 +361,21 @@ def _raw_response(response: AdminResponse) -> bytes:
     return head.encode("latin-1") + response.body
 
 
+
+def _bytes_of(conn: h11.Connection, event: h11.Event) -> bytes:
+    """What h11 puts on the wire for `event` (None only for ConnectionClosed, never sent here)."""
+    data = conn.send(event)
+    assert data is not None
+    return data
+
+
 async def _send(
     conn: h11.Connection, writer: asyncio.StreamWriter, response: AdminResponse, *,
     close: bool = False, head_only: bool = False,
 ) -> None:
     headers = _response_headers(response, close=close)
-    writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    writer.write(_bytes_of(conn, h11.Response(status_code=response.status, headers=headers)))
     if response.body and not head_only:
-        writer.write(conn.send(h11.Data(data=response.body)))
-    writer.write(conn.send(h11.EndOfMessage()))
+        writer.write(_bytes_of(conn, h11.Data(data=response.body)))
+    writer.write(_bytes_of(conn, h11.EndOfMessage()))
     await writer.drain()

@@ -39,10 +39,10 @@ def origin_checks(s: Settings) -> list[Check]:
         results = origin.check()
         origin.close()
     except (OriginError, DatabaseError) as e:
-        return [(f"origin database {url} (sql)", lambda e=e: str(e))]
+        return [(f"origin database {url} (sql)", _constant(str(e)))]
     checks: list[Check] = [(f"origin database {url} (sql)", lambda: None)]
     for route, problem in results:
-        checks.append((f"sql_route #{route.index} ({route.match.pattern})", lambda p=problem: p))
+        checks.append((f"sql_route #{route.index} ({route.match.pattern})", _constant(problem)))
     return checks
 
 
@@ -130,3 +130,8 @@ def run(settings: Settings, out: TextIO = sys.stdout) -> int:
         failed += problem is not None
         print(f"{name}: {'ok' if problem is None else ' '.join(problem.split())}", file=out, flush=True)
     return 1 if failed else 0
+
+
+def _constant(problem: str | None) -> Callable[[], str | None]:
+    """A check whose answer is already known (a route probed together with the others)."""
+    return lambda: problem

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mediaedge.config import (
     OPTIONS,
@@ -50,6 +50,10 @@ class _Unavailable(Exception):
     def __init__(self, module: str) -> None:
         super().__init__(f"{module} is not available in this build")
         self.one_line = str(self)
+
+
+if TYPE_CHECKING:  # the object add_subparsers() returns; generic in typeshed only
+    Subcommands = argparse._SubParsersAction[_Parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +136,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_serve(commands: argparse._SubParsersAction) -> None:
+def _add_serve(commands: Subcommands) -> None:
     p = commands.add_parser(
         "serve", help="run the caching proxy and its admin plane",
         description="Run the data plane (reverse proxy) and the admin plane until "
@@ -157,7 +161,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     _add_config(p)
 
 
-def _add_check(commands: argparse._SubParsersAction) -> None:
+def _add_check(commands: Subcommands) -> None:
     p = commands.add_parser(
         "check", help="validate the settings and reach every component, without serving",
         description="Parse the settings as serve does, then reach the origin database and its "
@@ -170,7 +174,7 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_check)
 
 
-def _add_import(commands: argparse._SubParsersAction) -> None:
+def _add_import(commands: Subcommands) -> None:
     p = commands.add_parser(
         "import", help="load a directory of files into the native origin database",
         description="Load every file under DIR into the native origin database as "
@@ -195,7 +199,7 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_import)
 
 
-def _add_stats(commands: argparse._SubParsersAction) -> None:
+def _add_stats(commands: Subcommands) -> None:
     p = commands.add_parser(
         "stats", help="print a running node's statistics",
         description="Fetch GET /stats from the admin plane and print it as a table.",
@@ -210,7 +214,7 @@ def _add_stats(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_stats)
 
 
-def _add_publish(commands: argparse._SubParsersAction) -> None:
+def _add_publish(commands: Subcommands) -> None:
     p = commands.add_parser(
         "publish", help="send a signed publish (or delete) event for paths",
         description="Tell the edge that PATHs have a new revision (or were deleted), through "
@@ -234,7 +238,7 @@ def _add_publish(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_publish)
 
 
-def _add_purge(commands: argparse._SubParsersAction) -> None:
+def _add_purge(commands: Subcommands) -> None:
     p = commands.add_parser(
         "purge", help="send a signed purge event",
         description="Drop cached entries by exact path, path prefix or Surrogate-Key tag, "
@@ -255,7 +259,7 @@ def _add_purge(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_purge)
 
 
-def _add_sign(commands: argparse._SubParsersAction) -> None:
+def _add_sign(commands: Subcommands) -> None:
     p = commands.add_parser(
         "sign", help="print a signed link for media under --signed-prefix",
         description="Sign TARGET (path and optional query, as it will be requested) with a "

@@ -32,6 +32,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -173,7 +174,7 @@ def parse_http_url(text: object) -> str:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     try:
-        parts.port
+        _ = parts.port  # parsed lazily: a bad port raises here
     except ValueError:
         raise ValueError(f"bad port in {text!r}") from None
     if parts.username or parts.password:
@@ -342,7 +343,7 @@ class Option:
     metavar: str
     default: object  # raw value, parsed like any other; None = off; COMPUTED
     shown_default: str  # the default as the help text says it
-    parse: Callable[[object], object]
+    parse: Callable[[Any], object]  # from the raw value (a flag's text, or a TOML value)
     help: str
     optional: bool = False  # may be off (None)
     repeatable: bool = False

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 
@@ -195,7 +196,7 @@ def mysql_send_query(conn: Any, parts: Iterable[bytes]) -> int:
             del buf[:_MYSQL_MAX_PACKET]
     send(buf)  # the last packet is shorter than the maximum, possibly empty
     conn._next_seq_id = seq
-    return conn._read_query_result()
+    return int(conn._read_query_result())
 
 
 def mysql_open_value(conn: Any, query: str, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]] | None:

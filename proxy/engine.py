@@ -24,7 +24,8 @@ from mediaedge.fill import Fill, FillFailed, FillHead, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntries, HotEntry
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins.db import DatabaseOrigin, DbObject, OriginError
+from mediaedge.origins import MediaDatabase
+from mediaedge.origins.db import DbObject, OriginError
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
@@ -118,7 +119,7 @@ class Engine:
         store: CacheStore,
         *,
         upstream: Upstream | None,
-        db: DatabaseOrigin | None,
+        db: MediaDatabase | None,
         stats: object | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -378,7 +379,7 @@ class Engine:
             if stale is not None:
                 return self._serve_stale(req, stale, now)
             return self._error_reply(req.target, e.status, str(e))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if stale is not None:
                 return self._serve_stale(req, stale, now)
             return self._error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
@@ -874,7 +875,6 @@ def _first(headers: Headers, name: str) -> str | None:
 
 
 def _unlink_quiet(path: str) -> None:
-    import os
 
     try:
         os.unlink(path)

@@ -179,7 +179,7 @@ class Fill:
         for handle in list(self._queues):
             try:
                 await asyncio.wait_for(handle.queue.put(chunk), SLOW_READER_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 handle.close()  # a reader that stopped reading; it will find its queue gone
 
     def _advance(self, n: int) -> None:
@@ -255,7 +255,7 @@ class Fill:
         the fill itself goes on for the others and for the cache)."""
         try:
             return await asyncio.wait_for(waiting, self.stall_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FillFailed(f"no bytes from the origin for {self.stall_timeout:g} s", 504) from None
 
     async def _iter(self, handle: SpoolHandle, start: int, end: int | None) -> AsyncIterator[bytes]:

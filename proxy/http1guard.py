@@ -103,7 +103,7 @@ def _install_dated_errors() -> None:
     _http1.make_error_response = make_error_response  # type: ignore[assignment]
 
 
-def h11_checks_chunk_footer(version: str = h11.__version__) -> bool:
+def h11_checks_chunk_footer(version: str = h11.__version__) -> bool:  # type: ignore[attr-defined]
     """True for h11 0.16 and later, which refuse chunk data not followed by CRLF."""
     major, minor = (int(p) for p in re.findall(r"\d+", version)[:2])
     return (major, minor) >= (0, 16)

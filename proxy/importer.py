@@ -34,7 +34,8 @@ import sys
 import time
 from urllib.parse import quote
 from dataclasses import dataclass, field
-from typing import Iterable, TextIO
+from typing import BinaryIO, TextIO
+from collections.abc import Iterable
 
 from mediaedge.origins.contenttype import guess_content_type
 from mediaedge.dbapi import DatabaseError
@@ -203,7 +204,7 @@ def import_one(origin: DatabaseOrigin, c: Candidate, publisher: Publisher | None
         return True, size
 
 
-def sha256_of(f) -> tuple[str, int]:
+def sha256_of(f: BinaryIO) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     while data := f.read(HASH_CHUNK):

@@ -100,7 +100,7 @@ def _secret(args: Any) -> str:
         secret = secret or os.environ.get(name)
     if not secret:
         raise _Usage(f"no webhook secret: pass --secret SECRET or set {SECRET_ENV[0]}")
-    return secret
+    return str(secret)
 
 
 def _admin_url(admin: str | None) -> str:

@@ -212,7 +212,7 @@ def _reopen_logs(addon: MediaEdge) -> None:
         log.info("SIGHUP: access log %s reopened", access_log.path)
 
 
-def _quiet_shutdown_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+def _quiet_shutdown_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
     """Connections still open at shutdown are cancelled; that is not an error worth a traceback."""
     if isinstance(context.get("exception"), asyncio.CancelledError):
         return

@@ -37,7 +37,7 @@ async def close_server(server: asyncio.AbstractServer, writers: set[asyncio.Stre
         writer.transport.abort()
     try:
         await asyncio.wait_for(server.wait_closed(), grace)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("a server's connections did not close within %.0f s; stopping anyway", grace)
 
 

@@ -27,7 +27,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from mediaedge.topk import SpaceSaving
@@ -70,7 +70,7 @@ def byte_hit_ratio(served: Mapping[str, int]) -> float:
 
 
 def iso8601(unix: float) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 class _Counts:
@@ -391,5 +391,5 @@ def _history_point(p: Any) -> dict[str, Any]:
         point[key] = _count(p.get(key, 0))
     for key in ("hit_ratio", "byte_hit_ratio", "hit_ratio_total", "byte_hit_ratio_total"):
         value = p.get(key)
-        point[key] = None if value is None else _number(value)
+        point[key] = None if value is None else _number(value)  # type: ignore[assignment]  # JSON null stays null
     return point

@@ -72,7 +72,8 @@ def _r(value: Any) -> float:
 def render(stats: Mapping[str, Any], *, admin: str = "") -> RenderableType:
     """The stats document as rich tables."""
     requests_total = _n(stats.get("requests"))
-    served = stats.get("bytes_served") if isinstance(stats.get("bytes_served"), Mapping) else {}
+    served_raw = stats.get("bytes_served")
+    served: Mapping[str, Any] = served_raw if isinstance(served_raw, Mapping) else {}
     bytes_total = sum(_n(served.get(s)) for s in SOURCES)
 
     summary = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"mediaedge {escape(admin)}".strip(), title_justify="left")
@@ -127,7 +128,8 @@ def _invalidations(stats: Mapping[str, Any]) -> str:
 
 def _origins(stats: Mapping[str, Any]) -> Table:
     outcomes = stats.get("origin_fetch_outcomes")
-    fetches = stats.get("origin_fetches") if isinstance(stats.get("origin_fetches"), Mapping) else {}
+    fetches_raw = stats.get("origin_fetches")
+    fetches: Mapping[str, Any] = fetches_raw if isinstance(fetches_raw, Mapping) else {}
     table = Table("origin", "fetches", *OUTCOMES, box=box.SIMPLE_HEAD, title="origin fetches", title_justify="left")
     for origin in ORIGINS:
         detail = outcomes.get(origin) if isinstance(outcomes, Mapping) else None

@@ -56,7 +56,7 @@ class _Adopt:
         self.size = size
 
 
-class SafeDisk(diskcache.Disk):
+class SafeDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
     """diskcache's Disk, refusing pickle both ways (CVE-2025-69872) and adopting files.
 
     Only `str` keys and `bytes`/`_Adopt` values are accepted; a pickled value found on

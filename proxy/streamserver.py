@@ -49,7 +49,7 @@ class Job:
         """Cut this download off now (abort_inflight): the client sees a broken body."""
         self.aborted = True
         if self._transport is not None:
-            self._transport.abort()
+            self._transport.abort()  # type: ignore[attr-defined]  # a socket transport
 
 
 _REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 502: "Bad Gateway"}

@@ -34,18 +34,18 @@ async def _one(port: int, body: bytes, signed_headers: bool, timeout: float) -> 
     """Status code of one request as text, or the name of what went wrong instead."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         return type(e).__name__
     try:
         writer.write(publish_head(port, len(body), signed_headers=signed_headers))
         try:
             writer.write(body)
             await asyncio.wait_for(writer.drain(), timeout)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass  # refused before the body: the answer may still be readable
         line = await asyncio.wait_for(reader.readline(), timeout)
         return line.split()[1].decode() if line.startswith(b"HTTP/1.1 ") else "closed"
-    except (OSError, asyncio.TimeoutError, IndexError) as e:
+    except (TimeoutError, OSError, IndexError) as e:
         return type(e).__name__
     finally:
         writer.close()

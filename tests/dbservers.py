@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 START_TIMEOUT = 90.0  # seconds; mariadb-install-db alone can take ~10 s on a slow CI box
 STOP_TIMEOUT = 30.0
@@ -167,7 +167,7 @@ class PostgresServer(_Server):
     password = "mediaedge-test"
     _stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         bindir = find_pg_bin()
         account = _unprivileged_user()
         # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700, which the postgres account cannot enter.
@@ -255,7 +255,7 @@ class MariaDbServer(_Server):
     # max_allowed_packet, and CONCAT() results are capped by it too (see origins/db.py).
     max_allowed_packet = "1G"
 
-    def start(self) -> "MariaDbServer":
+    def start(self) -> MariaDbServer:
         server, install = find_mariadb_bins()
         self.tmpdir = tempfile.mkdtemp(prefix="mediaedge-mariadb-")
         data = os.path.join(self.tmpdir, "data")

@@ -60,7 +60,7 @@ def _closed_within(s: socket.socket, seconds: float) -> bool:
         while s.recv(65536):
             pass
         return True
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return False
     except OSError:
         return True

@@ -7,7 +7,6 @@ import io
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest

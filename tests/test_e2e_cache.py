@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import pytest
 import requests
@@ -90,7 +89,7 @@ def test_ranges_from_cache_and_on_miss(edge, upstream, range_header, status, exp
     # on a miss: the whole object is fetched once and stored, the client gets its range
     r = edge.get(path, headers={"Range": range_header})
     assert r.status_code == status
-    for attempt in range(2):
+    for _attempt in range(2):
         if status == 416:
             assert r.headers["Content-Range"] == f"bytes */{len(BODY)}"
         else:

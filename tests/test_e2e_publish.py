@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import threading
 import time
 
@@ -272,7 +270,7 @@ def test_propagation_to_other_nodes(tmp_path, upstream, request, kind):
             t0 = time.monotonic()
             assert publish(a, [{"type": "publish", "path": path, "revision": f"r{i}"}]).status_code == 200
             for n in (b, third):
-                wait_until(lambda: n.get(path).headers.get("X-Media-Revision") == f"r{i}", 3.0, 0.005)
+                wait_until(lambda n=n, i=i, path=path: n.get(path).headers.get("X-Media-Revision") == f"r{i}", 3.0, 0.005)
             delays.append(time.monotonic() - t0)
         delays.sort()
         median, worst = delays[len(delays) // 2], delays[-1]
@@ -367,7 +365,7 @@ def test_a_replay_on_another_node_answers_only_once_that_node_applied_the_events
         upstream.routes["/media/q.jpg"] = Route(body=b"q", headers={"X-Media-Revision": "q1"})
         for i in range(5):
             for n in (a, b):
-                wait_until(lambda: status_of(n.get("/media/q.jpg")).startswith("mediaedge; hit"), 5, 0.01,
+                wait_until(lambda n=n: status_of(n.get("/media/q.jpg")).startswith("mediaedge; hit"), 5, 0.01,
                            "the entry to be cached")
             raw = json.dumps({"events": [{"type": "purge", "path": "/media/q.jpg"}]}).encode()
             headers = signed_headers(SECRET, raw, time.time() + i)

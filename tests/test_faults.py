@@ -718,7 +718,7 @@ def _churn(edge: Edge, up: Upstream, sizes: dict[str, int], seconds: float, clie
 
 def disk_use(cache_dir: str) -> dict[str, int]:
     use = {"entries": 0, "wal": 0, "state": 0, "tmp": 0}
-    for root, dirs, files in os.walk(cache_dir):
+    for root, _dirs, files in os.walk(cache_dir):
         rel = os.path.relpath(root, cache_dir)
         for name in files:
             try:

@@ -72,7 +72,7 @@ def raw(port: int, data: bytes, timeout: float = 5.0, idle: float = 0.3) -> tupl
             s.settimeout(idle if complete else max(0.05, deadline - time.monotonic()))
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return out, "idle" if complete else "timeout"
             except ConnectionResetError:
                 return out, "reset"
@@ -321,7 +321,7 @@ def test_oversized_request_head_is_refused_without_buffering_it(env):
             s.sendall(b"\r\n\r\n")
             out = s.recv(64)
             refused = out == b"" or statuses(out)[:1] in ([400], [413], [431])
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
             refused = True
     growth_mib = (edge.rss_kib() - rss_before) / 1024
     assert_serving(edge)

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from tests.edge import Edge, Route, Upstream, sha, wait_until
+from tests.edge import Edge, Route, Upstream, sha
 
 IMAGE = b"\xff\xd8\xff-hygiene-image-" * 500
 DB_BODY = b"\x89PNG-from-the-database-" * 300

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -102,7 +102,7 @@ def test_split_magento_path(rel, expected):
 
 
 def test_magento_revision_is_utc_stamp_id_and_size():
-    t = datetime(2024, 1, 5, 12, 30, 0, tzinfo=timezone.utc).timestamp()
+    t = datetime(2024, 1, 5, 12, 30, 0, tzinfo=UTC).timestamp()
     assert magento_revision(t, 42, 5120) == "20240105123000-42-5120"
     assert magento_revision(None, 7, 0) == "0-7-0"
 
@@ -423,7 +423,7 @@ def magento_url(request, tmp_path):
 @pytest.mark.parametrize("profile", ["magento2", "magento1"])
 def test_magento_lookup_is_byte_exact(magento_url, profile):
     with DatabaseOrigin(magento_url, profile, media_prefixes=("/media/", "/pub/media/")) as origin:
-        for file_id, directory, _, filename, content, _ in MAGENTO_ROWS:
+        for _file_id, directory, _, filename, content, _ in MAGENTO_ROWS:
             path = "/media/" + (f"{directory}/" if directory else "") + filename
             obj = origin.lookup(path)
             assert obj is not None, path
@@ -440,7 +440,7 @@ def test_magento_lookup_is_byte_exact(magento_url, profile):
 def test_magento_revision_and_time(magento_url):
     with DatabaseOrigin(magento_url, "magento2") as origin:
         obj = origin.lookup("/media/catalog/product/f/o/Foo.jpg")
-        stamp = datetime(2024, 1, 5, 12, 30, tzinfo=timezone.utc).timestamp()
+        stamp = datetime(2024, 1, 5, 12, 30, tzinfo=UTC).timestamp()
         assert obj.updated_at == stamp
         assert obj.revision == "20240105123000-1-9"
         assert read_all(origin, obj, 6, 9) == b"Foo"

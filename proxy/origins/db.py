@@ -37,7 +37,8 @@ import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
+from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 
 from mediaedge.dbapi import (
     Database,
@@ -65,7 +66,7 @@ class DbObject:
     sha256: str | None
     tags: tuple[str, ...]
     updated_at: float | None  # unix seconds
-    locator: tuple  # (key, stamp): how read() finds this version of the row
+    locator: tuple[Any, ...]  # (key, stamp): how read() finds this version of the row
 
 
 class OriginError(Exception):
@@ -165,8 +166,8 @@ def to_unix(value: Any) -> float | None:
     if isinstance(value, (bytes, str)):
         value = datetime.fromisoformat(_text(value))
     if value.tzinfo is None:
-        return calendar.timegm(value.timetuple()) + value.microsecond / 1e6
-    return value.timestamp()
+        return float(calendar.timegm(value.timetuple()) + value.microsecond / 1e6)
+    return float(value.timestamp())
 
 
 def _text(value: Any) -> Any:
@@ -321,7 +322,7 @@ class _Sqlite:
     def path_param(self, path: str) -> Any:
         return path
 
-    def reader(self, conn: Any, table: _Table, locator: tuple, start: int, end: int,
+    def reader(self, conn: Any, table: _Table, locator: tuple[Any, ...], start: int, end: int,
                size: int, chunk: int) -> Iterator[bytes]:
         """Checks the row now, in a read transaction that the returned iterator ends."""
         key, stamp = locator
@@ -348,7 +349,7 @@ class _Sqlite:
                 pos += len(data)
                 yield data
 
-    def insert(self, conn: Any, row: tuple, chunks: Iterator[bytes]) -> None:
+    def insert(self, conn: Any, row: tuple[Any, ...], chunks: Iterator[bytes]) -> None:
         size = row[3]
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -388,7 +389,7 @@ class _Postgres:
         self.errors = (psycopg.Error,)
 
     def is_disconnect(self, conn: Any, e: BaseException) -> bool:
-        return conn.broken or conn.closed
+        return bool(conn.broken or conn.closed)
 
     def is_unstorable_name(self, e: BaseException) -> bool:
         return False
@@ -427,7 +428,7 @@ class _Postgres:
     def path_param(self, path: str) -> Any:
         return path
 
-    def reader(self, conn: Any, table: _Table, locator: tuple, start: int, end: int,
+    def reader(self, conn: Any, table: _Table, locator: tuple[Any, ...], start: int, end: int,
                size: int, chunk: int) -> Iterator[bytes]:
         """Runs the first window now. A read of one window is one statement, its own
         snapshot; a longer one runs in a REPEATABLE READ transaction."""
@@ -448,7 +449,7 @@ class _Postgres:
         conn.execute("SET LOCAL statement_timeout = 0")  # --db-timeout bounds lookups, not streams
         return _then(_window_reads(fetch, start, end, size, self.window), lambda: conn.execute("COMMIT"))
 
-    def insert(self, conn: Any, row: tuple, chunks: Iterator[bytes]) -> None:
+    def insert(self, conn: Any, row: tuple[Any, ...], chunks: Iterator[bytes]) -> None:
         conn.execute("BEGIN")
         try:
             conn.execute("DELETE FROM media_files WHERE path = %s", (row[0],))
@@ -465,7 +466,7 @@ class _Postgres:
             raise
 
 
-def _pg_copy_header(row: tuple) -> bytes:
+def _pg_copy_header(row: tuple[Any, ...]) -> bytes:
     """COPY BINARY file header, then one tuple up to the content's length word (the bytes follow)."""
     path, revision, content_type, size, sha256, tags, updated_at = row
     out = [b"PGCOPY\n\xff\r\n\x00", struct.pack("!iih", 0, 0, 8)]
@@ -573,7 +574,7 @@ class _Mysql:
     def path_param(self, path: str) -> Any:
         return path.encode("utf-8")
 
-    def reader(self, conn: Any, table: _Table, locator: tuple, start: int, end: int,
+    def reader(self, conn: Any, table: _Table, locator: tuple[Any, ...], start: int, end: int,
                size: int, chunk: int) -> Iterator[bytes]:
         """Runs the first statement now; more than one only beyond max_allowed_packet,
         then inside one consistent snapshot."""
@@ -595,7 +596,7 @@ class _Mysql:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         return _then(_window_reads(fetch, start, end, size, window), conn.commit)
 
-    def insert(self, conn: Any, row: tuple, chunks: Iterator[bytes]) -> None:
+    def insert(self, conn: Any, row: tuple[Any, ...], chunks: Iterator[bytes]) -> None:
         size = row[3]
         if size + (64 << 10) > self.max_packet:
             raise OriginError(
@@ -716,9 +717,12 @@ class DatabaseOrigin:
             return None
         if rel is None or too_long:
             return None
+        found: DbObject | None
         if self._table.native:
-            return self._call(lambda conn: self._bounded(conn, lambda: self._lookup_native(conn, path)))
-        return self._call(lambda conn: self._bounded(conn, lambda: self._lookup_magento(conn, path, rel)))
+            found = self._call(lambda conn: self._bounded(conn, lambda: self._lookup_native(conn, path)))
+        else:
+            found = self._call(lambda conn: self._bounded(conn, lambda: self._lookup_magento(conn, path, rel)))
+        return found
 
     meta = lookup
 
@@ -730,10 +734,12 @@ class DatabaseOrigin:
         last piece is withheld and OriginError raised, so no consumer sees a
         complete body. Close the iterator if you stop early.
         """
-        end = obj.size if end is None else end
-        if not 0 <= start <= end <= obj.size or chunk_size <= 0:
-            raise ValueError(f"bad range [{start}, {end}) for {obj.size} bytes")
-        return self._stream(obj, start, end, chunk_size)
+        if obj.size is None:  # only the sql profile makes these, and reads them itself
+            raise ValueError(f"{obj.path}: size unknown")
+        stop = obj.size if end is None else end
+        if not 0 <= start <= stop <= obj.size or chunk_size <= 0:
+            raise ValueError(f"bad range [{start}, {stop}) for {obj.size} bytes")
+        return self._stream(obj, start, stop, chunk_size)
 
     def put(self, path: str, fileobj: BinaryIO, *, size: int, sha256: str, revision: str,
             content_type: str | None, tags: str | None = None, updated_at: float | None = None) -> None:
@@ -859,7 +865,7 @@ class DatabaseOrigin:
         try:
             _execute(conn, probe)
         except self._drv.errors:
-            raise OriginError(f"cannot create table media_files in {self._db.url.redacted()}: {_first_line(missing)}")
+            raise OriginError(f"cannot create table media_files in {self._db.url.redacted()}: {_first_line(missing)}") from None
 
     # lookups
 
@@ -878,6 +884,7 @@ class DatabaseOrigin:
     def _lookup_magento(self, conn: Any, path: str, rel: str) -> DbObject | None:
         t, key = self._table, self._drv.key_column(self._table)
         directory, filename = split_magento_path(rel)
+        params: tuple[str, ...]
         if directory:
             where, params = "filename = ? AND directory = ?", (filename, directory)
         else:
@@ -924,7 +931,7 @@ class DatabaseOrigin:
                         if held is not None:
                             yield held
                         held = piece
-            if digest is not None and digest.hexdigest() != expected.lower():
+            if digest is not None and expected is not None and digest.hexdigest() != expected.lower():
                 raise OriginError(f"{obj.path}: stored content does not match its sha256")
             ok = True
             if held is not None:
@@ -942,7 +949,7 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _execute(conn: Any, sql: str, params: tuple = ()) -> None:
+def _execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
     cur = conn.cursor()
     try:
         cur.execute(sql, params)
@@ -950,16 +957,17 @@ def _execute(conn: Any, sql: str, params: tuple = ()) -> None:
         cur.close()
 
 
-def _fetchone(conn: Any, sql: str, params: tuple) -> tuple | None:
+def _fetchone(conn: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
     cur = conn.cursor()
     try:
         cur.execute(sql, params)
-        return cur.fetchone()
+        row: tuple[Any, ...] | None = cur.fetchone()
+        return row
     finally:
         cur.close()
 
 
-def _fetchall(conn: Any, sql: str, params: tuple) -> list[tuple]:
+def _fetchall(conn: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     cur = conn.cursor()
     try:
         cur.execute(sql, params)

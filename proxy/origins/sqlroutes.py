@@ -658,7 +658,7 @@ class SqlRouteOrigin:
             try:
                 self._call(lambda conn, sql=sql, params=params: self._drv.execute(conn, sql, params, self.timeout).fetchall())
                 order = getattr(self._drv, "column_order_problem", None)
-                results.append((route, order and self._call(lambda conn, route=route: order(conn, route))))
+                results.append((route, order and self._call(lambda conn, route=route, order=order: order(conn, route))))
             except OriginError as e:
                 results.append((route, str(e)))
         return results

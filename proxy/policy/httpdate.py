@@ -91,7 +91,7 @@ def _timestamp(match: re.Match[str], now: float | None) -> float | None:
 def _four_digit_year(two_digits: int, now: float | None) -> int:
     if now is None or not math.isfinite(now):
         return 2000 + two_digits if two_digits < 70 else 1900 + two_digits
-    this_year = datetime.datetime.fromtimestamp(_clamp(now), datetime.timezone.utc).year
+    this_year = datetime.datetime.fromtimestamp(_clamp(now), datetime.UTC).year
     year = this_year - this_year % 100 + two_digits
     if year > this_year + 50:
         year -= 100
@@ -106,7 +106,7 @@ def format_http_date(ts: float) -> str:
     in the IMF-fixdate format." Built by hand: strftime's day and month names
     follow the process locale.
     """
-    moment = datetime.datetime.fromtimestamp(_clamp(ts), datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(_clamp(ts), datetime.UTC)
     return (
         f"{_DAY_NAMES[moment.weekday()]}, {moment.day:02d} {_MONTH_NAMES[moment.month - 1]} "
         f"{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} GMT"
