@@ -28,7 +28,7 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
-from mediaedge.config import ConfigError, Settings, load_settings
+from mediaedge.config import OPTIONS, ConfigError, Settings, load_settings
 from mediaedge import http1guard
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.headers import Headers
@@ -52,45 +52,24 @@ META_MEDIA = "mediaedge_media"
 META_UNSAFE = "mediaedge_unsafe_target"
 
 # mitmdump option name -> mediaedge setting flag
-OPTION_FLAGS = {
-    "mediaedge_config": "config",
-    "mediaedge_admin_listen": "admin-listen",
-    "mediaedge_upstream": "upstream",
-    "mediaedge_origin_db": "origin-db",
-    "mediaedge_origin_profile": "origin-profile",
-    "mediaedge_state_db": "state-db",
-    "mediaedge_cache_dir": "cache-dir",
-    "mediaedge_cache_size": "cache-size",
-    "mediaedge_max_object_size": "max-object-size",
-    "mediaedge_media_prefix": "media-prefix",
-    "mediaedge_revision_header": "revision-header",
-    "mediaedge_default_ttl": "default-ttl",
-    "mediaedge_negative_ttl": "negative-ttl",
-    "mediaedge_upstream_timeout": "upstream-timeout",
-    "mediaedge_webhook_secret": "webhook-secret",
-    "mediaedge_node_id": "node-id",
-    "mediaedge_grace": "grace",
-    "mediaedge_coalesce_timeout": "coalesce-timeout",
-    "mediaedge_coalesce_max_waiters": "coalesce-max-waiters",
-    "mediaedge_log_retention": "log-retention",
-    "mediaedge_allow_purge_from": "allow-purge-from",
-    "mediaedge_browser_ttl": "browser-ttl",
-    "mediaedge_db_timeout": "db-timeout",
-    "mediaedge_access_log": "access-log",
-    "mediaedge_signing_key": "signing-key",
-    "mediaedge_signed_prefix": "signed-prefix",
-    "mediaedge_auth_url": "auth-url",
-    "mediaedge_auth_prefix": "auth-prefix",
-    "mediaedge_auth_ttl": "auth-ttl",
+# The mitmdump options: one per setting of the table (`mediaedge_<name>`), except the
+# data plane's address, which is mitmproxy's own (--listen-host/--listen-port). Derived
+# from OPTIONS, so a new setting needs no edit here; their help is the table's.
+_SETTINGS = {o.name: o for o in OPTIONS if o.name != "listen"}
+OPTION_FLAGS = {"mediaedge_config": "config"} | {
+    "mediaedge_" + name.replace("-", "_"): name for name in _SETTINGS
 }
 # The repeatable ones: a list option in mitmdump, a repeated flag in `mediaedge serve`.
-LIST_FLAGS = {
-    "media-prefix": "Media path prefixes (default /media/).",
-    "allow-purge-from": "Networks whose PURGE is obeyed (default none).",
-    "signing-key": "Keys [KID:]SECRET for signed URLs (default none).",
-    "signed-prefix": "Prefixes served only with a valid signature (default none).",
-    "auth-prefix": "Prefixes that need the app's yes from mediaedge_auth_url (default none).",
-}
+LIST_FLAGS = {name for name, o in _SETTINGS.items() if o.repeatable}
+
+
+def _option_help(flag: str) -> str:
+    if flag == "config":
+        return "A TOML settings file (mediaedge --config); flags and MEDIAEDGE_* variables win over it."
+    o = _SETTINGS[flag]
+    return f"{o.help} (mediaedge --{flag}; empty: {o.shown_default})"
+
+
 DENIED_CACHE_STATUS = cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL)
 AUTH_ERROR_CACHE_STATUS = cache_status(fwd="bypass", detail="auth-error")
 
@@ -107,9 +86,9 @@ class MediaEdge:
             return
         for name, flag in OPTION_FLAGS.items():
             if flag in LIST_FLAGS:
-                loader.add_option(name, Sequence[str], [], LIST_FLAGS[flag])
+                loader.add_option(name, Sequence[str], [], _option_help(flag))
             else:
-                loader.add_option(name, str, "", f"mediaedge --{flag} (empty: mediaedge's default).")
+                loader.add_option(name, str, "", _option_help(flag))
 
     def configure(self, updated: set[str]) -> None:
         if self.settings is not None and self.rt is not None:

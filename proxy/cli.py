@@ -10,8 +10,8 @@ lines over `mediaedge.signing.sign_target`). Every flag
 is defined here, so `--help` works whatever is installed.
 
 Failures the operator can fix print one line, `mediaedge: error: ...`, and no
-traceback: bad settings and usage exit 2; startup errors (an exception with a
-`one_line` attribute, a `StartupError`, a `DatabaseError`) exit 1.
+traceback: bad settings and usage exit 2; any other `MediaedgeError` (the tree is in
+`mediaedge.errors`: a `StartupError`, a `DatabaseError`...) exits 1.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
+from mediaedge.errors import MediaedgeError
 from mediaedge.config import (
     OPTIONS,
     ConfigError,
@@ -44,12 +45,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
-class _Unavailable(Exception):
+class _Unavailable(MediaedgeError):
     """A subcommand's module is not part of this build."""
 
     def __init__(self, module: str) -> None:
         super().__init__(f"{module} is not available in this build")
-        self.one_line = str(self)
 
 
 if TYPE_CHECKING:  # the object add_subparsers() returns; generic in typeshed only
@@ -65,31 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as e:
-        return _fail(str(e), 2)
+        return _fail(e.one_line, 2)
     except KeyboardInterrupt:
         return 0
-    except Exception as e:
-        line = _one_line(e)
-        if line is None:
-            raise
-        return _fail(line, 1)
+    except MediaedgeError as e:
+        return _fail(e.one_line, 1)
 
 
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
-
-
-def _one_line(error: Exception) -> str | None:
-    """The operator-facing line of a known startup error, else None (a bug: traceback)."""
-    if hasattr(error, "one_line"):
-        line = error.one_line
-        text = line() if callable(line) else line if isinstance(line, str) else str(error)
-    elif type(error).__name__ in ("StartupError", "DatabaseError"):
-        text = str(error)
-    else:
-        return None
-    return " ".join(str(text).split()) or type(error).__name__
 
 
 # --- parser -------------------------------------------------------------------

@@ -40,19 +40,11 @@ from urllib.parse import urlsplit
 from mediaedge.dbapi import DatabaseError, parse_db_url
 from mediaedge.origins.sqlroutes import SqlRoute, parse_sql_routes
 from mediaedge.policy.signing import SigningKey, parse_signing_key
+from mediaedge.errors import ConfigError
 
 ENV_PREFIX = "MEDIAEDGE_"
 CONFIG_ENV = "MEDIAEDGE_CONFIG"
 PROFILES = ("native", "magento2", "magento1", "sql")
-
-
-class ConfigError(Exception):
-    """A setting has a bad value; `str(error)` is one line starting with the setting."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}")
-        self.setting = setting
-        self.detail = message
 
 
 # --- pure parsers: value in, value out, ValueError with a short reason -------
@@ -583,39 +575,18 @@ class Settings:
         return "http://" + format_hostport((host, port))
 
     def as_dict(self) -> dict[str, object]:
-        """Settings by flag name, JSON-friendly, with the secret and DB passwords hidden."""
-        return {
-            "listen": format_hostport(self.listen),
-            "admin-listen": format_hostport(self.admin_listen),
-            "upstream": self.upstream,
-            "origin-db": _redact_db(self.origin_db),
-            "origin-profile": self.origin_profile,
-            "state-db": _redact_db(self.state_db) if self.state_db else None,
-            "cache-dir": self.cache_dir,
-            "cache-size": self.cache_size,
-            "max-object-size": self.max_object_size,
-            "media-prefix": list(self.media_prefixes),
-            "revision-header": self.revision_header,
-            "default-ttl": self.default_ttl,
-            "negative-ttl": self.negative_ttl,
-            "upstream-timeout": self.upstream_timeout,
-            "webhook-secret": "***" if self.webhook_secret else None,
-            "node-id": self.node_id,
-            "grace": self.grace,
-            "coalesce-timeout": self.coalesce_timeout,
-            "coalesce-max-waiters": self.coalesce_max_waiters,
-            "log-retention": self.log_retention,
-            "allow-purge-from": [str(n) for n in self.allow_purge_from],
-            "browser-ttl": self.browser_ttl,
-            "db-timeout": self.db_timeout,
-            "access-log": self.access_log,
-            "signing-key": [f"{k.kid}:***" if k.kid else "***" for k in self.signing_keys],
-            "signed-prefix": list(self.signed_prefixes),
-            "auth-url": self.auth_url,
-            "auth-prefix": list(self.auth_prefixes),
-            "auth-ttl": self.auth_ttl,
-            "config": self.config_path,
-        }
+        """Settings by flag name, JSON-friendly, with the secret and DB passwords hidden.
+
+        Derived from the table (OPTIONS), so a new setting shows up here, in the startup
+        log and in `check` without another list to keep in step.
+        """
+        shown: dict[str, object] = {}
+        for o in OPTIONS:
+            value = getattr(self, o.field)
+            show = _SHOWN.get(o.name) or (_secret if _is_secret(o) else None)
+            shown[o.name] = show(value) if show is not None and value is not None else _plain(value)
+        shown["config"] = self.config_path
+        return shown
 
     def describe(self) -> str:
         """One `name = value` line per setting, for a startup log."""
@@ -627,6 +598,38 @@ class Settings:
 
     def __repr__(self) -> str:
         return f"Settings({self.as_dict()!r})"
+
+
+def _plain(value: object) -> object:
+    """A setting's value as JSON: tuples as lists, networks as text."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return str(value)
+    return value
+
+
+def _is_secret(o: Option) -> bool:
+    """A secret or token is never shown, whatever a new row forgets to say."""
+    return "SECRET" in o.metavar or "TOKEN" in o.metavar
+
+
+def _secret(_: object) -> str:
+    return "***"
+
+
+def _redact_keys(keys: tuple[SigningKey, ...]) -> list[str]:
+    return [f"{k.kid}:***" if k.kid else "***" for k in keys]
+
+
+# How settings whose plain value would mislead or leak are shown (as_dict, the startup log).
+_SHOWN: dict[str, Callable[[Any], object]] = {
+    "listen": format_hostport,
+    "admin-listen": format_hostport,
+    "origin-db": lambda url: _redact_db(url),
+    "state-db": lambda url: _redact_db(url),
+    "signing-key": _redact_keys,
+}
 
 
 def _redact_db(url: str) -> str:

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
-
-
-class DatabaseError(Exception):
-    """A database could not be opened or used; the message is one line for the operator."""
+from mediaedge.errors import DatabaseError
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from mediaedge.digest import BodyDigest
 from mediaedge.headers import Headers
+from mediaedge.errors import FillFailed
 
 T = TypeVar("T")
 log = logging.getLogger("mediaedge.fill")
@@ -47,17 +48,6 @@ class FillHead:
     storable: bool
     negative: bool = False
     not_stored_reason: str = ""
-
-
-class FillFailed(Exception):
-    """The fill could not complete; readers must cut their response short.
-
-    `status` is what a client that has not yet got a head should be answered.
-    """
-
-    def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class SpoolHandle:

@@ -34,19 +34,12 @@ from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
 from mediaedge.upstream import Upstream
 from mediaedge.webhook import WebhookError, parse_events, replay_key, verify, verify_head
+from mediaedge.errors import StartupError
 
 log = logging.getLogger("mediaedge")
 
 SAMPLE_EVERY = 5.0
 SAVE_STATS_EVERY = 30.0
-
-
-class StartupError(Exception):
-    """A setting that cannot work; `one_line` names it (the CLI prints it, exit 1)."""
-
-    @property
-    def one_line(self) -> str:
-        return str(self)
 
 
 class Runtime:

@@ -27,13 +27,10 @@ from rich.text import Text
 
 from mediaedge.dashboard import fmt_bytes, fmt_count, fmt_percent
 from mediaedge.stats import ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
+from mediaedge.errors import StatsUnavailable
 
 DEFAULT_ADMIN = "http://127.0.0.1:8081"
 TIMEOUT = 5.0
-
-
-class StatsUnavailable(Exception):
-    """The admin plane could not be reached or did not answer a /stats document."""
 
 
 def fetch_stats(admin: str, *, timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -42,10 +42,6 @@ WAL_LIMIT = 1 << 20  # bytes: SQLite checkpoints and truncates its WAL to this
 OVERHEAD_RESERVE = 3 << 20  # bytes of --cache-size kept for the WAL, state and stats.json
 
 
-class StorageError(Exception):
-    """The cache could not read or write; the engine degrades to pass-through."""
-
-
 class _Adopt:
     """A finished temp file that `SafeDisk.store` renames into the cache (no copy)."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from mediaedge.headers import Headers
+from mediaedge.errors import UpstreamError
 
 log = logging.getLogger("mediaedge.upstream")
 
@@ -63,14 +64,6 @@ def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, byte
         except UnicodeEncodeError:
             continue
     return out
-
-
-class UpstreamError(Exception):
-    """The upstream could not be asked: refused, reset or timed out (`kind` says which)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass

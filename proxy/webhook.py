@@ -30,6 +30,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from mediaedge.errors import WebhookError
 
 MAX_BODY = 1 << 20  # bytes; larger bodies are refused with 413 before any HMAC work
 MAX_SKEW = 300  # seconds between the sender's timestamp and our clock, either way
@@ -39,21 +40,6 @@ MAX_TAG = 1024  # characters, like Fastly's surrogate keys
 
 TIMESTAMP_HEADER = "X-Mediaedge-Timestamp"
 SIGNATURE_HEADER = "X-Mediaedge-Signature"
-
-
-class WebhookError(Exception):
-    """A refused webhook request; carries the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def body(self) -> bytes:
-        return json.dumps({"error": self.message}).encode()
-
-    def __repr__(self) -> str:
-        return f"WebhookError({self.status}, {self.message!r})"
 
 
 # --- signature ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mediaedge import cli
+from mediaedge.errors import DatabaseError, OriginError, StartupError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -269,18 +270,13 @@ def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
     assert err.startswith("mediaedge: error: ") and len(err.strip().splitlines()) == 1
 
 
-class StartupError(Exception):
-    pass
-
-
-class PortInUse(Exception):
-    one_line = "--listen: 127.0.0.1:8080 is already in use"
-
-
 @pytest.mark.parametrize(
     ("error", "expected"),
     [(StartupError("--origin-db: cannot open sqlite:///x"), "--origin-db: cannot open sqlite:///x"),
-     (PortInUse("ignored"), "--listen: 127.0.0.1:8080 is already in use")],
+     (StartupError("--listen: cannot listen on 127.0.0.1:8080:\n  Address already in use"),
+      "--listen: cannot listen on 127.0.0.1:8080: Address already in use"),
+     (DatabaseError("--state-db: cannot connect"), "--state-db: cannot connect"),
+     (OriginError("origin database failed"), "origin database failed")],
 )
 def test_startup_errors_are_one_line(fake_modules: dict[str, object],
                                      monkeypatch: pytest.MonkeyPatch,
@@ -291,6 +287,16 @@ def test_startup_errors_are_one_line(fake_modules: dict[str, object],
     monkeypatch.setattr(sys.modules["mediaedge.serve"], "run", fail)
     assert cli.main(["serve"]) == 1
     assert capsys.readouterr().err == f"mediaedge: error: {expected}\n"
+
+
+def test_a_bug_is_not_hidden_behind_one_line(fake_modules: dict[str, object],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only mediaedge's own errors (mediaedge.errors) are one line; anything else is a bug."""
+    def fail(settings: object) -> int:
+        raise KeyError("a bug")
+    monkeypatch.setattr(sys.modules["mediaedge.serve"], "run", fail)
+    with pytest.raises(KeyError):
+        cli.main(["serve"])
 
 
 def test_keyboard_interrupt_exits_quietly(fake_modules: dict[str, object],

@@ -675,9 +675,11 @@ def test_read_only_cache_tmp_dir_degrades_to_pass_through(tmp_path):
         up.close()
 
 
-def _churn(edge: Edge, up: Upstream, sizes: dict[str, int], seconds: float, clients: int = 8
-           ) -> tuple[list[str], list[dict[str, int]]]:
-    """`clients` threads cycle through `sizes` for `seconds`; returns (wrong answers, disk samples).
+def _churn(edge: Edge, up: Upstream, sizes: dict[str, int], seconds: float, clients: int = 8,
+           min_fetches: int = 0) -> tuple[list[str], list[dict[str, int]]]:
+    """`clients` threads cycle through `sizes` for `seconds`, and on (up to 4x as long) until
+    the upstream served `min_fetches` (a loaded machine is slower; the test needs the churn,
+    not the duration); returns (wrong answers, disk samples).
     A sample splits the cache directory into entries (diskcache's files and cache.db),
     sqlite's WAL/SHM files, state/ and tmp/ (in-flight fills)."""
     expected = {p: synthetic_sha(n, i) for i, (p, n) in enumerate(sizes.items())}
@@ -704,9 +706,10 @@ def _churn(edge: Edge, up: Upstream, sizes: dict[str, int], seconds: float, clie
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline, last = started + seconds, started + 4 * seconds
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (up.hits.total() < min_fetches and time.monotonic() < last):
             samples.append(disk_use(edge.cache_dir))
             time.sleep(0.1)
     finally:
@@ -748,7 +751,7 @@ def test_eviction_keeps_entries_within_cache_size_under_churn(tmp_path):
     up = Upstream()
     edge = Edge(str(tmp_path), upstream=up.url, args=["--cache-size", "4MiB", "--max-object-size", "512KiB"]).start()
     try:
-        wrong, samples = _churn(edge, up, CHURN_SIZES, 20)
+        wrong, samples = _churn(edge, up, CHURN_SIZES, 20, min_fetches=201)
         assert not wrong, wrong[:5]
         assert up.hits.total() > 200, "the churn should have evicted and refetched"
         peak = max(s["entries"] for s in samples)

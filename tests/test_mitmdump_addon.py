@@ -51,3 +51,24 @@ def test_addon_loads_in_mitmdump_and_caches(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_every_setting_but_listen_is_a_mitmdump_option_with_the_tables_help():
+    """One spelling of each setting: the addon's options are derived from OPTIONS."""
+    from mitmproxy.test import taddons
+
+    from mediaedge.addons.mediaedge import MediaEdge
+    from mediaedge.config import OPTIONS
+
+    addon = MediaEdge()
+    with taddons.context(addon) as tctx:
+        options = tctx.options._options
+        for o in OPTIONS:
+            name = "mediaedge_" + o.name.replace("-", "_")
+            if o.name == "listen":
+                assert name not in options  # mitmproxy's own listen_host/listen_port
+                continue
+            assert name in options, name
+            assert options[name].help.startswith(o.help), name
+            assert (options[name].typespec is not str) == o.repeatable, name
+        assert "mediaedge_config" in options

@@ -47,6 +47,7 @@ from mediaedge.dbapi import (
     mysql_open_value,
     mysql_send_query,
 )
+from mediaedge.errors import OriginError, RowChanged, LookupTimeout
 
 # Longest path `media_files` can hold: the primary key of a MySQL VARBINARY
 # column must stay under InnoDB's 3072-byte index limit; 1024 leaves room.
@@ -67,29 +68,6 @@ class DbObject:
     tags: tuple[str, ...]
     updated_at: float | None  # unix seconds
     locator: tuple[Any, ...]  # (key, stamp): how read() finds this version of the row
-
-
-class OriginError(Exception):
-    """The database failed or answered inconsistently; the message is one line."""
-
-    status_hint: int = 503
-
-    def __init__(self, message: str, status_hint: int | None = None) -> None:
-        super().__init__(" ".join(message.split()))
-        if status_hint is not None:
-            self.status_hint = status_hint
-
-
-class RowChanged(OriginError):
-    """The row was replaced or deleted since `lookup`: look it up again."""
-
-
-class LookupTimeout(OriginError):
-    """A lookup ran past `--db-timeout` (a lock, a slow plan, a server that does not answer).
-
-    It counts as the database failing, and is never retried: a retry would
-    double the time a request waits for an answer that is not coming.
-    """
 
 
 def whole_seconds(timeout: float) -> int:

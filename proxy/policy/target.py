@@ -29,6 +29,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from mediaedge.headers import Headers
 from mediaedge.policy.conditional import parse_entity_tag
+from mediaedge.errors import TargetError
 
 # RFC 3986 2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
@@ -48,18 +49,6 @@ _SLASH, _BACKSLASH, _NUL = 0x2F, 0x5C, 0x00
 _ETAGC = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"'}
 _WHITESPACE = re.compile(r"\s+")
 _COMMA = re.compile(r"\s*,\s*")
-
-
-class TargetError(ValueError):
-    """A request target we refuse; `status` is what to answer (400, 404 or 414).
-
-    The message is one line and never echoes the target, so it is safe to put
-    in a log line or a plain-text response body.
-    """
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # RFC 9112 3.2: request-target = origin-form / absolute-form / authority-form / asterisk-form
