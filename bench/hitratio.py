@@ -2,8 +2,9 @@
 
     python -m bench.hitratio [--n 100000] [--s 0.9] [--fraction 0.091] [--requests 1000000]
 
-Replays a Zipf trace and a scan-heavy trace (Zipf, then one sweep over every object,
-then Zipf again) against: LRU; least-recently-stored (FIFO, what the cache did
+Replays a Zipf trace (the first half warms up, the second is measured) and a
+scan-heavy trace (that warm-up, one sweep over every object in id order, then as many
+Zipf requests again, measured after the sweep) against: LRU; least-recently-stored (FIFO, what the cache did
 before); `tinylfu` (mediaedge.policy.admission, exactly as proxy/storage.py applies it:
 the sketch, admission at the head, the sampled-tail cull with reinsertion); the
 W-TinyLFU and S3-FIFO designs for reference; and the ideal for a stationary Zipf
@@ -238,7 +239,8 @@ def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: in
     half = requests // 2
     sweep = list(range(n))
     scan = zipf[:half] + sweep + zipf_trace(n, s, half, seed + 7, seed + 1)
-    traces = {"zipf": (zipf, half), "scan": (scan, half)}
+    # scan: measured on the Zipf requests after the sweep (what the sweep costs afterwards)
+    traces = {"zipf": (zipf, half), "scan": (scan, half + n)}
     out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "capacity_bytes": cap,
                  "capacity_entries": cap // obj, "cache_fraction": round(cap / (n * obj), 4),
                  "requests": requests, "seed": seed, "traces": {}}

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from mediaedge.policy.admission import (
     COUNTER_MAX,
     DEPTH,
+    MIN_SAMPLE_CAPACITY,
     SAMPLE_FACTOR,
     FrequencySketch,
     Resident,
@@ -126,8 +127,8 @@ def test_sketch_counts_saturate_and_never_underestimate():
 
 
 def test_sketch_ages_by_halving():
-    s = FrequencySketch(100)
-    assert s.sample_size == SAMPLE_FACTOR * 100
+    s = FrequencySketch(1000)
+    assert s.sample_size == SAMPLE_FACTOR * 1000
     for _ in range(8):
         s.record(7)
     before = s.estimate(7)
@@ -135,6 +136,7 @@ def test_sketch_ages_by_halving():
     assert s.estimate(7) == before // 2 and s.agings == 1
     # and by itself, once sample_size accesses were recorded
     t = FrequencySketch(10)
+    assert t.sample_size == SAMPLE_FACTOR * MIN_SAMPLE_CAPACITY  # a tiny cache still counts a while
     for i in range(t.sample_size):
         t.record(i % 3)
     assert t.agings == 1

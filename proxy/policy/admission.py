@@ -27,6 +27,7 @@ COUNTER_MAX = 15  # 4-bit counters, as in Caffeine: enough to rank, small to age
 SAMPLE_FACTOR = 30  # halve every counter after this many × capacity recorded accesses (measured: 10 → 0.649, 30 → 0.680, bench/hitratio.py)
 WIDTH_FACTOR = 4  # counters per row per entry held (power of two above): 1 → 0.664, 4 → 0.680 at SAMPLE_FACTOR 30
 MIN_WIDTH = 1024
+MIN_SAMPLE_CAPACITY = 256  # a fresh, nearly empty cache does not age its counts every few requests
 M64 = (1 << 64) - 1
 # Odd multipliers (splitmix64 / Caffeine's seeds): each row spreads the key differently.
 _ROW_SEEDS = (0x97CB3127E5A1B3F9, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x9E3779B97F4A7C15)
@@ -56,7 +57,7 @@ class FrequencySketch:
         self.width = _pow2(max(MIN_WIDTH, capacity * width_factor))
         self.table = bytearray(DEPTH * self.width)
         self.additions = 0
-        self.sample_size = sample_factor * max(capacity, 1)
+        self.sample_size = sample_factor * max(capacity, MIN_SAMPLE_CAPACITY)
         self.agings = 0
 
     def _cells(self, h: int) -> tuple[int, int, int, int]:
