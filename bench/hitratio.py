@@ -256,6 +256,27 @@ def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: in
     return out
 
 
+def sketch_memory(entries: int = 1_000_000, records: int = 200_000) -> dict:
+    """What the policy keeps in memory for a cache of `entries` entries (the sketch is
+    all of it: the FIFO order is the disk's), measured with tracemalloc, and the cost
+    of counting one request."""
+    import tracemalloc
+
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    sketch = FrequencySketch(entries)
+    for k in range(records):
+        sketch.record(k)
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    t0 = time.perf_counter()
+    for k in range(records):
+        sketch.record(k)
+    per = (time.perf_counter() - t0) / records
+    return {"entries": entries, "bytes": held, "bytes_per_entry": round(held / entries, 2),
+            "record_us": round(per * 1e6, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.hitratio", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="objects in the catalogue")
@@ -268,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
     res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, [x for x in a.policies.split(",") if x])
+    res["memory"] = sketch_memory()
     if a.json:
         print(json.dumps(res, indent=1))
         return 0
@@ -278,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(names))
     for name, row in res["traces"].items():
         print(f"| {name} | {row['requests']:,} ({row['measured']:,}) | " + " | ".join(f"{row[x]:.3f}" for x in names) + " |")
+    m = res["memory"]
+    print(f"tinylfu memory at {m['entries']:,} entries: {m['bytes']:,} bytes ({m['bytes_per_entry']} per entry); "
+          f"{m['record_us']} µs to count one request")
     return 0
 
 

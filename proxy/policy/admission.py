@@ -27,10 +27,12 @@ COUNTER_MAX = 15  # 4-bit counters, as in Caffeine: enough to rank, small to age
 SAMPLE_FACTOR = 30  # halve every counter after this many × capacity recorded accesses (measured: 10 → 0.649, 30 → 0.680, bench/hitratio.py)
 WIDTH_FACTOR = 4  # counters per row per entry held (power of two above): 1 → 0.664, 4 → 0.680 at SAMPLE_FACTOR 30
 MIN_WIDTH = 1024
+MAX_WIDTH = 1 << 26  # 256 MiB of counters: 16M entries at WIDTH_FACTOR 4 (and indexes stay under 32 bits)
 MIN_SAMPLE_CAPACITY = 256  # a fresh, nearly empty cache does not age its counts every few requests
 M64 = (1 << 64) - 1
 # Odd multipliers (splitmix64 / Caffeine's seeds): each row spreads the key differently.
 _ROW_SEEDS = (0x97CB3127E5A1B3F9, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x9E3779B97F4A7C15)
+_S0, _S1, _S2, _S3 = _ROW_SEEDS
 _HALVE = bytes(b >> 1 for b in range(256))
 TAIL_SAMPLE = 16  # entries at the FIFO's tail weighed against a newcomer
 
@@ -54,20 +56,20 @@ class FrequencySketch:
     def __init__(self, capacity: int, *, width_factor: int = WIDTH_FACTOR, sample_factor: int = SAMPLE_FACTOR,
                  top: int = COUNTER_MAX) -> None:
         self.width_factor, self.sample_factor, self.top = width_factor, sample_factor, top
-        self.width = _pow2(max(MIN_WIDTH, capacity * width_factor))
+        self.width = min(MAX_WIDTH, _pow2(max(MIN_WIDTH, capacity * width_factor)))
         self.table = bytearray(DEPTH * self.width)
         self.additions = 0
         self.sample_size = sample_factor * max(capacity, MIN_SAMPLE_CAPACITY)
         self.agings = 0
 
     def _cells(self, h: int) -> tuple[int, int, int, int]:
+        # Bits 32.. of each product: within its low 64 bits, so no masking to 64 is needed.
         w, mask = self.width, self.width - 1
         h &= M64
-        a = ((h ^ (h >> 31)) * _ROW_SEEDS[0]) & M64
-        b = ((h ^ (h >> 29)) * _ROW_SEEDS[1]) & M64
-        c = ((h ^ (h >> 33)) * _ROW_SEEDS[2]) & M64
-        d = ((h ^ (h >> 27)) * _ROW_SEEDS[3]) & M64
-        return ((a >> 32) & mask, w + ((b >> 32) & mask), 2 * w + ((c >> 32) & mask), 3 * w + ((d >> 32) & mask))
+        return ((((h ^ (h >> 31)) * _S0) >> 32) & mask,
+                w + ((((h ^ (h >> 29)) * _S1) >> 32) & mask),
+                2 * w + ((((h ^ (h >> 33)) * _S2) >> 32) & mask),
+                3 * w + ((((h ^ (h >> 27)) * _S3) >> 32) & mask))
 
     def estimate(self, h: int) -> int:
         t = self.table
@@ -75,14 +77,21 @@ class FrequencySketch:
         return min(t[i], t[j], t[k], t[m])
 
     def record(self, h: int) -> None:
-        """One access of the key hashed `h`."""
+        """One access of the key hashed `h` (on every request: kept to a few µs)."""
         t = self.table
-        cells = self._cells(h)
-        low = min(t[x] for x in cells)
+        i, j, k, m = self._cells(h)
+        a, b, c, d = t[i], t[j], t[k], t[m]
+        low = min(a, b, c, d)
         if low < self.top:
-            for x in cells:
-                if t[x] == low:
-                    t[x] = low + 1
+            up = low + 1
+            if a == low:
+                t[i] = up
+            if b == low:
+                t[j] = up
+            if c == low:
+                t[k] = up
+            if d == low:
+                t[m] = up
         self.additions += 1
         if self.additions >= self.sample_size:
             self.age()
@@ -99,7 +108,7 @@ class FrequencySketch:
         Row i of the wider table is row i of the old one repeated: a key's cell in the
         wider row is a copy of its cell in the narrower one (same low bits)."""
         self.sample_size = max(self.sample_size, self.sample_factor * capacity)
-        width = _pow2(max(MIN_WIDTH, capacity * self.width_factor))
+        width = min(MAX_WIDTH, _pow2(max(MIN_WIDTH, capacity * self.width_factor)))
         if width <= self.width:
             return
         old, w, times = self.table, self.width, width // self.width
