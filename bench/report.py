@@ -393,6 +393,8 @@ def render(results: dict, images: list[str]) -> str:
         w(f"Simulated at the same capacity: FIFO {sim['fifo_hit_ratio']:.3f}, LRU {sim['lru_hit_ratio']:.3f}, "
           f"ideal {sim['ideal_static_hit_ratio']:.3f}.")
         w("")
+        if z.get("policies"):
+            _hit_ratio_policies(w, z["policies"])
         if any(p.endswith("bench-hitratio.png") for p in images):
             w("![hit ratio](img/bench-hitratio.png)")
             w("")
@@ -689,3 +691,33 @@ def write_docs(results: dict, repo: str) -> list[str]:
     with open(path, "w") as f:
         f.write(md)
     return [path, *images]
+
+
+def _hit_ratio_policies(w: Any, pol: dict) -> None:
+    """The policy table of bench/hitratio.py (run inside the zipf scenario)."""
+    names = [("lru", "LRU"), ("fifo", "least-recently-stored (before)"), ("tinylfu", "**mediaedge (TinyLFU)**"),
+             ("w-tinylfu", "W-TinyLFU"), ("s3-fifo", "S3-FIFO"), ("ideal", "ideal: most popular pinned")]
+    names = [(k, lab) for k, lab in names if k in pol["traces"]["zipf"]]
+    w(f"### Eviction policies on the same traces ({pol['capacity_entries']:,} objects, "
+      f"{pol['cache_fraction'] * 100:.1f}% of the catalogue, equal byte capacity)")
+    w("")
+    w(f"`python -m bench.hitratio --n {pol['catalogue']} --s {pol['zipf_s']} --fraction {pol['cache_fraction']} "
+      f"--requests {pol['requests']} --seed {pol['seed']}` replays one Zipf trace ({pol['requests']:,} requests, the "
+      "second half measured) and one scan-heavy trace (the same warm-up, one sweep over every object, then "
+      f"{pol['requests'] // 2:,} Zipf requests again, measured after the sweep) through each policy. "
+      "mediaedge's is `mediaedge.policy.admission` exactly as `proxy/storage.py` applies it (count-min sketch, "
+      "admission at the head, the sampled-tail cull); W-TinyLFU and S3-FIFO are reference implementations "
+      "that keep every entry in memory.")
+    w("")
+    w("| trace | " + " | ".join(lab for _, lab in names) + " |")
+    w("|---|" + "---|" * len(names))
+    for trace, label in (("zipf", "Zipf"), ("scan", "Zipf after a full sweep")):
+        row = pol["traces"][trace]
+        w(f"| {label} | " + " | ".join(f"{row[k]:.3f}" for k, _ in names) + " |")
+    w("")
+    m = pol.get("memory")
+    if m:
+        w(f"mediaedge's policy keeps {m['bytes_per_entry']} bytes per entry in memory at {m['entries']:,} entries "
+          f"(the sketch, {m['bytes'] / 2**20:.1f} MiB; nothing else per entry: the FIFO order is the disk's) and "
+          f"counts a request in {m['record_us']} µs; it writes nothing on a hit.")
+        w("")

@@ -470,7 +470,13 @@ class Bench:
             c = int(cfg.zipf_n * frac)
             curve.append({"cache_fraction": frac, "entries": c,
                           **simulate_zipf(cfg.zipf_n, cfg.zipf_s, c, 200_000 if not cfg.quick else 5000)})
-        return {"catalogue": cfg.zipf_n, "object_bytes": cfg.zipf_obj, "zipf_s": cfg.zipf_s,
+        # Every policy on the same traces at the same capacity, in this run (bench/hitratio.py).
+        from bench import hitratio
+
+        policies = hitratio.measure(cfg.zipf_n, cfg.zipf_s, capacity / cfg.zipf_n, 20_000 if cfg.quick else 1_000_000,
+                                    cfg.zipf_obj, seed=5)
+        policies["memory"] = hitratio.sketch_memory(10_000 if cfg.quick else 1_000_000, 2_000 if cfg.quick else 200_000)
+        return {"catalogue": cfg.zipf_n, "object_bytes": cfg.zipf_obj, "zipf_s": cfg.zipf_s, "policies": policies,
                 "cache_size": cfg.zipf_cache, "entries_held": capacity,
                 "entries_fraction": round(capacity / cfg.zipf_n, 4), "conns": 8, "phases": phases,
                 "final_hit_ratio": final.get("hit_ratio"), "final_stats": {k: final.get(k) for k in

@@ -160,6 +160,7 @@ class Engine:
                           response_time=hot.response_time, now=now)
         if hot.soft_stale or self._state_at(age, fresh, hot.negative) != "fresh":
             return None
+        self.store.touch(req.target)  # admission counts (memory only)
         template = hot.template
         wire = template.headers(age=int(age), cache_status=cache_status(hit=True, ttl=ttl_left(age, fresh)),
                                 date=HTTP_DATES.wire(now))
@@ -181,6 +182,7 @@ class Engine:
         fast = self.hot_hit(req)
         if fast is not None:
             return fast
+        self.store.touch(req.target)  # admission counts (memory only; hot_hit counted its own)
         now = self.clock()
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is not None:
@@ -393,7 +395,8 @@ class Engine:
                     own.close()
         if joined and not complete and self.stats is not None:
             self.stats.coalesced()  # type: ignore[attr-defined]
-        fwd = "miss" if head.storable or head.negative else "bypass"
+        # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
+        fwd = "miss" if head.storable or head.negative or head.not_stored_reason == "admission" else "bypass"
         status_text = cache_status(
             fwd=fwd, fwd_status=head.status, stored=head.storable, collapsed=joined, detail=head.source
         )
@@ -544,6 +547,7 @@ class Engine:
         storable = policy.storable and resp.status == 200 and not too_big
         if published is not None and revision is not None and revision != published:
             storable = False
+        admitted = not storable or self._admitted(req.target, length)
         tags = _surrogate_keys(resp.headers)
         flight.tags = tags
         vary = vary_names(resp.headers) or ()
@@ -559,8 +563,10 @@ class Engine:
             sha = ""
         flight.revision = revision
         head = FillHead(resp.status, headers, "upstream", revision, length,
-                        shareable=policy.storable and resp.status == 200, storable=storable,
-                        not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else ""))
+                        shareable=policy.storable and resp.status == 200, storable=storable and admitted,
+                        not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else "")
+                        or ("" if admitted else "admission"))
+        storable = storable and admitted
         fill.length = length
         fill.head.set_result(head)
         head_sent = True
@@ -628,6 +634,8 @@ class Engine:
         self._count_fetch("db", "ok")
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size is None or obj.size <= self.config.max_object_size
+        # a published revision is the truth being installed: not weighed against the tail
+        admitted = not storable or published is not None or self._admitted(req.target, obj.size)
         flight.tags, flight.revision = obj.tags, obj.revision
         fill.length = obj.size
         loop = asyncio.get_running_loop()
@@ -639,7 +647,10 @@ class Engine:
             await in_database_thread(self._copy_db_blob, obj, fill, loop)
             sha = fill.finish()
             revision = flight.revision = "sha256:" + sha[:16]
-        fill.head.set_result(FillHead(200, headers, "db", revision, obj.size, shareable=True, storable=storable))
+        fill.head.set_result(FillHead(200, headers, "db", revision, obj.size, shareable=True,
+                                      storable=storable and admitted,
+                                      not_stored_reason="" if admitted else "admission"))
+        storable = storable and admitted
         if not hash_first:
             await in_database_thread(self._copy_db_blob, obj, fill, loop)
             sha = fill.finish()
@@ -661,6 +672,14 @@ class Engine:
                 key_revision=revision,
             )
             await self._install_async(flight, meta, adopt_published=adopt)
+
+    def _admitted(self, target: str, length: int | None) -> bool:
+        """Admission at the head (memory only): refused, the response is served as a miss
+        and not stored (mediaedge.policy.admission)."""
+        decision = self.store.admission(target, length)
+        if not decision.admit:
+            log.debug("%s: not stored (admission: %s)", target, decision.reason)
+        return decision.admit
 
     def _db_key(self, target: str) -> str:
         """What the database origin looks up: the decoded path, or (the sql profile,

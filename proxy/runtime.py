@@ -164,6 +164,9 @@ class Runtime:
         if self.access is not None:  # extra: the memory of the app's answers (proxy/access.py)
             decisions = self.access.decisions
             snap["auth_remembered"] = {"answers": len(decisions), "estimated_bytes": decisions.bytes}
+        # extras: the disk's admission and eviction since start (mediaedge.policy.admission)
+        snap["evictions"] = self.store.evictions
+        snap["admission_refused"] = self.store.refused
         return snap
 
     async def _stats(self, _: AdminRequest) -> AdminResponse:

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
@@ -31,6 +32,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, MODE_PICKLE, UNKNOWN
 
 from mediaedge.headers import Headers
+from mediaedge.policy.admission import TAIL_SAMPLE, Admission, FrequencySketch, Resident, admit, plan_cull
 
 log = logging.getLogger("mediaedge.storage")
 
@@ -40,6 +42,8 @@ SEP = "\x1f"
 INLINE_LIMIT = 32 * 1024  # diskcache keeps values under this inside SQLite
 WAL_LIMIT = 1 << 20  # bytes: SQLite checkpoints and truncates its WAL to this
 OVERHEAD_RESERVE = 3 << 20  # bytes of --cache-size kept for the WAL, state and stats.json
+ROW_OVERHEAD = 64  # bytes a SQLite row costs besides its key and inline value (estimate for culling)
+RECOUNT_EVERY = 4096  # commits between recounts of the entries (sizes the frequency sketch)
 
 
 class _Adopt:
@@ -237,6 +241,7 @@ class CacheStore:
         os.makedirs(self.tmp_dir, mode=0o700, exist_ok=True)
         self.size_limit = size_limit
         self.evictions = 0  # entries evicted for room since start
+        self.refused = 0  # responses not stored by admission (mediaedge.policy.admission) since start
         self.small_verify_limit = small_verify_limit
         # --cache-size bounds the whole directory: diskcache counts its database and
         # values; SQLite's WAL (capped below), the durable state and stats.json are
@@ -270,6 +275,15 @@ class CacheStore:
             eviction_policy="none", statistics=False, tag_index=False,
             sqlite_journal_size_limit=WAL_LIMIT // 4, sqlite_wal_autocheckpoint=WAL_LIMIT // 16384,
         )
+        # Admission and eviction (mediaedge.policy.admission): how often each target is
+        # asked for, in memory only (a hit writes nothing), empty at every start; the
+        # oldest rows and the volume as of the last commit, so the decision at a
+        # response's head reads no SQLite.
+        self._entries = self.entry_count()
+        self._commits = 0
+        self.sketch = FrequencySketch(max(1, self._entries))
+        self._volume = self.volume()
+        self._tail: list[tuple[str, int]] = self._read_tail()
 
     # -- durable state --------------------------------------------------------------
     def get_published(self, target: str) -> str | None:
@@ -444,27 +458,76 @@ class CacheStore:
         ).fetchall()
         return [r[0] for r in rows]
 
+    # -- admission and eviction -------------------------------------------------------
+    def touch(self, target: str) -> None:
+        """One request for `target`: counted in memory only (never a disk write)."""
+        self.sketch.record(hash(target))
+
+    def frequency(self, target: str) -> int:
+        return self.sketch.estimate(hash(target))
+
+    def admission(self, target: str, size: int | None) -> Admission:
+        """Would a response for `target` of `size` bytes (None: not yet known) be stored?
+
+        Decided when its head arrives, from memory only: the counts, the oldest rows and
+        the volume as of the last commit."""
+        tail = [Resident(k, n, self.frequency(_target_of(k))) for k, n in self._tail]
+        need = max(1, size or 1) + ROW_OVERHEAD
+        decision = admit(self.frequency(target), need, self._cache.size_limit - self._volume, tail,
+                         self._cache.size_limit)
+        if not decision.admit:
+            self.refused += 1
+        return decision
+
+    def _read_tail(self) -> list[tuple[str, int]]:
+        """The oldest rows (diskcache's store_time index) and the bytes each holds."""
+        rows = self._cache._sql(  # noqa: SLF001 - diskcache 5.6.3 pinned
+            "SELECT key, size, length(value) FROM Cache ORDER BY store_time LIMIT ?", (TAIL_SAMPLE,)).fetchall()
+        return [(k, (size or 0) + (inline or 0) + len(k) + ROW_OVERHEAD)
+                for k, size, inline in rows if isinstance(k, str)]
+
     # -- accounting -----------------------------------------------------------------
     def _cull(self) -> list[str]:
-        """Evict least-recently-stored keys until the volume is within the limit.
+        """Evict until the volume is within the limit, as `plan_cull` says: the least
+        frequently asked of the oldest rows go, the most frequently asked of them are
+        moved to the head (store time renewed), the rest wait at the tail.
 
-        Ours rather than `Cache.cull()`, which evicts the same way but does not say
+        Ours rather than `Cache.cull()`, which evicts by store time only and does not say
         what it evicted: the memory tier and the eviction counter need the targets."""
         evicted: list[str] = []
+        self._commits += 1
+        self._entries += 1
+        if self._commits % RECOUNT_EVERY == 0:
+            self._entries = self.entry_count()
+        self.sketch.ensure_capacity(self._entries)
         try:
-            while self._cache.volume() > self._cache.size_limit:
-                rows = self._cache._sql(  # noqa: SLF001 - diskcache's own store_time index
-                    "SELECT key FROM Cache ORDER BY store_time LIMIT 16").fetchall()
-                if not rows:
+            volume = self._cache.volume()
+            while volume > self._cache.size_limit:
+                tail = [Resident(k, n, self.frequency(_target_of(k))) for k, n in self._read_tail()]
+                if not tail:
                     break
-                for (key,) in rows:
-                    if self._cache.delete(key) and isinstance(key, str) and key.startswith("v" + SEP):
+                plan = plan_cull(tail, volume - self._cache.size_limit)
+                deleted = 0
+                for key in plan.evict:
+                    if not self._cache.delete(key):
+                        continue
+                    deleted += 1
+                    if key.startswith("v" + SEP):
                         self.evictions += 1
-                        evicted.append(key.split(SEP, 2)[1])
-                    if self._cache.volume() <= self._cache.size_limit:
-                        break
+                        self._entries -= 1
+                        evicted.append(_target_of(key))
+                now = time.time()
+                for key in plan.reinsert:
+                    self._cache._sql(  # noqa: SLF001 - back to the FIFO's head, value untouched
+                        "UPDATE Cache SET store_time = ? WHERE key = ? AND raw = 1", (now, key))
+                if not deleted:
+                    break  # nothing could be deleted: never spin
+                volume = self._cache.volume()
         except diskcache.Timeout:
             pass
+        finally:
+            self._volume = self._cache.volume()
+            self._tail = self._read_tail()
         return evicted
 
     def volume(self) -> int:
@@ -479,6 +542,12 @@ class CacheStore:
     def close(self) -> None:
         self._cache.close()
         self._state.close()
+
+
+def _target_of(key: str) -> str:
+    """The target of a pointer (`p`) or entry (`v`) key."""
+    parts = key.split(SEP, 2)
+    return parts[1] if len(parts) > 1 else key
 
 
 def _tag_field(tags: tuple[str, ...]) -> str | None:

@@ -138,3 +138,71 @@ def test_commit_reports_the_targets_it_evicted(tmp_path):
     assert s.evictions == len(gone)
     assert s.volume() <= 1 << 20
     s.close()
+
+
+def _offer(s: CacheStore, target: str, body: bytes) -> bool:
+    """One request that missed, as the engine makes it: counted, weighed, stored if admitted."""
+    s.touch(target)
+    if not s.admission(target, len(body)).admit:
+        return False
+    tmp = s.new_temp_path()
+    with open(tmp, "wb") as f:
+        f.write(body)
+    s.commit(tmp, meta(target, body))
+    s.set_pointer(target, Pointer("r1", ()))
+    return True
+
+
+def test_one_hit_wonders_do_not_displace_a_popular_entry(tmp_path):
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    assert _offer(s, "/media/pop.bin", os.urandom(100_000))
+    for _ in range(5):
+        s.touch("/media/pop.bin")  # hits: counted in memory, nothing written
+    stored = [_offer(s, f"/media/w{i}.bin", os.urandom(100_000)) for i in range(30)]
+    assert any(stored) and not all(stored) and s.refused == stored.count(False)
+    assert s.open_entry("/media/pop.bin", "r1", ()) is not None
+    # asked for twice, an object beats the one-hit residents; the popular one stays
+    for i in range(4):
+        s.touch(f"/media/two{i}.bin")  # an earlier request
+        assert _offer(s, f"/media/two{i}.bin", os.urandom(100_000))
+    assert s.evictions > 0
+    assert s.open_entry("/media/pop.bin", "r1", ()) is not None
+    assert s.volume() <= 1 << 20
+    s.close()
+
+
+def test_restart_starts_counting_afresh_and_evicts_only_what_it_must(tmp_path):
+    """The counts live in memory: after a restart every resident counts 0, so a newcomer is
+    admitted (plain FIFO) and each commit evicts only the room it needs, oldest first."""
+    d = str(tmp_path / "c")
+    s = CacheStore(d, size_limit=1 << 20)
+    for i in range(30):
+        _offer(s, f"/media/r{i}.bin", os.urandom(100_000))
+    before = s.entry_count()
+    s.close()
+    s = CacheStore(d, size_limit=1 << 20)
+    assert s.sketch.estimate(hash("/media/r29.bin")) == 0
+    assert s.entry_count() == before
+    assert _offer(s, "/media/new.bin", os.urandom(100_000))
+    assert s.entry_count() >= before - 1 and s.evictions <= 1
+    assert s.open_entry("/media/new.bin", "r1", ()) is not None
+    s.close()
+
+
+def test_cull_moves_frequent_tail_entries_to_the_head(tmp_path):
+    """The oldest entry, asked for often, is not evicted: it is given a new store time
+    (one write at cull time), and a less asked one goes instead."""
+    s = CacheStore(str(tmp_path / "c"), size_limit=1 << 20)
+    _offer(s, "/media/old.bin", os.urandom(100_000))
+    for _ in range(6):
+        s.touch("/media/old.bin")
+    for i in range(24):
+        target = f"/media/n{i}.bin"
+        for _ in range(1 + i // 8):
+            s.touch(target)  # earlier requests: later newcomers are asked for more
+        _offer(s, target, os.urandom(100_000))
+    assert s.evictions >= 12
+    assert s.open_entry("/media/old.bin", "r1", ()) is not None
+    oldest = s._cache._sql("SELECT key FROM Cache ORDER BY store_time LIMIT 1").fetchone()[0]
+    assert "/media/old.bin" not in oldest
+    s.close()
