@@ -303,7 +303,8 @@ def _last_hour(window: Window | None, snap: Mapping[str, Any], node: Mapping[str
         return ('<p class="note" id="last-hour-empty">Rates appear a minute after start.</p>'
                 f'<div class="kv"><span>evictions since start</span><strong id="evictions">{fmt_count(evictions)}</strong></div>')
     per = window.per_second
-    minutes = max(1, round(window.seconds / 60))
+    minutes = round(window.seconds / 60)
+    span = f"{minutes} min" if minutes >= 1 else f"{window.seconds:.0f} s"
     cells = (
         ("rate-requests", "requests", fmt_rate(per["requests"])),
         ("rate-hits", "hits + stale", fmt_rate(per["hit"] + per["stale"])),
@@ -316,7 +317,7 @@ def _last_hour(window: Window | None, snap: Mapping[str, Any], node: Mapping[str
     )
     tiles = "".join(f'<div class="tile"><span>{_e(label)}</span><strong id="{id_}">{_e(value)}</strong></div>'
                     for id_, label, value in cells)
-    return (f'<div class="tiles">{tiles}</div><p class="note">Over the last {minutes} min'
+    return (f'<div class="tiles">{tiles}</div><p class="note">Over the last {span}'
             f'{"" if minutes >= 60 else " (since start)"}; '
             f'<span id="evictions">{fmt_count(evictions)}</span> evictions since start.</p>')
 
