@@ -28,7 +28,7 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
-from mediaedge.config import OPTIONS, ConfigError, Settings, load_settings
+from mediaedge.config import OPTIONS, ConfigError, Settings, admin_token_problem, load_settings
 from mediaedge import http1guard
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.headers import Headers
@@ -106,6 +106,9 @@ class MediaEdge:
             config = cli.pop("config", None)
             try:
                 self._standalone = load_settings(cli, os.environ, config_path=config)  # type: ignore[arg-type]
+                problem = admin_token_problem(self._standalone)
+                if problem is not None:
+                    raise problem
             except ConfigError as e:
                 raise OptionsError(str(e)) from e
 
@@ -397,7 +400,7 @@ class MediaEdge:
         duration = time.perf_counter() - started
         source = reply.source if reply.status < 500 else None
         rt.stats.record(result=reply.result, source=source, body_bytes=body_bytes, duration=duration,
-                        path=reply.target)
+                        path=reply.target, status=reply.status)
         if rt.access_log.enabled:
             rt.access_log.write(format_access_line(
                 client=flow.client_conn.peername[0] if flow.client_conn.peername else "-",

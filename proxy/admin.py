@@ -72,6 +72,7 @@ class AdminResponse:
     body: bytes
     content_type: str = "application/json"
     retry_after: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # extra fields, e.g. WWW-Authenticate on a 401
 
     @classmethod
     def json(cls, status: int, obj: object) -> AdminResponse:
@@ -345,6 +346,7 @@ def _response_headers(response: AdminResponse, *, close: bool) -> list[tuple[str
     ]
     if response.retry_after is not None:
         headers.append(("retry-after", str(response.retry_after)))
+    headers.extend(response.headers)
     if close:
         headers.append(("connection", "close"))
     return headers

@@ -28,6 +28,7 @@ from mediaedge.errors import MediaedgeError
 from mediaedge.config import (
     OPTIONS,
     ConfigError,
+    admin_token_problem,
     Settings,
     check_prefix,
     load_settings,
@@ -192,6 +193,11 @@ def _add_stats(commands: Subcommands) -> None:
     _add_admin(p)
     p.add_argument("--json", action="store_true", help="print the raw JSON instead of a table")
     p.add_argument(
+        "--admin-token", metavar="TOKEN", default=None,
+        help="the node's --admin-token, sent as 'Authorization: Bearer TOKEN'. Default: "
+        "$MEDIAEDGE_ADMIN_TOKEN, else admin-token in --config.",
+    )
+    p.add_argument(
         "--watch", metavar="N", type=_watch_seconds, default=None,
         help="refresh every N seconds until interrupted",
     )
@@ -308,11 +314,17 @@ def _settings(args: argparse.Namespace, *flags: str) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
+    problem = admin_token_problem(settings)
+    if problem is not None:
+        raise problem
     return int(_module("mediaedge.serve").run(settings))
 
 
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args, *(o.name.replace("-", "_") for o in OPTIONS))
+    problem = admin_token_problem(settings)
+    if problem is not None:
+        raise problem
     return int(_module("mediaedge.check").run(settings))
 
 
@@ -327,7 +339,9 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    _resolve_admin(args, _settings(args))
+    settings = _settings(args)
+    _resolve_admin(args, settings)
+    args.admin_token = args.admin_token or settings.admin_token
     return _call("mediaedge.statscli", "run", args)
 
 

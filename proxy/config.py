@@ -437,6 +437,15 @@ OPTIONS: tuple[Option, ...] = (
         optional=True,
     ),
     Option(
+        "admin-token", "admin_token", "TOKEN", None, "none", _optional(_nonempty),
+        "Bearer token for the admin plane's /stats, /metrics, /readyz and dashboard: clients "
+        "send 'Authorization: Bearer TOKEN' (the dashboard page also takes ?token=TOKEN). "
+        "Required when --admin-listen is not a loopback address: serve and check refuse to "
+        "start without it. /healthz stays open and /publish keeps its HMAC. Prefer the "
+        "environment variable to the flag, which other users can see.",
+        optional=True,
+    ),
+    Option(
         "node-id", "node_id", "NAME", COMPUTED, "HOSTNAME:PORT, the port of --listen", _nonempty,
         "Names this node in the invalidation log; give each node sharing a --state-db its own.",
     ),
@@ -559,6 +568,7 @@ class Settings:
     auth_url: str | None = None
     auth_prefixes: tuple[str, ...] = ()
     auth_ttl: float = 60.0
+    admin_token: str | None = None
     config_path: str | None = None
     sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 
@@ -630,6 +640,26 @@ _SHOWN: dict[str, Callable[[Any], object]] = {
     "state-db": lambda url: _redact_db(url),
     "signing-key": _redact_keys,
 }
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a listener on `host`: a loopback address or
+    `localhost`. Any other name may resolve to a public address, so it is not."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_token_problem(settings: Settings) -> ConfigError | None:
+    """The refusal `serve` and `check` raise when the admin plane would listen beyond
+    loopback without --admin-token (its /stats, /metrics and dashboard would be open
+    to the network); None when the settings are fine."""
+    host, port = settings.admin_listen
+    if settings.admin_token or is_loopback(host):
+        return None
+    return ConfigError("--admin-token", f"required when --admin-listen ({format_hostport((host, port))}) "
+                       "is not a loopback address; set MEDIAEDGE_ADMIN_TOKEN or admin-token in --config")
 
 
 def _redact_db(url: str) -> str:

@@ -4,7 +4,10 @@ One self-contained page: inline CSS, an inline SVG chart, no script, font or
 stylesheet from anywhere (the admin plane may have no internet), and a
 `<meta http-equiv="refresh">` instead of JavaScript polling.
 
-Everything shown comes from `Stats.snapshot()` and `Stats.history()`. Paths
+Everything shown comes from `Stats.snapshot()` and `Stats.history()`, and,
+when the runtime passes them, who the node is (`node`) and the last hour's
+rates and latency quantiles from `mediaedge.rates` (`last_hour`, `per_minute`):
+totals since start say what a node has done, rates say what it is doing. Paths
 are attacker-controlled (anyone can request `/media/<script>...`), so every
 string is passed through `html.escape` -- `_e()` below -- and every number
 through a formatter; nothing from the snapshot reaches the page raw.
@@ -16,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mediaedge.rates import Window
 from mediaedge.stats import INVALIDATION_TYPES, ORIGINS, OUTCOMES, RESULT_FIELDS, RESULTS, SOURCES
 
 CHART_SECONDS = 3600
@@ -60,6 +64,41 @@ def fmt_count(n: int) -> str:
 
 def fmt_percent(ratio: float) -> str:
     return f"{ratio * 100:.1f}%"
+
+
+def fmt_rate(per_second: float) -> str:
+    """Requests a second, with as many decimals as a small rate needs: 1234.5 -> '1,234/s', 0.25 -> '0.25/s'."""
+    if per_second >= 100:
+        return f"{per_second:,.0f}/s"
+    if per_second >= 10:
+        return f"{per_second:.1f}/s"
+    return f"{per_second:.2f}/s"
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A latency: 0.0004 -> '0.40 ms', 0.25 -> '250 ms', 3 -> '3.00 s'; None -> '—'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.2f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_uptime(seconds: float) -> str:
+    """93784 -> '1d 2h 3m'; under a minute '42s'."""
+    s = int(max(seconds, 0))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if not (days or hours or minutes):
+        return f"{s}s"
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    parts.append(f"{minutes}m")
+    return " ".join(parts)
 
 
 def fmt_bytes(n: int) -> str:
@@ -203,6 +242,12 @@ def _requests_table(snap: Mapping[str, Any]) -> str:
             f'<td class="barcell">{_bar(share, "r-" + result)}</td></tr>'
         )
     rows.append(f'<tr class="total"><td>total</td><td class="num">{fmt_count(total)}</td><td></td><td></td></tr>')
+    not_found = _int(snap.get("not_found"))
+    rows.append(
+        f'<tr data-result="not-found" title="answered 404 or 410 (in whichever result above)">'
+        f'<td class="dim">of which 404/410</td><td class="num" id="not-found-total">{fmt_count(not_found)}</td>'
+        f'<td class="num dim">{fmt_percent(not_found / total if total else 0.0)}</td><td></td></tr>'
+    )
     return f'<table id="requests-by-result">{"".join(rows)}</table>'
 
 
@@ -251,6 +296,72 @@ def _top_missed_table(snap: Mapping[str, Any]) -> str:
     return f'<table id="top-missed"><tr><th class="num">#</th><th>path</th><th class="num">misses</th></tr>{rows}</table>'
 
 
+def _last_hour(window: Window | None, snap: Mapping[str, Any], node: Mapping[str, Any]) -> str:
+    """Rates a second and latency quantiles over the last hour (or since start, when younger)."""
+    evictions = _int(node.get("evictions"))
+    if window is None:
+        return ('<p class="note" id="last-hour-empty">Rates appear a minute after start.</p>'
+                f'<div class="kv"><span>evictions since start</span><strong id="evictions">{fmt_count(evictions)}</strong></div>')
+    per = window.per_second
+    minutes = round(window.seconds / 60)
+    span = f"{minutes} min" if minutes >= 1 else f"{window.seconds:.0f} s"
+    cells = (
+        ("rate-requests", "requests", fmt_rate(per["requests"])),
+        ("rate-hits", "hits + stale", fmt_rate(per["hit"] + per["stale"])),
+        ("rate-misses", "misses", fmt_rate(per["miss"])),
+        ("rate-not-found", "404/410", fmt_rate(per["not_found"])),
+        ("rate-errors", "errors", fmt_rate(per["error"])),
+        ("latency-p50", "latency p50", fmt_seconds(window.p50)),
+        ("latency-p99", "latency p99", fmt_seconds(window.p99)),
+        ("rate-evictions", "evictions", f"{per['evictions'] * 3600:,.0f}/h"),
+    )
+    tiles = "".join(f'<div class="tile"><span>{_e(label)}</span><strong id="{id_}">{_e(value)}</strong></div>'
+                    for id_, label, value in cells)
+    return (f'<div class="tiles">{tiles}</div><p class="note">Over the last {span}'
+            f'{"" if minutes >= 60 else " (since start)"}; '
+            f'<span id="evictions">{fmt_count(evictions)}</span> evictions since start.</p>')
+
+
+def render_rate_chart(per_minute: Sequence[tuple[float, Window]]) -> str:
+    """Requests a second, one bar a minute, for the last hour; p99 latency in each bar's title."""
+    w, h, left, bottom, top = 960, 160, 56, 24, 12
+    plot_w, plot_h = w - left - 20, h - top - bottom
+    peak = max((win.per_second["requests"] for _t, win in per_minute), default=0.0)
+    scale = peak if peak > 0 else 1.0
+    bars = []
+    n = max(len(per_minute), 1)
+    slot = plot_w / 60
+    for i, (_t, win) in enumerate(per_minute[-60:]):
+        rate = win.per_second["requests"]
+        height = rate / scale * plot_h
+        x = left + plot_w - (min(n, 60) - i) * slot
+        bars.append(f'<rect class="bar-rate" x="{x + 1:.1f}" y="{top + plot_h - height:.1f}" width="{max(slot - 2, 1):.1f}" '
+                    f'height="{height:.1f}"><title>{_e(fmt_rate(rate))}, p99 {_e(fmt_seconds(win.p99))}</title></rect>')
+    axis = (f'<line class="axis" x1="{left}" x2="{w - 20}" y1="{top + plot_h}" y2="{top + plot_h}"/>'
+            f'<text class="tick" x="{left - 8}" y="{top + 10}" text-anchor="end">{_e(fmt_rate(peak))}</text>'
+            f'<text class="tick" x="{left - 8}" y="{top + plot_h}" text-anchor="end">0</text>'
+            f'<text class="tick" x="{left}" y="{h - 6}">−60 min</text>'
+            f'<text class="tick" x="{w - 20}" y="{h - 6}" text-anchor="end">now</text>')
+    empty = "" if bars else (f'<text class="empty" x="{left + plot_w / 2}" y="{top + plot_h / 2}" '
+                             'text-anchor="middle">A bar a minute appears as minutes pass.</text>')
+    return (f'<svg id="rate-chart" viewBox="0 0 {w} {h}" role="img" aria-label="Requests per second, per minute, '
+            f'last hour">{axis}{"".join(bars)}{empty}</svg>')
+
+
+def _node_line(node: Mapping[str, Any]) -> str:
+    if not node:
+        return ""
+    parts = (
+        ("node-id", "node", node.get("node_id") or "—"),
+        ("version", "version", node.get("version") or "—"),
+        ("upstream", "upstream", node.get("upstream") or "none"),
+        ("origin-profile", "origin", node.get("origin_profile") or "—"),
+        ("uptime", "up", fmt_uptime(float(node.get("uptime_seconds") or 0))),
+    )
+    return '<div class="node">' + "".join(
+        f'<span>{_e(label)} <strong id="{id_}">{_e(value)}</strong></span>' for id_, label, value in parts) + "</div>"
+
+
 def _prefix_table(snap: Mapping[str, Any]) -> str:
     prefixes = snap.get("prefixes")
     if not isinstance(prefixes, Mapping) or not prefixes:
@@ -266,9 +377,9 @@ def _prefix_table(snap: Mapping[str, Any]) -> str:
             f'<td class="num">{fmt_bytes(_int(view.get("bytes")))}</td></tr>'
         )
     return (
-        '<section class="card wide"><h2>By media prefix</h2><table id="prefixes"><tr><th>prefix</th>'
+        '<section class="card wide"><h2>By media prefix</h2><div class="scroll"><table id="prefixes"><tr><th>prefix</th>'
         '<th class="num">requests</th><th class="num">hit ratio</th><th class="num">byte hit ratio</th>'
-        f'<th class="num">bytes</th></tr>{"".join(rows)}</table></section>'
+        f'<th class="num">bytes</th></tr>{"".join(rows)}</table></div></section>'
     )
 
 
@@ -326,7 +437,7 @@ body{margin:0;background:var(--bg);color:var(--ink);font:14px/1.45 system-ui,-ap
 header{display:flex;align-items:baseline;gap:16px;padding:18px 28px 6px}
 header h1{font-size:20px;margin:0;letter-spacing:.2px}
 header .meta{color:var(--dim);font-size:13px}
-main{display:grid;grid-template-columns:repeat(12,1fr);gap:16px;padding:12px 28px 28px}
+main{display:grid;grid-template-columns:repeat(12,minmax(0,1fr));gap:16px;padding:12px 28px 28px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 18px;
 box-shadow:0 1px 2px rgba(16,24,40,.04);min-width:0}
 .kpi{grid-column:span 3}.wide{grid-column:span 12}.third{grid-column:span 4}.two-thirds{grid-column:span 8}
@@ -368,13 +479,30 @@ td:first-child{white-space:nowrap}
 stroke-linejoin:round;stroke-linecap:round}
 #hit-chart .s-hit{stroke:var(--hit)}#hit-chart circle.s-hit{fill:var(--hit);stroke:none}
 #hit-chart .s-byte{stroke:var(--byte);stroke-dasharray:7 4}#hit-chart circle.s-byte{fill:var(--byte);stroke:none}
+header{flex-wrap:wrap}
+.node{display:flex;flex-wrap:wrap;gap:4px 14px;color:var(--dim);font-size:13px;flex-basis:100%}
+.node strong{color:var(--ink);font-weight:600;overflow-wrap:anywhere}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(120px,1fr));gap:10px}
+.tile{display:flex;flex-direction:column;min-width:0}
+.tile span{color:var(--dim);font-size:12px}.tile strong{font-size:20px;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto}
+#rate-chart{width:100%;height:auto;display:block;margin-top:10px}
+#rate-chart .bar-rate{fill:var(--hit)}
+#rate-chart .axis{stroke:var(--dim);stroke-width:1}
+#rate-chart .tick{fill:var(--dim);font-size:12px}#rate-chart .empty{fill:var(--dim);font-size:14px}
 @media (max-width:900px){.kpi,.third,.two-thirds{grid-column:span 12}}
+@media (max-width:600px){header{padding:12px 12px 4px;gap:8px}main{padding:8px 10px 16px;gap:10px}
+.card{padding:12px}.big{font-size:26px}.barcell{display:none}td,th{padding:4px 4px}}
 """
 
 
-def render_dashboard(snapshot: Mapping[str, Any], history: Sequence[Mapping[str, Any]], *, refresh_seconds: int = 5) -> str:
-    """The whole page. `snapshot` is Stats.snapshot(), `history` Stats.history()."""
+def render_dashboard(snapshot: Mapping[str, Any], history: Sequence[Mapping[str, Any]], *, refresh_seconds: int = 5,
+                     node: Mapping[str, Any] | None = None, last_hour: Window | None = None,
+                     per_minute: Sequence[tuple[float, Window]] = ()) -> str:
+    """The whole page. `snapshot` is Stats.snapshot(), `history` Stats.history(); `node`
+    the runtime's node_info(), `last_hour` and `per_minute` from mediaedge.rates.MinuteRing."""
     snap = snapshot
+    node = node or {}
     requests = _int(snap.get("requests"))
     hits = _int(snap.get("hits")) + _int(snap.get("stale"))
     served = snap.get("bytes_served") or {}
@@ -384,23 +512,25 @@ def render_dashboard(snapshot: Mapping[str, Any], history: Sequence[Mapping[str,
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh}">
 <meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="referrer" content="no-referrer">
 <title>mediaedge · {fmt_percent(_ratio(snap.get("hit_ratio")))} hit ratio</title>
 <style>{_CSS}</style></head>
 <body>
 <header><h1>mediaedge</h1><span class="meta">counting since <time id="since">{_e(snap.get("since", "—"))}</time>
-· refreshes every {refresh} s</span></header>
+· refreshes every {refresh} s</span>{_node_line(node)}</header>
 <main>
 <section class="card kpi"><h2>Hit ratio</h2><div class="big" id="hit-ratio">{fmt_percent(_ratio(snap.get("hit_ratio")))}</div>
 <div class="sub">{fmt_count(hits)} of {fmt_count(requests)} requests from cache</div></section>
 <section class="card kpi"><h2>Byte hit ratio</h2><div class="big" id="byte-hit-ratio">{fmt_percent(_ratio(snap.get("byte_hit_ratio")))}</div>
 <div class="sub">{fmt_bytes(cache_bytes_served)} served from cache</div></section>
 <section class="card kpi"><h2>Media requests</h2><div class="big" id="requests-total">{fmt_count(requests)}</div>
-<div class="sub">{fmt_count(_int(snap.get("misses")))} misses · {fmt_count(_int(snap.get("errors")))} errors{_denied(snap)}</div></section>
+<div class="sub">{fmt_count(_int(snap.get("misses")))} misses · <span id="not-found">{fmt_count(_int(snap.get("not_found")))} not found (404/410)</span> · {fmt_count(_int(snap.get("errors")))} errors{_denied(snap)}</div></section>
 <section class="card kpi"><h2>Cache fill</h2>{_cache_fill(snap)}</section>
+<section class="card wide" id="last-hour"><h2>Last hour: rates and latency</h2>{_last_hour(last_hour, snap, node)}{render_rate_chart(per_minute)}</section>
 <section class="card wide"><h2>Hit ratio and byte hit ratio, last hour, per minute</h2>{render_chart(history)}</section>
 <section class="card third"><h2>Requests by result</h2>{_requests_table(snap)}</section>
 <section class="card third"><h2>Bytes by source</h2>{_bytes_table(snap)}</section>
-<section class="card third"><h2>Origin fetches</h2>{_origin_table(snap)}</section>
+<section class="card third"><h2>Origin fetches</h2><div class="scroll">{_origin_table(snap)}</div></section>
 <section class="card two-thirds"><h2>Top missed paths</h2>{_top_missed_table(snap)}</section>
 <section class="card third"><h2>Invalidations</h2>{_invalidations(snap)}</section>
 {_prefix_table(snap)}

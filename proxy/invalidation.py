@@ -36,6 +36,22 @@ def missed_pruned_events(applied: int, oldest_kept: int | None) -> bool:
     return oldest_kept is not None and applied + 1 < oldest_kept
 
 
+def invalidation_lag(*, now: float, applied: int, log_latest: int, caught_up_at: float | None) -> tuple[float, int]:
+    """(seconds, events) this node is behind the invalidation log.
+
+    Events: the log's highest seq minus the highest this node applied. Seconds: time
+    since the node last read the log to its end with everything applied (None: not
+    yet), rather than the age of the oldest unapplied event, because a node that cannot
+    read the log at all cannot see that event; this way an outage of the state database
+    or a failing apply shows as a lag that grows, and a healthy node stays under a
+    poll interval."""
+    seconds = 0.0 if caught_up_at is None else max(0.0, now - caught_up_at)
+    return seconds, max(0, log_latest - applied)
+
+
+LAG_QUERY_TIMEOUT = 2.0  # seconds /metrics waits for the log's highest seq
+
+
 def event_kind(e: Event) -> str:
     if isinstance(e, PublishEvent):
         return "publish"
@@ -67,6 +83,8 @@ class Invalidator:
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
         self._applied: int | None = None  # last sequence this process applied
+        self.caught_up_at: float | None = None  # clock time the log was last read to its end
+        self._log_latest = 0  # the log's highest seq, as last read
 
     # ------------------------------------------------------------------ webhook
     async def accept(self, events: list[Event], *, signature: str | None = None) -> Accepted:
@@ -127,8 +145,22 @@ class Invalidator:
             self._applied = applied
             count += len(entries)
         self.latest_seq = max(self.latest_seq, applied)
+        self._log_latest = max(self._log_latest, applied)
+        self.caught_up_at = self.clock()
         await self._record_cursor(applied)
         return count
+
+    async def lag(self) -> tuple[float, int]:
+        """(seconds, events) behind the log, for /metrics: asks the log its highest seq,
+        waiting at most LAG_QUERY_TIMEOUT (a log that does not answer keeps the last
+        figure, and the seconds behind grow)."""
+        try:
+            latest = await asyncio.wait_for(in_database_thread(self.log.latest_seq), LAG_QUERY_TIMEOUT)
+            self._log_latest = max(self._log_latest, latest)
+        except Exception as e:  # noqa: BLE001 - reporting: the growing seconds say it
+            log.debug("invalidation lag: cannot read the log's latest seq: %s", e)
+        return invalidation_lag(now=self.clock(), applied=self._applied or 0, log_latest=self._log_latest,
+                                caught_up_at=self.caught_up_at)
 
     async def _drop_cache_if_events_were_missed(self) -> None:
         """At start: events older than --log-retention are gone from the log. A node whose

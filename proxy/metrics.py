@@ -5,6 +5,9 @@ CollectorRegistry: nothing is registered globally (the default registry would
 also export this process's GC and platform metrics under names we do not
 promise, and would refuse a second registration in tests), and the hot path
 keeps incrementing plain ints instead of prometheus_client's locked values.
+The process collector is added on purpose (`process_resident_memory_bytes`,
+`process_cpu_seconds_total`, `process_open_fds`...): the standard names every
+Prometheus user's memory and file-descriptor alerts already use.
 
 Counter families are named without `_total`; prometheus_client appends it, so
 the exposed names are exactly the contract's (`mediaedge_requests_total`...).
@@ -17,9 +20,11 @@ Agent, VictoriaMetrics, Datadog) without a fallback protocol setting.
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -110,8 +115,65 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
-def render_metrics(stats: Stats, *, entries: int, cache_bytes: int, cache_size: int | None = None) -> tuple[bytes, str]:
+@dataclass(frozen=True)
+class NodeFacts:
+    """What /metrics tells about the node besides the Stats counters."""
+
+    evictions: int = 0  # entries evicted for room since start (mediaedge.storage)
+    lag_seconds: float = 0.0  # how far behind the invalidation log (mediaedge.invalidation)
+    lag_events: int = 0
+
+
+def build_info() -> dict[str, str]:
+    """The versions behind mediaedge_build_info, so a dashboard can tell nodes apart after an upgrade."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("mediaedge")
+    except PackageNotFoundError:
+        own = "0+unknown"
+    try:
+        from mitmproxy.version import VERSION as mitmproxy_version
+    except ImportError:
+        mitmproxy_version = "unknown"
+    return {"version": own, "python": platform.python_version(), "mitmproxy": mitmproxy_version}
+
+
+class NodeCollector(Collector):
+    """Build info, evictions and the invalidation lag."""
+
+    def __init__(self, facts: NodeFacts) -> None:
+        self.facts = facts
+
+    def collect(self) -> Iterator[Metric]:
+        info = build_info()
+        build = GaugeMetricFamily("mediaedge_build_info", "Versions of this node; always 1.", labels=list(info))
+        build.add_metric(list(info.values()), 1)
+        yield build
+        yield CounterMetricFamily("mediaedge_evictions", "Cache entries evicted to stay under --cache-size.",
+                                  value=self.facts.evictions)
+        yield GaugeMetricFamily(
+            "mediaedge_invalidation_lag_seconds",
+            "Seconds since this node last had applied every event of the invalidation log "
+            "(stays under a second while it keeps up; grows while it cannot read or apply the log).",
+            value=self.facts.lag_seconds)
+        yield GaugeMetricFamily(
+            "mediaedge_invalidation_lag_events",
+            "Events in the invalidation log this node has not applied yet (highest seq minus applied seq).",
+            value=self.facts.lag_events)
+
+
+# The process's memory, CPU, open files and start time (process_resident_memory_bytes...),
+# read from /proc at scrape time. Created once, unregistered: each scrape's private
+# registry registers it.
+_PROCESS = ProcessCollector(registry=None)
+
+
+def render_metrics(stats: Stats, *, entries: int, cache_bytes: int, cache_size: int | None = None,
+                   node: NodeFacts | None = None) -> tuple[bytes, str]:
     """The /metrics body and its Content-Type."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(stats, entries=entries, cache_bytes=cache_bytes, cache_size=cache_size))
+    registry.register(NodeCollector(node or NodeFacts()))
+    registry.register(_PROCESS)
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

@@ -13,23 +13,28 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mediaedge.access import Access, AuthClient, AuthDecisions
 from mediaedge.accesslog import AccessLog
 from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
+from mediaedge.adminauth import CHALLENGE, authorized
 from mediaedge.config import Settings
 from mediaedge.dashboard import render_dashboard
 from mediaedge.dbapi import DatabaseError
 from mediaedge.engine import Engine, EngineConfig
 from mediaedge.invalidation import Invalidator
 from mediaedge.invalidation_log import Accepted, InvalidationLog
-from mediaedge.metrics import render_metrics
+from mediaedge.metrics import NodeFacts, build_info, render_metrics
 from mediaedge.origins.db import DatabaseOrigin, OriginError
 from mediaedge.origins.sqlroutes import SqlRouteOrigin
 from mediaedge.policy.access import Gates
 from mediaedge.pools import in_database_thread, install_cache_pool
-from mediaedge.stats import Stats, write_state
+from mediaedge.rates import MinuteRing, Snapshot
+from mediaedge.readiness import Readiness, Remembered, readiness
+from mediaedge.stats import RESULTS, Stats, write_state
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
 from mediaedge.upstream import Upstream
@@ -52,6 +57,13 @@ class Runtime:
         # Private media (docs/private-media.md): the prefixes, and the app's auth gate.
         self.gates = Gates(settings.signed_prefixes, settings.auth_prefixes)
         self.access: Access | None = None
+        self.started_at = time.time()
+        self.rates = MinuteRing()  # per-minute counts of the last hour (the dashboard's rates)
+        self._ready = Remembered()  # /readyz's last round of checks
+        self._ready_lock: asyncio.Lock | None = None
+        # /readyz's checks block on databases and the upstream: one thread of their own,
+        # so they never hold up cache or database-origin work.
+        self._ready_pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, admin: bool = True) -> None:
@@ -99,6 +111,7 @@ class Runtime:
             except OSError as e:
                 raise StartupError(f"--admin-listen: cannot listen on {host}:{port}: {e.strerror or e}") from e
         await self._refresh_fill()
+        self.rates.observe(self.rate_snapshot())
         self._tasks.append(asyncio.get_running_loop().create_task(self._sampler()))
 
     async def stop(self) -> None:
@@ -113,6 +126,8 @@ class Runtime:
             await self.access.aclose()
         await self._save_stats()
         self.access_log.close()
+        if self._ready_pool is not None:
+            self._ready_pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self._close_blocking)
 
     def _close_blocking(self) -> None:
@@ -128,6 +143,7 @@ class Runtime:
             try:
                 self.stats.sample()
                 await self._refresh_fill()
+                self.rates.observe(self.rate_snapshot())
                 if time.monotonic() - last_save >= SAVE_STATS_EVERY:
                     await self._save_stats()
                     last_save = time.monotonic()
@@ -148,11 +164,72 @@ class Runtime:
     def _routes(self) -> dict[tuple[str, str], Any]:
         return {
             ("GET", "/healthz"): self._healthz,
-            ("GET", "/stats"): self._stats,
-            ("GET", "/metrics"): self._metrics,
-            ("GET", "/"): self._dashboard,
+            ("GET", "/stats"): self._guarded(self._stats),
+            ("GET", "/metrics"): self._guarded(self._metrics),
+            ("GET", "/readyz"): self._guarded(self._readyz),
+            ("GET", "/"): self._guarded(self._dashboard, query_ok=True),
             ("POST", "/publish"): self._publish,
         }
+
+    def _guarded(self, handler: Callable[[AdminRequest], Awaitable[AdminResponse]], *,
+                 query_ok: bool = False) -> Callable[[AdminRequest], Awaitable[AdminResponse]]:
+        """`handler` behind --admin-token (mediaedge.adminauth); 401 with a Bearer challenge."""
+        async def guarded(req: AdminRequest) -> AdminResponse:
+            if not authorized(self.settings.admin_token, req.headers, req.path, query_ok=query_ok):
+                where = "Authorization: Bearer TOKEN" + (" or ?token=TOKEN" if query_ok else "")
+                refusal = AdminResponse.json(401, {"error": f"admin token required ({where}; --admin-token)"})
+                return AdminResponse(401, refusal.body, refusal.content_type, headers=(("www-authenticate", CHALLENGE),))
+            return await handler(req)
+        return guarded
+
+    def rate_snapshot(self) -> Snapshot:
+        """The counts behind the dashboard's last-hour rates, now (mediaedge.rates)."""
+        results, not_found, buckets = self.stats.cumulative()
+        return Snapshot(time.time(), tuple(results[r] for r in RESULTS), not_found, tuple(buckets),
+                        self.store.evictions)
+
+    def node_info(self) -> dict[str, Any]:
+        """Who this node is, for the dashboard's header."""
+        s = self.settings
+        return {"node_id": s.node_id, "version": build_info()["version"], "upstream": s.upstream,
+                "origin_profile": s.origin_profile, "uptime_seconds": max(0.0, time.time() - self.started_at),
+                "evictions": self.store.evictions}
+
+    async def _readyz(self, _: AdminRequest) -> AdminResponse:
+        result = await self.readiness()
+        return AdminResponse.json(result.status, result.body())
+
+    async def readiness(self) -> Readiness:
+        """The `mediaedge check` components, at most one round per readiness.TTL seconds;
+        requests arriving during a round wait for it instead of starting their own."""
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            remembered = self._ready.get(time.monotonic())
+            if remembered is not None:
+                return remembered
+            if self._ready_pool is None:
+                self._ready_pool = ThreadPoolExecutor(1, thread_name_prefix="mediaedge-readyz")
+            s = self.settings
+            bound = s.db_timeout * 2 + (s.upstream_timeout if s.upstream else 0) + 5
+            try:
+                result = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(self._ready_pool, self._run_checks), bound)
+            except TimeoutError:
+                result = readiness([("checks", f"did not finish within {bound:g} s")])
+            self._ready.put(result, time.monotonic())
+            return result
+
+    def _run_checks(self) -> Readiness:
+        from mediaedge.check import checks
+
+        results: list[tuple[str, str | None]] = []
+        for name, check in checks(self.settings, held=lambda: self._fill_cache[1]):
+            try:
+                results.append((name, check()))
+            except Exception as e:  # noqa: BLE001 - a check that breaks is a failed component
+                results.append((name, f"{type(e).__name__}: {e}"))
+        return readiness(results)
 
     async def _healthz(self, _: AdminRequest) -> AdminResponse:
         return AdminResponse.text(200, "ok\n")
@@ -176,13 +253,17 @@ class Runtime:
     async def _metrics(self, _: AdminRequest) -> AdminResponse:
         await self._refresh_fill()
         entries, volume = self._fill_cache
+        lag_seconds, lag_events = await self.invalidator.lag()
         body, ctype = render_metrics(self.stats, entries=entries, cache_bytes=volume,
-                                     cache_size=self.settings.cache_size)
+                                     cache_size=self.settings.cache_size,
+                                     node=NodeFacts(self.store.evictions, lag_seconds, lag_events))
         return AdminResponse(200, body, ctype)
 
-    async def _dashboard(self, _: AdminRequest) -> AdminResponse:
+    async def _dashboard(self, req: AdminRequest) -> AdminResponse:
         await self._refresh_fill()
-        html = render_dashboard(self.snapshot(), self.stats.history())
+        now = self.rate_snapshot()
+        html = render_dashboard(self.snapshot(), self.stats.history(), node=self.node_info(),
+                                last_hour=self.rates.last_hour(now), per_minute=self.rates.per_minute(now))
         return AdminResponse(200, html.encode(), "text/html; charset=utf-8")
 
     def _publish_head(self, headers: dict[str, str]) -> None:

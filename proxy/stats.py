@@ -126,6 +126,7 @@ class Stats:
         self._origin = {o: dict.fromkeys(OUTCOMES, 0) for o in ORIGINS}
         self._coalesced = 0
         self._disk_errors = 0  # not persisted: a count of this run's disk trouble
+        self._not_found = 0  # media answers 404/410, whatever their result; not persisted
         self._invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
         self._denied = dict.fromkeys(DENIED_REASONS, 0)
         # Per result: non-cumulative counts, one per bucket plus +Inf; and the sum.
@@ -139,10 +140,14 @@ class Stats:
 
     # -- the hot path ---------------------------------------------------------
 
-    def record(self, *, result: str, source: str | None, body_bytes: int, duration: float, path: str) -> None:
-        """One media request finished. `path` is its canonical target (path?query)."""
+    def record(self, *, result: str, source: str | None, body_bytes: int, duration: float, path: str,
+               status: int = 0) -> None:
+        """One media request finished. `path` is its canonical target (path?query);
+        `status` its answer's status, so 404s can be told apart from misses."""
         if result not in _RESULT_SET or (source is not None and source not in _SOURCE_SET):
             raise ValueError(f"unknown result {result!r} or source {source!r}")
+        if status == 404 or status == 410:
+            self._not_found += 1
         totals = self._totals
         totals.results[result] += 1
         if source is not None:
@@ -212,6 +217,7 @@ class Stats:
             "origin_fetch_outcomes": {o: dict(outcomes) for o, outcomes in self._origin.items()},
             "invalidations_by_type": dict(self._invalidations),
             "disk_errors": self._disk_errors,
+            "not_found": self._not_found,
         }
 
     def top_missed(self, n: int | None = None) -> list[dict[str, Any]]:
@@ -256,6 +262,13 @@ class Stats:
         """The points of the last `history_seconds`, oldest first."""
         oldest = self._clock() - self.history_seconds
         return [dict(p) for p in self._history if p["t"] >= oldest]
+
+    def cumulative(self) -> tuple[dict[str, int], int, list[int]]:
+        """Counts since start for rates over a window (mediaedge.rates): requests by
+        result, 404/410 answers, and the request-duration histogram summed over results
+        (one non-cumulative count per DURATION_BUCKETS bound, then +Inf)."""
+        buckets = [sum(column) for column in zip(*self._durations.values())]
+        return dict(self._totals.results), self._not_found, buckets
 
     def _sample_base(self) -> tuple[int, int, int, int]:
         results, served = self._totals.results, self._totals.served

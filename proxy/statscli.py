@@ -33,12 +33,17 @@ DEFAULT_ADMIN = "http://127.0.0.1:8081"
 TIMEOUT = 5.0
 
 
-def fetch_stats(admin: str, *, timeout: float = TIMEOUT) -> dict[str, Any]:
+def fetch_stats(admin: str, *, timeout: float = TIMEOUT, token: str | None = None) -> dict[str, Any]:
+    """GET /stats, with `Authorization: Bearer TOKEN` when the node has an --admin-token."""
     url = admin.rstrip("/") + "/stats"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.get(url, timeout=timeout)
+        response = requests.get(url, timeout=timeout, headers=headers)
     except requests.RequestException as e:
         raise StatsUnavailable(f"cannot reach the admin plane at {url}: {_reason(e, timeout)}") from None
+    if response.status_code == 401:
+        raise StatsUnavailable(f"{url} answered 401: the node has an admin token; give --admin-token "
+                               "or set MEDIAEDGE_ADMIN_TOKEN" + (" (the one given was refused)" if token else ""))
     if response.status_code != 200:
         raise StatsUnavailable(f"{url} answered {response.status_code} {response.reason}")
     try:
@@ -152,10 +157,11 @@ def _top_missed(stats: Mapping[str, Any]) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     admin = getattr(args, "admin", None) or DEFAULT_ADMIN
+    token = getattr(args, "admin_token", None)
     as_json = bool(getattr(args, "json", False))
     watch = getattr(args, "watch", None)
     try:
-        stats = fetch_stats(admin)
+        stats = fetch_stats(admin, token=token)
     except StatsUnavailable as e:
         print(f"mediaedge stats: {e}", file=sys.stderr)
         return 1
@@ -185,7 +191,7 @@ def _watch_json(stats: dict[str, Any], admin: str, every: float) -> None:
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin)
+                stats = fetch_stats(admin, token=token)
                 break
             except StatsUnavailable as e:
                 print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
@@ -196,7 +202,7 @@ def _watch_table(stats: dict[str, Any], admin: str, every: float) -> None:
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin)
+                stats = fetch_stats(admin, token=token)
                 live.update(render(stats, admin=admin), refresh=True)
             except StatsUnavailable as e:
                 live.update(Group(render(stats, admin=admin), Text(f"(stale) {e}", style="bold red")), refresh=True)

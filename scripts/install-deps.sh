@@ -7,6 +7,8 @@
 #   nginx, wrk            benchmark comparison and load generation
 #   php-cli, php-curl     the PHP (Magento) examples of docs/private-media.md and docs/webhooks.md
 #   systemd               systemd-analyze verify for conf/mediaedge.service
+#   prometheus            promtool and a real Prometheus scraping an edge (conf/prometheus-alerts.yml,
+#                         conf/grafana-dashboard.json; tests/test_monitoring.py)
 #
 # Idempotent: packages already installed are skipped, and `apt-get update` runs
 # at most once, only when something is missing. System services are never
@@ -15,7 +17,7 @@
 # claims ports 80, 3306 or 5432 behind the tests' backs.
 set -euo pipefail
 
-PACKAGES=(postgresql mariadb-server chromium chromium-driver nginx-light wrk php-cli php-curl systemd)
+PACKAGES=(postgresql mariadb-server chromium chromium-driver nginx-light wrk php-cli php-curl systemd prometheus)
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
@@ -65,7 +67,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 if [ -n "${GITHUB_PATH:-}" ]; then echo "$pg_bin" >>"$GITHUB_PATH"; fi
 log "PostgreSQL binaries: $pg_bin (export MEDIAEDGE_PG_BIN=$pg_bin to pin another)"
 
-for tool in mariadbd mariadb-install-db chromium chromedriver nginx wrk; do
+for tool in mariadbd mariadb-install-db chromium chromedriver nginx wrk prometheus promtool; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found after installing"
 done
 log "ok"

@@ -305,7 +305,8 @@ def test_dashboard_in_headless_chromium(tmp_path):
     assert server.requests.count("/") >= 3
 
     # the chart was parsed as SVG and has its lines
-    svg = dom[dom.index('<svg id="hit-chart"'):dom.index("</svg>")]
+    start = dom.index('<svg id="hit-chart"')
+    svg = dom[start:dom.index("</svg>", start)]
     assert svg.count("<polyline") >= 2
     assert 'class="s-hit"' in svg and 'class="s-byte"' in svg
     assert "No traffic" not in svg
@@ -331,3 +332,152 @@ def test_denied_line_only_when_there_were_refusals():
     stats.denied("auth")
     page = page_for(stats)
     assert '<span id="denied">2 denied</span> (signature 1, auth 1)' in page
+
+
+# -- the operator's view: who the node is, rates and latency, 404s, evictions ----------
+
+from mediaedge.dashboard import fmt_rate, fmt_seconds, fmt_uptime, render_rate_chart  # noqa: E402
+from mediaedge.rates import MinuteRing, Snapshot  # noqa: E402
+from mediaedge.stats import DURATION_BUCKETS, RESULTS  # noqa: E402
+
+NODE = {"node_id": "edge-1:8080", "version": "0.1.0", "upstream": "http://127.0.0.1:8000",
+        "origin_profile": "magento2", "uptime_seconds": 93784.0, "evictions": 321}
+
+
+def ring_for(stats: Stats, start: float, minutes: int) -> tuple[MinuteRing, Snapshot]:
+    """A ring over `minutes` of steady traffic from `stats`' counters (each minute adds what
+    the stats had at the end, scaled), and the snapshot for "now"."""
+    ring = MinuteRing()
+    results, not_found, buckets = stats.cumulative()
+    for m in range(minutes + 1):
+        ring.observe(Snapshot(start + 60 * m, tuple(results[r] * m for r in RESULTS), not_found * m,
+                              tuple(b * m for b in buckets), 2 * m))
+    now = Snapshot(start + 60 * minutes, tuple(results[r] * minutes for r in RESULTS), not_found * minutes,
+                   tuple(b * minutes for b in buckets), 2 * minutes)
+    return ring, now
+
+
+@pytest.mark.parametrize(("value", "text"), [(0, "0.00/s"), (0.25, "0.25/s"), (12.345, "12.3/s"), (1234.5, "1,234/s")])
+def test_fmt_rate(value, text):
+    assert fmt_rate(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "—"), (0.0004, "0.40 ms"), (0.25, "250 ms"), (3, "3.00 s"),
+                                             (float("inf"), "—")])
+def test_fmt_seconds(value, text):
+    assert fmt_seconds(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(42, "42s"), (60, "1m"), (3720, "1h 2m"), (93784, "1d 2h 3m"), (-5, "0s")])
+def test_fmt_uptime(value, text):
+    assert fmt_uptime(value) == text
+
+
+def test_node_rates_latency_404s_and_evictions():
+    stats = Stats(clock=Clock())
+    for _ in range(50):
+        stats.record(result="hit", source="cache", body_bytes=1, duration=0.0004, path="/media/a")
+    for _ in range(9):
+        stats.record(result="miss", source="db", body_bytes=1, duration=0.03, path="/media/b")
+    stats.record(result="miss", source="db", body_bytes=1, duration=0.03, path="/media/gone", status=404)
+    ring, now = ring_for(stats, 1_700_000_000.0, 60)
+    page = render_dashboard(stats.snapshot(entries=1, cache_bytes=1, cache_size=10), stats.history(), node=NODE,
+                            last_hour=ring.last_hour(now), per_minute=ring.per_minute(now))
+    for id_, text in (("node-id", "edge-1:8080"), ("version", "0.1.0"), ("upstream", "http://127.0.0.1:8000"),
+                      ("origin-profile", "magento2"), ("uptime", "1d 2h 3m"),
+                      # 60 requests a minute: 1/s; 50 hits, 10 misses of which one 404
+                      ("rate-requests", "1.00/s"), ("rate-hits", "0.83/s"), ("rate-misses", "0.17/s"),
+                      ("rate-not-found", "0.02/s"), ("rate-errors", "0.00/s"),
+                      # p50: rank 30 of the 50 in (0, 0.0005]; p99: rank 59.4, 9.4 of the 10 in (0.025, 0.05]
+                      ("latency-p50", "0.30 ms"), ("latency-p99", "48 ms"),
+                      ("rate-evictions", "120/h"), ("evictions", "321"), ("not-found-total", "1")):
+        assert text_of(page, id_) == text, id_
+    assert "1 not found (404/410)" in page
+    assert "Over the last 60 min;" in page
+    svg = page[page.index('<svg id="rate-chart"'):]
+    assert svg[:svg.index("</svg>")].count('<rect class="bar-rate"') == 60
+
+
+def test_a_young_node_shows_rates_since_start_and_no_bars_yet():
+    page = render_dashboard(busy_stats().snapshot(entries=0, cache_bytes=0, cache_size=1), [], node=NODE)
+    assert 'id="last-hour-empty"' in page and text_of(page, "evictions") == "321"
+    assert "A bar a minute appears" in render_rate_chart([])
+
+
+def test_node_facts_are_escaped():
+    node = {**NODE, "node_id": "<script>x</script>", "upstream": 'http://a/"><img src=x>'}
+    page = render_dashboard({}, [], node=node)
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+# -- a real node in a real browser, phone-sized and wide -------------------------------
+
+@pytest.mark.full
+@pytest.mark.browser
+def test_dashboard_of_a_real_node_on_a_phone_with_a_token(tmp_path):
+    from edge import Edge, Route, Upstream, wait_until
+    from webdriver import Browser
+
+    chromium_binary()
+    if shutil.which("chromedriver") is None:
+        pytest.fail("chromedriver is not installed (scripts/install-deps.sh installs chromium-driver)")
+    token = "dash-token"
+    upstream = Upstream()
+    for i in range(8):
+        upstream.routes[f"/media/catalog/product/{i}.jpg"] = Route(body=bytes([i]) * 5000,
+                                                                   headers={"Cache-Control": "max-age=600"})
+    edge = Edge(str(tmp_path), upstream=upstream.url,
+                args=["--admin-token", token, "--node-id", "edge-phone-1", "--cache-size", "64MiB"]).start()
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone_shot, wide_shot = ARTIFACTS / "dashboard-phone.png", ARTIFACTS / "dashboard-wide.png"
+    for old in (phone_shot, wide_shot):
+        old.unlink(missing_ok=True)
+    browser = None
+    try:
+        for _ in range(3):
+            for i in range(8):
+                assert edge.get(f"/media/catalog/product/{i}.jpg").status_code == 200
+        for _ in range(2):
+            assert edge.get("/media/catalog/product/missing.jpg").status_code == 404
+        browser = Browser(tmp_path / "profile", width=1280, height=1000)
+        browser.emulate_phone(420, 900)  # a desktop window cannot be narrower than 500 px
+
+        # without the token: the admin plane's refusal, not the page
+        browser.get(edge.admin + "/")
+        assert "admin token required" in browser.run("return document.body.innerText")
+
+        browser.get(f"{edge.admin}/?token={token}")
+        assert browser.run("return window.innerWidth") == 420
+        text = browser.run("return document.body.innerText")
+        assert "edge-phone-1" in text and "http://127.0.0.1:" in text and "native" in text
+        ids = browser.run("return [...document.querySelectorAll('[id]')].map(e => e.id)")
+        for id_ in (*IDS, "node-id", "uptime", "rate-requests", "latency-p50", "latency-p99", "rate-not-found",
+                    "not-found", "evictions", "rate-chart"):
+            assert id_ in ids, id_
+        got = browser.run("return Object.fromEntries(['requests-total', 'not-found-total', 'node-id', 'origin-profile']"
+                          ".map(id => [id, document.getElementById(id).textContent]))")
+        assert got == {"requests-total": "26", "not-found-total": "2", "node-id": "edge-phone-1",
+                       "origin-profile": "native"}
+        # readable on a phone: nothing wider than the screen, no sideways scrolling
+        widths = browser.run("return [document.documentElement.scrollWidth, document.body.scrollWidth]")
+        assert widths[0] <= 420 and widths[1] <= 420, widths
+        browser.screenshot(phone_shot)
+        assert png_size(phone_shot)[0] == 420 and phone_shot.stat().st_size > 20_000
+
+        # the page refreshes itself (meta refresh): the reload keeps the token, so it is the page again
+        browser.run("window.__before_refresh = true")
+        wait_until(lambda: browser.run("return window.__before_refresh === undefined && "
+                                       "document.getElementById('hit-ratio') !== null"), 20, 0.2,
+                   "the dashboard to reload itself, still authorised")
+        assert "token=" + token in browser.run("return location.href")
+
+        browser.emulate_desktop()
+        assert browser.run("return document.documentElement.scrollWidth") <= 1280
+        browser.screenshot(wide_shot)
+        assert png_size(wide_shot)[0] >= 1200
+    finally:
+        if browser is not None:
+            browser.close()
+        edge.stop()
+        upstream.close()
