@@ -42,7 +42,7 @@ from mediaedge.policy.target import TargetError, is_media, looks_media, normaliz
 from mediaedge.respond import HTTP_DATES, wire_pairs
 from mediaedge.runtime import Runtime
 from mediaedge.webhook import PurgeEvent
-from mediaedge.accesslog import format_access_line
+from mediaedge.accesslog import format_access_json, format_access_line
 
 log = logging.getLogger("mediaedge")
 
@@ -77,6 +77,8 @@ OPTION_FLAGS = {
     "mediaedge_browser_ttl": "browser-ttl",
     "mediaedge_db_timeout": "db-timeout",
     "mediaedge_access_log": "access-log",
+    "mediaedge_access_log_format": "access-log-format",
+    "mediaedge_log_level": "log-level",
     "mediaedge_signing_key": "signing-key",
     "mediaedge_signed_prefix": "signed-prefix",
     "mediaedge_auth_url": "auth-url",
@@ -420,12 +422,38 @@ class MediaEdge:
         rt.stats.record(result=reply.result, source=source, body_bytes=body_bytes, duration=duration,
                         path=reply.target)
         if rt.access_log.enabled:
-            rt.access_log.write(format_access_line(
-                client=flow.client_conn.peername[0] if flow.client_conn.peername else "-",
-                method=flow.request.method, target=reply.target, status=reply.status, body_bytes=body_bytes,
-                referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
-                cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(), denied=denied,
-            ))
+            rt.access_log.write(self._access_line(flow, reply, body_bytes, duration, denied))
+
+    def _access_line(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, duration: float,
+                     denied: str | None) -> str:
+        client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
+        if self.rt is not None and self.rt.access_log.format == "json":
+            return format_access_json(
+                client=client, method=flow.request.method, target=reply.target, status=reply.status,
+                body_bytes=body_bytes, cache_status=_sent_field(flow, reply, "Cache-Status"),
+                revision=_sent_field(flow, reply, self.rt.settings.revision_header),
+                duration=duration, now=time.time(), denied=denied,
+            )
+        return format_access_line(
+            client=client, method=flow.request.method, target=reply.target, status=reply.status,
+            body_bytes=body_bytes, referer=flow.request.headers.get("referer"),
+            user_agent=flow.request.headers.get("user-agent"), cache_result=reply.result, origin=reply.source,
+            duration=duration, now=time.time(), denied=denied,
+        )
+
+
+def _sent_field(flow: http.HTTPFlow, reply: Reply, name: str) -> str | None:
+    """A response field as the client got it (for the JSON access log): from the reply's
+    encoded head, its streaming job, its headers, else the answer the addon made itself."""
+    if reply.wire is not None:
+        wanted = name.lower().encode()
+        values = [v.decode("latin-1") for k, v in reply.wire if k.lower() == wanted]
+        return ", ".join(values) if values else None
+    headers = reply.job.headers if reply.job is not None else reply.headers
+    value = headers.get(name)
+    if value is None and flow.response is not None:
+        value = flow.response.headers.get(name)
+    return value
 
 
 def _origin_form(flow: http.HTTPFlow) -> None:

@@ -152,7 +152,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
             metavar=option.metavar,
             action="append" if option.repeatable else "store",
             default=argparse.SUPPRESS,
-            help=_escape(f"{option.help} Default: {option.shown_default}. Env: {option.env}."),
+            help=_escape(f"{option.full_help} Default: {option.shown_default}. Env: {option.env}."),
         )
     _add_config(p)
 
