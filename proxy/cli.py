@@ -215,7 +215,7 @@ def _add_publish(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "publish", help="send a signed publish (or delete) event for paths",
         description="Tell the edge that PATHs have a new revision (or were deleted), through "
-        "the signed POST /publish webhook.",
+        "the signed POST /publish webhook. Prints what was done (--json: the server's answer).",
     )
     p.add_argument("paths", metavar="PATH", nargs="+", help="request target, e.g. /media/a.jpg")
     which = p.add_mutually_exclusive_group()
@@ -238,8 +238,9 @@ def _add_publish(commands: argparse._SubParsersAction) -> None:
 def _add_purge(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "purge", help="send a signed purge event",
-        description="Drop cached entries by exact path, path prefix or Surrogate-Key tag, "
-        "through the signed POST /publish webhook.",
+        description="Drop cached entries by exact path, path prefix, Surrogate-Key tag, or all "
+        "of them, through the signed POST /publish webhook. Prints what was done (--json: the "
+        "server's answer).",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--path", metavar="P", help="exact request target, e.g. /media/a.jpg")
