@@ -131,6 +131,9 @@ class MediaEdge:
                 self._standalone = load_settings(cli, os.environ, config_path=config)  # type: ignore[arg-type]
             except ConfigError as e:
                 raise OptionsError(str(e)) from e
+            # Under mitmdump, mediaedge_log_level filters our own loggers; mitmdump's own
+            # messages keep its termlog_verbosity.
+            log.setLevel(self._standalone.log_level.upper())
 
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
