@@ -82,7 +82,7 @@ def summary(events: list[dict[str, Any]], answer: dict[str, Any]) -> str:
     else:
         selector = next(k for k in ("path", "prefix", "tag") if k in first)
         if selector == "prefix" and first["prefix"] == "/":
-            text = "purged every entry (prefix /)"
+            text = "purged prefix /, every entry"
         else:
             text = f"purged {selector} {first[selector]}"
         if first.get("soft"):

@@ -198,7 +198,7 @@ def test_purge_needs_exactly_one_selector(admin, capsys, kw):
 def test_purge_all_is_a_purge_of_the_prefix_slash(admin, capsys):
     assert run_purge(purge_args(admin.url, all=True)) == 0
     assert admin.events == [webhook.PurgeEvent(prefix="/")]
-    assert capsys.readouterr().out == "purged every entry (prefix /) (seq 1)\n"
+    assert capsys.readouterr().out == "purged prefix /, every entry (seq 1)\n"
 
 
 # --- what was done, in words ---------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_purge_all_is_a_purge_of_the_prefix_slash(admin, capsys):
     ([{"type": "purge", "tag": "p-1", "soft": True}], {"accepted": 1, "seq": 2},
      "soft-purged tag p-1, marked stale (served while one refetch runs) (seq 2)"),
     ([{"type": "purge", "prefix": "/"}], {"accepted": 1, "seq": 5, "replayed": True},
-     "purged every entry (prefix /) (seq 5); a replay of an earlier request: nothing changed"),
+     "purged prefix /, every entry (seq 5); a replay of an earlier request: nothing changed"),
 ])
 def test_summary(events, answer, words):
     from mediaedge.publishcli import summary
