@@ -42,7 +42,7 @@ from mediaedge.policy.target import TargetError, is_media, looks_media, normaliz
 from mediaedge.respond import HTTP_DATES, wire_pairs
 from mediaedge.runtime import Runtime
 from mediaedge.webhook import PurgeEvent
-from mediaedge.accesslog import format_access_line
+from mediaedge.accesslog import format_access_json, format_access_line
 
 log = logging.getLogger("mediaedge")
 
@@ -111,6 +111,9 @@ class MediaEdge:
                     raise problem
             except ConfigError as e:
                 raise OptionsError(str(e)) from e
+            # Under mitmdump, mediaedge_log_level filters our own loggers; mitmdump's own
+            # messages keep its termlog_verbosity.
+            log.setLevel(self._standalone.log_level.upper())
 
     async def running(self) -> None:
         if self.settings is None and ctx.options.connection_strategy != "lazy":
@@ -402,12 +405,38 @@ class MediaEdge:
         rt.stats.record(result=reply.result, source=source, body_bytes=body_bytes, duration=duration,
                         path=reply.target, status=reply.status)
         if rt.access_log.enabled:
-            rt.access_log.write(format_access_line(
-                client=flow.client_conn.peername[0] if flow.client_conn.peername else "-",
-                method=flow.request.method, target=reply.target, status=reply.status, body_bytes=body_bytes,
-                referer=flow.request.headers.get("referer"), user_agent=flow.request.headers.get("user-agent"),
-                cache_result=reply.result, origin=reply.source, duration=duration, now=time.time(), denied=denied,
-            ))
+            rt.access_log.write(self._access_line(flow, reply, body_bytes, duration, denied))
+
+    def _access_line(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, duration: float,
+                     denied: str | None) -> str:
+        client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
+        if self.rt is not None and self.rt.access_log.format == "json":
+            return format_access_json(
+                client=client, method=flow.request.method, target=reply.target, status=reply.status,
+                body_bytes=body_bytes, cache_status=_sent_field(flow, reply, "Cache-Status"),
+                revision=_sent_field(flow, reply, self.rt.settings.revision_header),
+                duration=duration, now=time.time(), denied=denied,
+            )
+        return format_access_line(
+            client=client, method=flow.request.method, target=reply.target, status=reply.status,
+            body_bytes=body_bytes, referer=flow.request.headers.get("referer"),
+            user_agent=flow.request.headers.get("user-agent"), cache_result=reply.result, origin=reply.source,
+            duration=duration, now=time.time(), denied=denied,
+        )
+
+
+def _sent_field(flow: http.HTTPFlow, reply: Reply, name: str) -> str | None:
+    """A response field as the client got it (for the JSON access log): from the reply's
+    encoded head, its streaming job, its headers, else the answer the addon made itself."""
+    if reply.wire is not None:
+        wanted = name.lower().encode()
+        values = [v.decode("latin-1") for k, v in reply.wire if k.lower() == wanted]
+        return ", ".join(values) if values else None
+    headers = reply.job.headers if reply.job is not None else reply.headers
+    value = headers.get(name)
+    if value is None and flow.response is not None:
+        value = flow.response.headers.get(name)
+    return value
 
 
 def _origin_form(flow: http.HTTPFlow) -> None:

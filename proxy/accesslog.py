@@ -1,8 +1,10 @@
 """The access log (--access-log PATH, `-` for stdout, off by default).
 
-One line per request in the NCSA combined format, so goaccess, awstats and
-every log shipper read it, followed by mediaedge's own key=value fields, as
-nginx users append `$upstream_cache_status` to theirs:
+Two formats (--access-log-format). `combined`, the default: one line per
+request in the NCSA combined format, so goaccess, awstats and every log shipper
+read it, followed by mediaedge's own key=value fields (the result class of
+this cache's Cache-Status member, the origin that answered, the duration in
+seconds), as nginx users append `$upstream_cache_status` to theirs:
 
     203.0.113.7 - - [02/Jan/2025:10:04:05 +0000] "GET /media/a.jpg HTTP/1.1" 200 5120 "-" "curl/8.5" cache=hit origin=- dur=0.0004
 
@@ -10,14 +12,25 @@ A request refused by a signed-URL or auth check adds its reason:
 
     203.0.113.7 - - [02/Jan/2025:10:04:06 +0000] "GET /private/a.jpg?exp=1&sig=x HTTP/1.1" 403 14 "-" "curl/8.5" cache=error origin=- dur=0.0001 denied=signature
 
+`json`: one JSON object a line, for log pipelines that index fields (Loki,
+Elasticsearch, `jq`); `time` is ISO 8601 in UTC with milliseconds, `bytes` the
+body bytes sent, `cache_status` the Cache-Status field as sent (this cache's
+member last), `revision` the X-Media-Revision sent (null when none), and
+`denied` is present only on a refusal:
+
+    {"time":"2025-01-02T10:04:05.120Z","client":"203.0.113.7","method":"GET","target":"/media/a.jpg","status":200,"bytes":5120,"duration_ms":0.4,"cache_status":"mediaedge; hit; ttl=86399","revision":"4aff13e1e832d59f"}
+
 Times are in UTC. Every field comes from the client or the network and may be
-hostile: a `"` or `\\` inside a quoted field is backslash-escaped, and any
-unprintable character (control characters, DEL, line separators) becomes
-`\\xHH` (`\\uHHHH` above U+00FF), as nginx does, so one request is always one
-parseable line. In the unquoted fields a space is escaped too.
+hostile. In `combined`, a `"` or `\\` inside a quoted field is backslash-escaped,
+and any unprintable character (control characters, DEL, line separators)
+becomes `\\xHH` (`\\uHHHH` above U+00FF), as nginx does, so one request is always
+one parseable line; in the unquoted fields a space is escaped too. In `json`,
+the encoder escapes every control character and every non-ASCII character
+(`\\uHHHH`), so a line is always one line of ASCII.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -84,6 +97,42 @@ def format_access_line(
     )
 
 
+def iso_time(now: float) -> str:
+    """`2025-01-02T10:04:05.120Z`: ISO 8601 in UTC, to the millisecond."""
+    seconds, ms = divmod(int(round(now * 1000, 3)), 1000)  # round(..., 3): 0.12 is 119.99999 in binary
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ms:03d}Z"
+
+
+def format_access_json(
+    *,
+    client: str,
+    method: str,
+    target: str,
+    status: int,
+    body_bytes: int,
+    cache_status: str | None,
+    revision: str | None,
+    duration: float,
+    now: float,
+    denied: str | None = None,
+) -> str:
+    """One JSON object (contract section 1's fields), without the newline."""
+    record: dict[str, object] = {
+        "time": iso_time(now),
+        "client": client,
+        "method": method,
+        "target": target,
+        "status": int(status),
+        "bytes": int(body_bytes),
+        "duration_ms": round(duration * 1000, 3),
+        "cache_status": cache_status,
+        "revision": revision,
+    }
+    if denied:
+        record["denied"] = denied
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
 class AccessLog:
     """Where access lines go: None is off, "-" is stdout, else a file appended
     to, line-buffered so a crash loses at most the line being written.
@@ -93,8 +142,9 @@ class AccessLog:
     opened raises OSError at construction, so a bad --access-log fails the start.
     """
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, fmt: str = "combined") -> None:
         self.path = path
+        self.format = fmt  # combined | json: which formatter the addon calls
         self._stream: TextIO | None = None
         self._failed = False
         self._open()

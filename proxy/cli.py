@@ -142,7 +142,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
             metavar=option.metavar,
             action="append" if option.repeatable else "store",
             default=argparse.SUPPRESS,
-            help=_escape(f"{option.help} Default: {option.shown_default}. Env: {option.env}."),
+            help=_escape(f"{option.full_help} Default: {option.shown_default}. Env: {option.env}."),
         )
     _add_config(p)
 
@@ -199,7 +199,8 @@ def _add_stats(commands: Subcommands) -> None:
     )
     p.add_argument(
         "--watch", metavar="N", type=_watch_seconds, default=None,
-        help="refresh every N seconds until interrupted",
+        help="refresh every N seconds until interrupted (blocks; Ctrl-C stops it). Takes seconds "
+        "or a duration: 500ms, 2s, 1m. Each frame is flushed, so a pipe gets it at once",
     )
     _add_config(p)
     p.set_defaults(handler=_stats)
@@ -209,7 +210,7 @@ def _add_publish(commands: Subcommands) -> None:
     p = commands.add_parser(
         "publish", help="send a signed publish (or delete) event for paths",
         description="Tell the edge that PATHs have a new revision (or were deleted), through "
-        "the signed POST /publish webhook.",
+        "the signed POST /publish webhook. Prints what was done (--json: the server's answer).",
     )
     p.add_argument("paths", metavar="PATH", nargs="+", help="request target, e.g. /media/a.jpg")
     which = p.add_mutually_exclusive_group()
@@ -232,13 +233,18 @@ def _add_publish(commands: Subcommands) -> None:
 def _add_purge(commands: Subcommands) -> None:
     p = commands.add_parser(
         "purge", help="send a signed purge event",
-        description="Drop cached entries by exact path, path prefix or Surrogate-Key tag, "
-        "through the signed POST /publish webhook.",
+        description="Drop cached entries by exact path, path prefix, Surrogate-Key tag, or all "
+        "of them, through the signed POST /publish webhook. Prints what was done (--json: the "
+        "server's answer).",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--path", metavar="P", help="exact request target, e.g. /media/a.jpg")
     which.add_argument("--prefix", metavar="X", help="every request target starting with X")
     which.add_argument("--tag", metavar="T", help="every entry tagged T by Surrogate-Key/xkey")
+    which.add_argument(
+        "--all", action="store_true",
+        help="every entry: a purge of the prefix / (the edge stores media only)",
+    )
     p.add_argument("--soft", action="store_true", help="mark stale (served while refetched)")
     p.add_argument(
         "--abort-inflight", action="store_true",
@@ -281,9 +287,18 @@ def _add_admin(parser: argparse.ArgumentParser) -> None:
 
 def _add_secret(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--secret-file", metavar="PATH", default=None,
+        help="read the webhook HMAC key from the first line of PATH (e.g. a systemd credential).",
+    )
+    parser.add_argument(
         "--secret", metavar="S", default=None,
-        help="webhook HMAC key. Default: $MEDIAEDGE_WEBHOOK_SECRET, else webhook-secret "
-        "in --config.",
+        help="webhook HMAC key on the command line, where other users see it in ps: prefer "
+        "$MEDIAEDGE_WEBHOOK_SECRET or --secret-file. Default: $MEDIAEDGE_WEBHOOK_SECRET, else "
+        "webhook-secret in --config.",
+    )
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print the server's JSON answer ({\"accepted\": N, \"seq\": S}) instead of a sentence",
     )
 
 
@@ -396,11 +411,22 @@ def _resolve_admin(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _resolve_secret(args: argparse.Namespace, settings: Settings) -> None:
+    """--secret > --secret-file > MEDIAEDGE_WEBHOOK_SECRET > webhook-secret in --config."""
+    if args.secret:
+        print(f"{PROG}: warning: --secret is visible to other users in ps; prefer "
+              "MEDIAEDGE_WEBHOOK_SECRET or --secret-file", file=sys.stderr)
+    elif args.secret_file:
+        from mediaedge.publishcli import read_secret_file
+
+        try:
+            args.secret = read_secret_file(args.secret_file)
+        except ValueError as e:
+            raise ConfigError("--secret-file", str(e)) from None
     args.secret = args.secret or settings.webhook_secret
     if not args.secret:
         raise ConfigError(
             "--secret",
-            "no webhook secret: give --secret, set MEDIAEDGE_WEBHOOK_SECRET, "
+            "no webhook secret: set MEDIAEDGE_WEBHOOK_SECRET, give --secret-file PATH, "
             "or webhook-secret in --config",
         )
 

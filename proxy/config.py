@@ -283,6 +283,22 @@ def _positive_duration(value: object) -> float:
     return seconds
 
 
+LOG_FORMATS = ("combined", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
+    """A parser accepting one of `choices` (case-insensitive), naming them all when refused."""
+
+    def parse_choice(value: object) -> str:
+        name = _text(value).strip().lower()
+        if name not in choices:
+            raise ValueError(f"unknown value {value!r} (choose {', '.join(choices)})")
+        return name
+
+    return parse_choice
+
+
 def _positive_int(value: object) -> int:
     text = str(value).strip() if isinstance(value, int) and not isinstance(value, bool) else _text(value).strip()
     if not text.isdigit() or int(text) < 1:
@@ -347,6 +363,20 @@ class Option:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def takes_duration(self) -> bool:
+        return self.parse in (parse_duration, _positive_duration)
+
+    @property
+    def full_help(self) -> str:
+        """The help text, with the duration forms said once for every duration setting."""
+        if self.takes_duration:
+            return f"{self.help} Takes seconds or a duration: {DURATION_FORMS}."
+        return self.help
+
+
+DURATION_FORMS = "1.5, 500ms, 30s, 10m, 12h, 7d, 1w"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -419,7 +449,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "default-ttl", "default_ttl", "SECONDS", 86400, "86400", parse_duration,
         "Freshness lifetime when the origin's response gives none (no Cache-Control, Expires or "
-        "Last-Modified). Also accepts 30s, 10m, 12h, 1d.",
+        "Last-Modified).",
     ),
     Option(
         "negative-ttl", "negative_ttl", "SECONDS", 10, "10", parse_duration,
@@ -530,6 +560,16 @@ OPTIONS: tuple[Option, ...] = (
         "Write one line per request to PATH ('-' for standard output).",
         optional=True,
     ),
+    Option(
+        "access-log-format", "access_log_format", "FMT", "combined", "combined", _choice(LOG_FORMATS),
+        "Format of --access-log: combined (Apache/nginx combined, then cache=, origin=, dur= and "
+        "the Cache-Status) or json (one object a line: time, client, method, target, status, "
+        "bytes, duration_ms, cache_status, revision).",
+    ),
+    Option(
+        "log-level", "log_level", "LEVEL", "info", "info", _choice(LOG_LEVELS),
+        "Least severe message written to standard error: debug, info, warning or error.",
+    ),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -569,6 +609,8 @@ class Settings:
     auth_prefixes: tuple[str, ...] = ()
     auth_ttl: float = 60.0
     admin_token: str | None = None
+    access_log_format: str = "combined"
+    log_level: str = "info"
     config_path: str | None = None
     sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 

@@ -2,11 +2,17 @@
 
 The CLI module parses the flags; these two functions build the events, sign
 the body with the current time and POST it to `{admin}/publish`. Exit codes:
-0 accepted (the server's JSON answer is printed), 1 refused or unreachable
-(one line on stderr), 2 a usage problem found before sending.
+0 accepted, 1 refused or unreachable (one line on stderr), 2 a usage problem
+found before sending.
+
+What was done is printed in words (`purged prefix /media/ (seq 12)`), or, with
+`--json`, as the server's JSON answer for scripts.
 
 Many paths are split into several requests of at most 1000 events and well
-under 1 MiB each; the answers are then summed into one line.
+under 1 MiB each; the answers are then summed into one.
+
+`purge --all` is a purge of the prefix `/`: the edge stores media only, so that
+is every entry, whatever media prefixes the node was started with.
 """
 from __future__ import annotations
 
@@ -55,8 +61,41 @@ def _main(build: Any, args: Any) -> int:
     except _Refused as e:
         print(f"mediaedge: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(answer))
+    print(json.dumps(answer) if getattr(args, "json", False) else summary(events, answer))
     return 0
+
+
+def summary(events: list[dict[str, Any]], answer: dict[str, Any]) -> str:
+    """What the accepted events did, in words: `purged prefix /media/ (seq 12)`."""
+    first = events[0]
+    kind = first["type"]
+    many = len(events) > 1
+    if kind == "publish":
+        what = f"{len(events)} paths" if many else first["path"]
+        text = f"published {what} as revision {first['revision']}"
+        if first.get("prewarm"):
+            text += ", prewarming"
+    elif kind == "delete":
+        text = f"deleted {len(events)} paths" if many else f"deleted {first['path']}"
+        if first.get("abort_inflight"):
+            text += ", downloads in flight cut"
+    else:
+        selector = next(k for k in ("path", "prefix", "tag") if k in first)
+        if selector == "prefix" and first["prefix"] == "/":
+            text = "purged prefix /, every entry"
+        else:
+            text = f"purged {selector} {first[selector]}"
+        if first.get("soft"):
+            text = "soft-" + text + ", marked stale (served while one refetch runs)"
+        if first.get("abort_inflight"):
+            text += ", downloads in flight cut"
+    figures = f"seq {answer.get('seq')}"
+    if answer.get("requests"):
+        figures += f", {answer['requests']} requests"
+    text += f" ({figures})"
+    if answer.get("replayed"):
+        text += "; a replay of an earlier request: nothing changed"
+    return text
 
 
 def _publish_events(args: Any) -> list[dict[str, Any]]:
@@ -84,8 +123,12 @@ def _publish_events(args: Any) -> list[dict[str, Any]]:
 def _purge_event(args: Any) -> dict[str, Any]:
     given = {k: getattr(args, k, None) for k in ("path", "prefix", "tag")}
     given = {k: v for k, v in given.items() if v is not None}
+    if getattr(args, "all", False):
+        given.setdefault("prefix", "/")  # the edge stores media only: "/" is every entry
+        if len(given) != 1 or given["prefix"] != "/":
+            raise _Usage("purge: give exactly one of --path, --prefix, --tag, --all")
     if len(given) != 1:
-        raise _Usage("purge: give exactly one of --path, --prefix, --tag")
+        raise _Usage("purge: give exactly one of --path, --prefix, --tag, --all")
     event: dict[str, Any] = {"type": "purge", **given}
     if getattr(args, "soft", False):
         event["soft"] = True
@@ -96,11 +139,29 @@ def _purge_event(args: Any) -> dict[str, Any]:
 
 def _secret(args: Any) -> str:
     secret = getattr(args, "secret", None)
+    if not secret and getattr(args, "secret_file", None):
+        try:
+            secret = read_secret_file(args.secret_file)
+        except ValueError as e:
+            raise _Usage(f"--secret-file: {e}") from None
     for name in SECRET_ENV:
         secret = secret or os.environ.get(name)
     if not secret:
-        raise _Usage(f"no webhook secret: pass --secret SECRET or set {SECRET_ENV[0]}")
+        raise _Usage(f"no webhook secret: set {SECRET_ENV[0]}, or give --secret-file PATH")
     return str(secret)
+
+
+def read_secret_file(path: str) -> str:
+    """The secret held in a file (its first line, trailing whitespace dropped), as
+    systemd credentials and Kubernetes secrets provide it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.readline().rstrip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path!r}: {getattr(e, 'strerror', None) or e}") from None
+    if not secret:
+        raise ValueError(f"{path!r} is empty")
+    return secret
 
 
 def _admin_url(admin: str | None) -> str:

@@ -78,7 +78,7 @@ class Runtime:
         self.stats_path = os.path.join(s.cache_dir, "stats.json")
         await asyncio.to_thread(self.stats.restore, self.stats_path)
         try:
-            self.access_log = AccessLog(s.access_log)
+            self.access_log = AccessLog(s.access_log, s.access_log_format)
         except OSError as e:
             raise StartupError(f"--access-log: cannot open {s.access_log!r}: {e.strerror or e}") from e
         upstream = Upstream(s.upstream, timeout=s.upstream_timeout) if s.upstream else None

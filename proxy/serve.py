@@ -153,6 +153,7 @@ def set_idle_timeout(opts: options.Options, seconds: int = IDLE_TIMEOUT) -> None
 
 async def _serve(settings: Settings) -> int:
     skip_debug_typechecks()
+    log.debug("settings (--log-level debug):\n%s", settings.describe())
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)
@@ -219,13 +220,22 @@ def _quiet_shutdown_handler(loop: asyncio.AbstractEventLoop, context: dict[str, 
     loop.default_exception_handler(context)
 
 
+def log_level(name: str) -> int:
+    """--log-level's name (debug, info, warning, error) as a logging level."""
+    return {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+            "error": logging.ERROR}[name]
+
+
 def run(settings: Settings) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    level = log_level(settings.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    logging.getLogger().setLevel(level)  # basicConfig leaves an already configured root as it was
+    # mitmproxy and httpx say per-connection chatter at info: theirs start at warning whatever --log-level.
+    logging.getLogger("mitmproxy").setLevel(max(level, logging.WARNING))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QUIET_STARTUP)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     try:
         return asyncio.run(_serve(settings))
     except KeyboardInterrupt:

@@ -3,8 +3,10 @@
 The table shows what the dashboard does (hit ratio, byte hit ratio, requests
 by result, bytes by source, origin fetches, cache fill, top missed paths);
 `--json` prints the document as the admin plane sent it; `--watch N` fetches
-again every N seconds until Ctrl-C, in place on a terminal (rich Live) and as
-one JSON document per line with --json. An admin plane that cannot be reached
+again every N seconds until Ctrl-C: in place on a terminal (rich Live); through
+a pipe or into a file, one whole table per frame, each headed by its time and
+flushed at once (a pipe would otherwise hold frames in its buffer, and a
+stopped watch lose them); and one JSON document per line with --json. An admin plane that cannot be reached
 is one line on stderr and exit status 1.
 """
 from __future__ import annotations
@@ -177,6 +179,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch_frames(stats: dict[str, Any], admin: str, every: float) -> None:
+    """Not a terminal: one table after another, each flushed as soon as it is printed."""
+    console = Console(file=sys.stdout)
+    while True:
+        console.print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}", markup=False, highlight=False)
+        console.print(render(stats, admin=admin))
+        sys.stdout.flush()
+        while True:
+            time.sleep(every)
+            try:
+                stats = fetch_stats(admin)
+                break
+            except StatsUnavailable as e:
+                print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
+
+
 def _print(stats: Mapping[str, Any], admin: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(stats, indent=2))
@@ -198,6 +216,9 @@ def _watch_json(stats: dict[str, Any], admin: str, every: float) -> None:
 
 
 def _watch_table(stats: dict[str, Any], admin: str, every: float) -> None:
+    if not sys.stdout.isatty():
+        _watch_frames(stats, admin, every)
+        return
     with Live(render(stats, admin=admin), auto_refresh=False, screen=False) as live:
         while True:
             time.sleep(every)

@@ -456,3 +456,19 @@ def test_settings_is_frozen() -> None:
     s = load()
     with pytest.raises(AttributeError):
         s.cache_size = 1  # type: ignore[misc]
+
+
+# --- durations: every duration setting takes 500ms / 10m / 7d, and says so --------------
+
+def test_every_duration_setting_takes_units_and_its_help_says_so():
+    from mediaedge.config import DURATION_FORMS
+
+    durations = [o for o in OPTIONS if o.metavar in ("SECONDS", "DURATION")]
+    assert {o.name for o in durations} >= {"default-ttl", "negative-ttl", "upstream-timeout", "grace",
+                                            "log-retention", "browser-ttl", "db-timeout", "auth-ttl"}
+    for option in durations:
+        assert option.takes_duration, option.name
+        assert DURATION_FORMS in option.full_help
+        for text, seconds in (("500ms", 0.5), ("10m", 600.0), ("7d", 604800.0), ("1.5", 1.5)):
+            assert option.parse(text) == seconds, (option.name, text)
+    assert not [o.name for o in OPTIONS if o.takes_duration and o not in durations]

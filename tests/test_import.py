@@ -305,3 +305,34 @@ def test_a_running_edge_stops_serving_the_old_bytes_within_a_second(tmp_path, ca
         assert time.monotonic() - t0 < 1.0
     finally:
         edge.stop()
+
+
+def test_a_404_remembered_before_an_import_is_dropped_by_it(tmp_path, capsys):
+    """The edge remembers a 404 for --negative-ttl; importing the file publishes its path,
+    and the running node drops the remembered 404 within a second (not after the TTL)."""
+    import time
+
+    import requests
+
+    from tests.edge import Edge, wait_until
+
+    db = f"sqlite:///{tmp_path / 'origin.db'}"
+    src = tmp_path / "src"
+    make_tree(src, {"a.jpg": b"first"})
+    assert run_import(capsys, str(src), "--origin-db", db)[0] == 0
+    edge = Edge(str(tmp_path), origin_db=db, args=["--negative-ttl", "1h"]).start()
+    try:
+        for _ in range(2):
+            r = edge.get("/media/late.jpg")
+            assert r.status_code == 404
+        assert r.headers["Cache-Status"].startswith("mediaedge; hit")  # remembered
+        (src / "late.jpg").write_bytes(b"late bytes")
+        code, out, _ = run_import(capsys, str(src), "--origin-db", db)
+        assert code == 0 and out[-1].startswith("imported 1, unchanged 1, failed 0")
+        t0 = time.monotonic()
+        wait_until(lambda: requests.get(f"{edge.url}/media/late.jpg", timeout=5).status_code == 200, 5, 0.02,
+                   "the imported file")
+        assert time.monotonic() - t0 < 1.0
+        assert edge.get("/media/late.jpg").content == b"late bytes"
+    finally:
+        edge.stop()

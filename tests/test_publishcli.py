@@ -111,7 +111,8 @@ def unused_port() -> int:
 
 
 def test_publish_sends_signed_events_and_prints_the_answer(admin, capsys):
-    code = run_publish(publish_args(admin.url, "/media/a.jpg", "/media/b c.jpg", revision="r7", prewarm=True))
+    code = run_publish(publish_args(admin.url, "/media/a.jpg", "/media/b c.jpg", revision="r7", prewarm=True,
+                                    json=True))
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out) == {"accepted": 2, "seq": 2}
@@ -135,7 +136,7 @@ def test_admin_without_scheme_or_with_slash(admin, capsys):
 
 def test_many_paths_are_split_into_batches(admin, capsys):
     paths = [f"/media/{i}.jpg" for i in range(2500)]
-    assert run_publish(publish_args(admin.url, *paths, revision="r1")) == 0
+    assert run_publish(publish_args(admin.url, *paths, revision="r1", json=True)) == 0
     assert [len(batch) for batch in admin.requests] == [1000, 1000, 500]
     assert [e.path for e in admin.events] == paths
     assert json.loads(capsys.readouterr().out) == {"accepted": 2500, "seq": 2500, "requests": 3}
@@ -182,16 +183,52 @@ def test_publish_needs_a_path(admin, capsys):
     ],
 )
 def test_purge(admin, capsys, kw, expected):
-    assert run_purge(purge_args(admin.url, **kw)) == 0
+    assert run_purge(purge_args(admin.url, json=True, **kw)) == 0
     assert admin.events == [expected]
     assert json.loads(capsys.readouterr().out) == {"accepted": 1, "seq": 1}
 
 
-@pytest.mark.parametrize("kw", [{}, {"path": "/a", "tag": "t"}])
+@pytest.mark.parametrize("kw", [{}, {"path": "/a", "tag": "t"}, {"all": True, "tag": "t"}])
 def test_purge_needs_exactly_one_selector(admin, capsys, kw):
     assert run_purge(purge_args(admin.url, **kw)) == 2
-    assert "exactly one of --path, --prefix, --tag" in capsys.readouterr().err
+    assert "exactly one of --path, --prefix, --tag, --all" in capsys.readouterr().err
     assert admin.requests == []
+
+
+def test_purge_all_is_a_purge_of_the_prefix_slash(admin, capsys):
+    assert run_purge(purge_args(admin.url, all=True)) == 0
+    assert admin.events == [webhook.PurgeEvent(prefix="/")]
+    assert capsys.readouterr().out == "purged prefix /, every entry (seq 1)\n"
+
+
+# --- what was done, in words ---------------------------------------------------------------
+
+@pytest.mark.parametrize("events, answer, words", [
+    ([{"type": "publish", "path": "/media/a.jpg", "revision": "r7"}], {"accepted": 1, "seq": 12},
+     "published /media/a.jpg as revision r7 (seq 12)"),
+    ([{"type": "publish", "path": "/media/a.jpg", "revision": "r7", "prewarm": True}] * 2, {"accepted": 2, "seq": 3},
+     "published 2 paths as revision r7, prewarming (seq 3)"),
+    ([{"type": "delete", "path": "/media/a.jpg"}], {"accepted": 1, "seq": 4}, "deleted /media/a.jpg (seq 4)"),
+    ([{"type": "delete", "path": "/m/a", "abort_inflight": True}] * 3, {"accepted": 3, "seq": 9, "requests": 2},
+     "deleted 3 paths, downloads in flight cut (seq 9, 2 requests)"),
+    ([{"type": "purge", "prefix": "/media/"}], {"accepted": 1, "seq": 12}, "purged prefix /media/ (seq 12)"),
+    ([{"type": "purge", "path": "/media/a.jpg"}], {"accepted": 1, "seq": 1}, "purged path /media/a.jpg (seq 1)"),
+    ([{"type": "purge", "tag": "p-1", "soft": True}], {"accepted": 1, "seq": 2},
+     "soft-purged tag p-1, marked stale (served while one refetch runs) (seq 2)"),
+    ([{"type": "purge", "prefix": "/"}], {"accepted": 1, "seq": 5, "replayed": True},
+     "purged prefix /, every entry (seq 5); a replay of an earlier request: nothing changed"),
+])
+def test_summary(events, answer, words):
+    from mediaedge.publishcli import summary
+
+    assert summary(events, answer) == words
+
+
+def test_words_by_default(admin, capsys):
+    assert run_purge(purge_args(admin.url, prefix="/media/")) == 0
+    assert capsys.readouterr().out == "purged prefix /media/ (seq 1)\n"
+    assert run_publish(publish_args(admin.url, "/media/a.jpg", revision="r2")) == 0
+    assert capsys.readouterr().out == "published /media/a.jpg as revision r2 (seq 2)\n"
 
 
 # --- refusals and failures ----------------------------------------------------------------
@@ -240,6 +277,15 @@ def test_secret_from_the_environment(admin, capsys, monkeypatch):
     assert run_purge(purge_args(admin.url, tag="t", secret=None)) == 0
 
 
+def test_secret_from_a_file(admin, capsys, tmp_path):
+    path = tmp_path / "secret"
+    path.write_text(SECRET + "\n")
+    assert run_purge(purge_args(admin.url, tag="t", secret=None, secret_file=str(path))) == 0
+    path.write_text("")
+    assert run_purge(purge_args(admin.url, tag="t", secret=None, secret_file=str(path))) == 2
+    assert capsys.readouterr().err.endswith("--secret-file: " + repr(str(path)) + " is empty\n")
+
+
 def test_unreachable_admin_is_one_line(capsys):
     url = f"http://127.0.0.1:{unused_port()}"
     assert run_purge(purge_args(url, tag="t")) == 1
@@ -266,8 +312,28 @@ def test_mediaedge_publish_command(admin, capsys):
     from mediaedge.cli import main
 
     code = main(["publish", "/media/a.jpg", "--revision", "r2", "--admin", admin.url, "--secret", SECRET])
-    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 0, err
     assert admin.events == [webhook.PublishEvent("/media/a.jpg", "r2")]
+    assert out == "published /media/a.jpg as revision r2 (seq 1)\n"
+    assert err == ("mediaedge: warning: --secret is visible to other users in ps; prefer "
+                   "MEDIAEDGE_WEBHOOK_SECRET or --secret-file\n")
+
+
+def test_mediaedge_purge_command_secret_file_env_and_json(admin, capsys, tmp_path, monkeypatch):
+    from mediaedge.cli import main
+
+    path = tmp_path / "secret"
+    path.write_text(SECRET)
+    assert main(["purge", "--all", "--admin", admin.url, "--secret-file", str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"accepted": 1, "seq": 1} and err == ""
+    monkeypatch.setenv("MEDIAEDGE_WEBHOOK_SECRET", SECRET)
+    assert main(["purge", "--prefix", "/media/x/", "--admin", admin.url]) == 0
+    assert capsys.readouterr().out == "purged prefix /media/x/ (seq 2)\n"
+    assert main(["purge", "--all", "--admin", admin.url, "--secret-file", str(tmp_path / "none")]) == 2
+    assert "--secret-file: cannot read" in capsys.readouterr().err
+    assert admin.events == [webhook.PurgeEvent(prefix="/"), webhook.PurgeEvent(prefix="/media/x/")]
 
 
 # --- the shell example in docs/webhooks.md works -----------------------------------------------

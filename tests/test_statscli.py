@@ -182,17 +182,24 @@ def interrupt_after(n: int):
     return fake_sleep, calls
 
 
-def test_watch_table_refetches_in_place(admin, monkeypatch, capsys):
+@pytest.mark.parametrize("tty", [True, False])
+def test_watch_table_refetches(admin, monkeypatch, capsys, tty):
     fake_sleep, calls = interrupt_after(3)
     monkeypatch.setattr(statscli.time, "sleep", fake_sleep)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
     code = statscli.run(argparse.Namespace(admin=admin.url, json=False, watch=2.0))
     assert code == 0
     assert calls == [2.0, 2.0, 2.0]
     assert admin.hits == 3  # the first fetch and two refreshes
-    assert "top missed paths" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "top missed paths" in out
+    if not tty:  # one whole table per frame, each headed by its time
+        assert out.count("top missed paths") == 3 and out.count("--- ") == 3
 
 
-def test_watch_table_keeps_going_when_the_admin_goes_away(monkeypatch, capsys):
+@pytest.mark.parametrize("tty", [True, False])
+def test_watch_table_keeps_going_when_the_admin_goes_away(monkeypatch, capsys, tty):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
     with Admin(json.dumps(CANNED).encode()) as server:
         url = server.url
         fake_sleep, _ = interrupt_after(2)
@@ -205,7 +212,33 @@ def test_watch_table_keeps_going_when_the_admin_goes_away(monkeypatch, capsys):
         monkeypatch.setattr(statscli.time, "sleep", sleep_and_stop_server)
         code = statscli.run(argparse.Namespace(admin=url, json=False, watch=1.0))
     assert code == 0
-    assert "(stale) cannot reach the admin plane" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    if tty:
+        assert "(stale) cannot reach the admin plane" in out
+    else:
+        assert "mediaedge stats: cannot reach the admin plane" in err
+
+
+def test_watch_table_through_a_pipe_flushes_each_frame(admin):
+    """The first frame reaches the pipe while the watch still runs (it used to sit in the
+    buffer until exit, and was lost when the watch was stopped)."""
+    command = [sys.executable, "-m", "mediaedge", "stats", "--admin", admin.url, "--watch", "500ms"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                          cwd=REPO) as process:
+        try:
+            first = []
+            while not any("top missed paths" in line for line in first):
+                line = process.stdout.readline()
+                assert line, "stdout closed before the first frame"
+                first.append(line)
+            assert process.poll() is None  # still watching
+            assert first[0].startswith("--- ") and any("hit ratio" in line for line in first)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert "Traceback" not in process.stderr.read()
 
 
 def test_run_defaults_and_error(monkeypatch, capsys):
