@@ -111,3 +111,42 @@ def test_an_upstream_timeout_and_no_row_is_a_one_line_504(env):
     r = edge.get(path)
     assert r.status_code == 504 and r.headers["Content-Type"].startswith("text/plain")
     assert r.content.endswith(b"\n") and r.content.count(b"\n") == 1 and b"timed out" in r.content
+
+
+# ----------------------------------------------------------------------------- --origin-db none
+def test_origin_db_none_without_an_upstream_refuses_to_start_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.edge import REPO
+
+    p = subprocess.run([sys.executable, "-m", "mediaedge", "serve", "--origin-db", "none",
+                        "--cache-dir", str(tmp_path / "cache")], cwd=REPO, capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode != 0 and "Traceback" not in err
+    assert err.strip().splitlines() == ["mediaedge: error: --origin-db: none needs --upstream "
+                                        "(with no database origin the app is the only origin)"], err
+
+
+def test_origin_db_none_is_a_plain_http_cache_in_front_of_the_app(tmp_path):
+    import os
+
+    up = Upstream()
+    edge = Edge(str(tmp_path), upstream=up.url, origin_db="none", args=["--negative-ttl", "30"]).start()
+    try:
+        up.routes["/media/plain/a.jpg"] = Route(body=BODY, headers={"Content-Type": "image/jpeg"})
+        r = edge.get("/media/plain/a.jpg")
+        assert r.content == BODY and status_of(r).startswith("mediaedge; fwd=miss; fwd-status=200; stored")
+        assert status_of(edge.get("/media/plain/a.jpg")).startswith("mediaedge; hit")
+        up.routes["/media/plain/404.jpg"] = Route(status=404, body=b"<p>app 404</p>")
+        for _ in range(2):
+            r = edge.get("/media/plain/404.jpg")
+            assert r.status_code == 404 and r.content == b"<p>app 404</p>"
+        assert up.hits["/media/plain/a.jpg"] == 1 and up.hits["/media/plain/404.jpg"] == 1
+        assert not os.path.exists(tmp_path / "origin.db")
+        assert os.path.exists(tmp_path / "cache" / "invalidations.db")  # the invalidation log
+        stats = edge.stats()
+        assert stats["origin_fetches"].get("db", 0) == 0
+    finally:
+        edge.stop()
+        up.close()
