@@ -413,7 +413,7 @@ class Engine:
             revision=head.revision,
             revision_header=self.config.revision_header,
             cache_status=status_text,
-            age=None,
+            age=delta_seconds(_first(head.headers, "age")),  # passed on: the upstream's Age (RFC 9111 5.1)
             # passed on as it arrives: the upstream's own Date when it sent one (RFC 9110 6.6.1)
             date=_first(head.headers, "date") or HTTP_DATES.text(self.clock()),
             browser_cache_control=self.browser_cache_control,
