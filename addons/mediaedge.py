@@ -36,6 +36,7 @@ from mediaedge.invalidation import Invalidator
 from mediaedge.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.fields import has_control_characters, target_has_control_characters
+from mediaedge.policy.hop import connection_options
 from mediaedge.policy.purge import ALLOW, purge_decision
 from mediaedge.policy.signing import Denied, verify
 from mediaedge.policy.target import TargetError, is_media, looks_media, normalize_target
@@ -46,10 +47,15 @@ from mediaedge.accesslog import format_access_json, format_access_line
 
 log = logging.getLogger("mediaedge")
 
-UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# RFC 9110 9.2.1: the safe methods. RFC 9111 4.4: "A cache MUST invalidate the target
+# URI ... when it receives a non-error status code in response to an unsafe request
+# method (including methods whose safety is unknown)": every other method (PROPFIND,
+# M-SEARCH, FOO ...) invalidates. PURGE is answered by the edge, never forwarded.
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 META_STREAM = "mediaedge_stream"
 META_MEDIA = "mediaedge_media"
 META_UNSAFE = "mediaedge_unsafe_target"
+META_PASSED = "mediaedge_passed"  # forwarded to the upstream by mitmproxy (not media)
 
 # mitmdump option name -> mediaedge setting flag
 # The mitmdump options: one per setting of the table (`mediaedge_<name>`), except the
@@ -286,8 +292,9 @@ class MediaEdge:
                 return
             target = None
         media = target is not None and is_media(target, rt.settings.media_prefixes)
-        if media and method in UNSAFE:
+        if media and method not in SAFE:
             flow.metadata[META_UNSAFE] = target
+        flow.metadata[META_PASSED] = True
         if rt.settings.upstream is None:
             flow.response = http.Response.make(404, "not found: no upstream for non-media requests\n",
                                                {"Content-Type": "text/plain; charset=utf-8",
@@ -333,8 +340,11 @@ class MediaEdge:
             return
         if flow.metadata.get(META_STREAM):
             response.stream = True
-        elif "date" not in response.headers:
+            return
+        if "date" not in response.headers:
             response.headers["Date"] = HTTP_DATES.text(time.time())
+        if META_PASSED in flow.metadata:
+            _drop_connection_options(response)
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if META_UNSAFE not in flow.metadata or self.rt is None or flow.response is None:
@@ -450,6 +460,14 @@ def _origin_form(flow: http.HTTPFlow) -> None:
     """
     if flow.request.data.authority and not flow.request.is_http2:
         flow.request.authority = ""
+
+
+def _drop_connection_options(response: http.Response) -> None:
+    """RFC 9110 7.6.1 on a passed-through response: the fields named in Connection go
+    (mitmproxy passes them on). Media responses are rebuilt by the engine already."""
+    for name in connection_options(response.headers.items(multi=True)):
+        if name not in ("close", "keep-alive", "upgrade"):  # mitmproxy's own connection handling reads these
+            del response.headers[name]
 
 
 def _make_private(reply: Reply) -> None:

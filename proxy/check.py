@@ -28,6 +28,8 @@ Check = tuple[str, Callable[[], str | None]]
 
 def origin_checks(s: Settings) -> list[Check]:
     """The origin database; for the sql profile, one line per route."""
+    if s.origin_db is None:
+        return [("origin database none (--origin-db none: a plain HTTP cache)", lambda: None)]
     url = parse_db_url(s.origin_db).redacted()
     if s.origin_profile != "sql":
         return [(f"origin database {url} ({s.origin_profile})", lambda: _native_origin(s))]
@@ -61,6 +63,8 @@ def state_db(s: Settings) -> str | None:
     from mediaedge.invalidation_log import InvalidationLog
 
     try:
+        if s.origin_db is None and s.state_db is None:
+            os.makedirs(s.cache_dir, exist_ok=True)  # the log's SQLite file lives in the cache directory
         InvalidationLog(s.state_db_url).close()
     except DatabaseError as e:
         return str(e)

@@ -345,6 +345,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     settings = _settings(args, "origin_db", "state_db")
+    if settings.origin_db is None:
+        raise ConfigError("--origin-db", "import needs a database origin, not none")
     args.origin_db, args.state_db = settings.origin_db, settings.state_db_url
     try:
         check_prefix(args.url_prefix)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import os
 import re
 import socket
 import tomllib
@@ -269,6 +270,20 @@ def _db_url(value: object) -> str:
     return text
 
 
+# `--origin-db none`: no database origin, a plain HTTP cache in front of the upstream.
+NO_ORIGIN_DB = "none"
+# Where the invalidation log lives when there is neither --state-db nor an origin
+# database: a SQLite file in the cache directory (the node's own; nodes that must
+# share invalidations give every node the same --state-db).
+STATE_DB_FILE = "invalidations.db"
+
+
+def _origin_db(value: object) -> str | None:
+    if isinstance(value, str) and value.strip().lower() == NO_ORIGIN_DB:
+        return None
+    return _db_url(value)
+
+
 def _profile(value: object) -> str:
     name = _text(value).strip().lower()
     if name not in PROFILES:
@@ -400,10 +415,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "origin-db", "origin_db", "URL", "sqlite:///var/origin.db", "sqlite:///var/origin.db",
-        _db_url,
+        _origin_db,
         "The database origin, read when the upstream has no answer: sqlite:///PATH (relative; "
         "sqlite:////PATH is absolute), postgresql://USER:PASS@HOST:PORT/DB or "
-        "mysql://USER:PASS@HOST:PORT/DB.",
+        "mysql://USER:PASS@HOST:PORT/DB. 'none': no database origin, a plain HTTP cache in front "
+        "of --upstream (then required); the invalidation log is then kept in --state-db, else in "
+        "the SQLite file invalidations.db in --cache-dir.",
     ),
     Option(
         "origin-profile", "origin_profile", "NAME", "native", "native", _profile,
@@ -582,7 +599,7 @@ class Settings:
     listen: tuple[str, int]
     admin_listen: tuple[str, int]
     upstream: str | None
-    origin_db: str
+    origin_db: str | None  # None: --origin-db none
     origin_profile: str
     state_db: str | None
     cache_dir: str
@@ -616,8 +633,11 @@ class Settings:
 
     @property
     def state_db_url(self) -> str:
-        """Where the invalidation log lives: --state-db, else the origin database."""
-        return self.state_db or self.origin_db
+        """Where the invalidation log lives: --state-db, else the origin database, else
+        (--origin-db none) a SQLite file in the cache directory."""
+        if self.state_db or self.origin_db:
+            return self.state_db or self.origin_db  # type: ignore[return-value]
+        return "sqlite:///" + os.path.abspath(os.path.join(self.cache_dir, STATE_DB_FILE))
 
     @property
     def admin_url(self) -> str:
@@ -637,6 +657,8 @@ class Settings:
             value = getattr(self, o.field)
             show = _SHOWN.get(o.name) or (_secret if _is_secret(o) else None)
             shown[o.name] = show(value) if show is not None and value is not None else _plain(value)
+        if self.origin_db is None:
+            shown["origin-db"] = NO_ORIGIN_DB
         shown["config"] = self.config_path
         return shown
 
@@ -771,7 +793,9 @@ def _finish(values: dict[str, object], path: str | None, routes: tuple[SqlRoute,
     if listen == admin and listen[1] != 0:
         raise ConfigError("--admin-listen", f"same address as --listen ({format_hostport(listen)})")
     values.setdefault("node_id", f"{socket.gethostname()}:{listen[1]}")
-    if values["origin_profile"] == "sql" and not routes:
+    if values["origin_db"] is None and not values.get("upstream"):
+        raise ConfigError("--origin-db", "none needs --upstream (with no database origin the app is the only origin)")
+    if values["origin_profile"] == "sql" and not routes and values["origin_db"] is not None:
         raise ConfigError("--origin-profile", "sql needs at least one [[sql_route]] table in the --config file")
     _check_private(values)
     return Settings(**values, config_path=path, sql_routes=routes)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
 from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.armour import deception_armour
+from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
 from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
@@ -110,6 +111,9 @@ class _Flight:
     epoch: int = 0  # Epochs.epoch when the fill began (proxy/epochs.py)
     tags: tuple[str, ...] | None = None  # surrogate keys, once the origin's head is known
     revision: str | None = None  # the revision being fetched, once known
+    # The upstream's 404/410/5xx, head read and body not, held while the database is
+    # asked: passed on to the client when the database has no row (policy/fallback.py).
+    upstream_answer: UpstreamResponse | None = None
 
 
 class Engine:
@@ -385,6 +389,8 @@ class Engine:
             if stale is not None:
                 return self._serve_stale(req, stale, now)
             return self._error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
+        if head.stale_first and stale is not None:
+            return self._serve_stale(req, stale, now)  # the upstream's own 5xx only when nothing stale is left
         if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
             # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
             alone, _, own = self._flight_for(req, alone=True)
@@ -411,7 +417,7 @@ class Engine:
             revision=head.revision,
             revision_header=self.config.revision_header,
             cache_status=status_text,
-            age=None,
+            age=delta_seconds(_first(head.headers, "age")),  # passed on: the upstream's Age (RFC 9111 5.1)
             # passed on as it arrives: the upstream's own Date when it sent one (RFC 9110 6.6.1)
             date=_first(head.headers, "date") or HTTP_DATES.text(self.clock()),
             browser_cache_control=self.browser_cache_control,
@@ -422,7 +428,9 @@ class Engine:
         if plan.window is not None:
             start, end = plan.window
             mine = handle
-            if head.negative or (head.length is not None and head.length <= SMALL_BODY and flight.fill.done):
+            # Small bodies from memory; anything else streams (an app's 404 page can be large).
+            small = head.length is not None and head.length <= SMALL_BODY
+            if small and (head.negative or flight.fill.done):
                 reply.body = await _collect(flight.fill.reader(mine, start, end))
             else:
                 reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
@@ -487,6 +495,9 @@ class Engine:
             log.exception("fill for %s failed", req.target)
             fill.fail(f"internal error: {type(e).__name__}", 502)
         finally:
+            if flight.upstream_answer is not None:
+                answer, flight.upstream_answer = flight.upstream_answer, None
+                await answer.aclose()
             fill.settled.set()
             if self._flights.get(req.target) is flight:
                 del self._flights[req.target]
@@ -505,11 +516,11 @@ class Engine:
             flight.upstream_failure = str(e)
             flight.upstream_error_kind = e.kind
             return False
-        if resp.status in (404, 410) or resp.status >= 500:
+        if asks_database(resp.status, upstream_failed=False):
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
             flight.upstream_failure = f"upstream answered {resp.status}"
             flight.upstream_status = resp.status
-            await resp.discard()
+            flight.upstream_answer = resp  # its body is read only if the client is to get it
             return False
         revision = revision_from(resp.headers, self.config.revision_header)
         self._count_fetch("upstream", "ok")
@@ -529,13 +540,17 @@ class Engine:
         return True
 
     async def _pump_upstream(
-        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None
+        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None,
+        fallback: Fallback | None = None,
     ) -> None:
+        """Stream the upstream's answer to the client and into the cache when storable:
+        a representation, or (`fallback`) its own 404/410/5xx after the database had no row."""
         fill = flight.fill
         request_time = self.clock()
         headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
         policy = storability(method="GET", status=resp.status, request_headers=req.headers,
-                             response_headers=resp.headers)
+                             response_headers=resp.headers,
+                             explicit_only=fallback is not None and fallback.explicit_only)
         if policy.storable:
             armour = deception_armour(target=req.target, status=resp.status, response_headers=resp.headers)
             if armour is not None:
@@ -544,17 +559,18 @@ class Engine:
                 policy = Storability(False, "deception", policy.negative)
         length = _content_length(resp.headers)
         too_big = length is not None and length > self.config.max_object_size
-        storable = policy.storable and resp.status == 200 and not too_big
-        if published is not None and revision is not None and revision != published:
+        storable = policy.storable and not too_big
+        if published is not None and revision is not None and revision != published and not policy.negative:
             storable = False
         admitted = not storable or self._admitted(req.target, length)
+        representation = resp.status == 200  # only a 200 gets a revision from its content
         tags = _surrogate_keys(resp.headers)
         flight.tags = tags
         vary = vary_names(resp.headers) or ()
         explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
         chunks = resp.chunks()
         head_sent = False
-        if revision is None and length is not None and length <= HASH_BEFORE_HEAD:
+        if representation and revision is None and length is not None and length <= HASH_BEFORE_HEAD:
             # Revisionless: hash the body first so the client gets X-Media-Revision too.
             await self._copy_chunks(fill, chunks)
             sha = fill.finish()
@@ -563,9 +579,10 @@ class Engine:
             sha = ""
         flight.revision = revision
         head = FillHead(resp.status, headers, "upstream", revision, length,
-                        shareable=policy.storable and resp.status == 200, storable=storable and admitted,
-                        not_stored_reason=policy.reason if not policy.storable else ("size" if too_big else "")
-                        or ("" if admitted else "admission"))
+                        shareable=policy.shareable, storable=storable and admitted, negative=policy.negative,
+                        not_stored_reason=(policy.reason if not policy.storable else ("size" if too_big else ""))
+                        or ("" if admitted else "admission"),
+                        stale_first=fallback is not None and fallback.stale_first)
         storable = storable and admitted
         fill.length = length
         fill.head.set_result(head)
@@ -581,13 +598,13 @@ class Engine:
         if length is not None and fill.written != length:
             fill.error = f"upstream sent {fill.written} of {length} bytes"
             raise _failed(fill.error, 502)
-        if revision is None:
+        if revision is None and representation:
             revision = "sha256:" + sha[:16]
         if storable and fill.written <= self.config.max_object_size and head_sent:
             meta = EntryMeta(
-                target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
-                sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
-                source="upstream",
+                target=req.target, revision=revision or "", status=resp.status, headers=headers,
+                size=fill.written, sha256=sha, blocks=fill.block_sums(), request_time=request_time,
+                response_time=self.clock(), source="upstream", negative=policy.negative,
                 vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
                 key_revision=explicit or "",
             )
@@ -606,32 +623,14 @@ class Engine:
 
     async def _from_database(self, flight: _Flight, req: MediaRequest, published: str | None) -> None:
         fill = flight.fill
-        upstream_failure = flight.upstream_failure
-        if self.db is None:
-            if flight.upstream_status in (404, 410):
-                await self._negative(flight, req, "upstream")
-                return
-            raise _failed(upstream_failure or "no origin configured", 502)
         request_time = self.clock()
-        try:
-            obj = flight.db_object or await in_database_thread(self.db.lookup, self._db_key(req.target))
-        except OriginError as e:
-            self._count_fetch("db", "error")
-            both = f"{upstream_failure}; " if upstream_failure else ""
-            raise _failed(f"{both}database origin: {e}", _both_failed_status(self.upstream is not None,
-                                                                              flight.upstream_error_kind)) from e
+        database, obj, problem = await self._ask_database(flight, req)
         if obj is None:
-            self._count_fetch("db", "notfound")
-            if flight.upstream_status is not None and flight.upstream_status >= 500:
-                # The app failed and the database has no row: that is not "absent". The
-                # stale entry within its grace, else the app's own status, never stored.
-                raise _failed(f"{upstream_failure}; database origin: not found", flight.upstream_status)
-            if flight.upstream_error_kind is not None:
-                status = 504 if flight.upstream_error_kind == "timeout" else 502
-                raise _failed(f"{upstream_failure}; database origin: not found", status)
-            await self._negative(flight, req, "db")
+            await self._not_in_database(flight, req, published, database, problem)
             return
-        self._count_fetch("db", "ok")
+        if flight.upstream_answer is not None:
+            answer, flight.upstream_answer = flight.upstream_answer, None
+            await answer.discard()
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size is None or obj.size <= self.config.max_object_size
         # a published revision is the truth being installed: not weighed against the tail
@@ -680,6 +679,43 @@ class Engine:
         if not decision.admit:
             log.debug("%s: not stored (admission: %s)", target, decision.reason)
         return decision.admit
+    async def _ask_database(self, flight: _Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
+        """What the database origin says: found (with the row), notfound, failed or none."""
+        if flight.db_object is not None:
+            self._count_fetch("db", "ok")
+            return "found", flight.db_object, ""
+        if self.db is None:
+            return "none", None, "no database origin"
+        try:
+            obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
+        except OriginError as e:
+            self._count_fetch("db", "error")
+            return "failed", None, f"database origin: {e}"
+        if obj is None:
+            self._count_fetch("db", "notfound")
+            return "notfound", None, "database origin: not found"
+        self._count_fetch("db", "ok")
+        return "found", obj, ""
+
+    async def _not_in_database(self, flight: _Flight, req: MediaRequest, published: str | None,
+                               database: Database, problem: str) -> None:
+        """No row (or no answer from the database): what the upstream said decides
+        (mediaedge.policy.fallback). Stale entries are served by the requests that hold
+        them: on `FillFailed`, or on a head marked `stale_first`."""
+        decision = after_origins(has_upstream=self.upstream is not None, upstream_status=flight.upstream_status,
+                                 upstream_failure=flight.upstream_error_kind, database=database)
+        answer, flight.upstream_answer = flight.upstream_answer, None
+        if decision.action == "upstream" and answer is not None:
+            revision = revision_from(answer.headers, self.config.revision_header)
+            await self._pump_upstream(flight, req, answer, revision, published, fallback=decision)
+            return
+        if answer is not None:
+            await answer.discard()
+        if decision.action == "not-found":
+            await self._negative(flight, req, "db")
+            return
+        both = f"{flight.upstream_failure}; " if flight.upstream_failure else ""
+        raise _failed(f"{both}{problem}", decision.status or 502)
 
     def _db_key(self, target: str) -> str:
         """What the database origin looks up: the decoded path, or (the sql profile,
@@ -826,14 +862,6 @@ class Engine:
 
 
 # -------------------------------------------------------------------- helpers
-def _both_failed_status(has_upstream: bool, upstream_error_kind: str | None) -> int:
-    """The status when the database failed too (a stale entry is served first when there is one):
-    503 with no upstream; else by what the upstream did: 504 after its timeout, 502 otherwise."""
-    if not has_upstream:
-        return 503
-    return 504 if upstream_error_kind == "timeout" else 502
-
-
 def _failed(message: str, status: int) -> FillFailed:
     return FillFailed(message, status)
 

@@ -48,6 +48,9 @@ class FillHead:
     storable: bool
     negative: bool = False
     not_stored_reason: str = ""
+    # An error answer (the upstream's own 5xx after the database had no row): a request
+    # holding a stale entry within its grace serves that instead (mediaedge.policy.fallback).
+    stale_first: bool = False
 
 
 class SpoolHandle:

@@ -124,9 +124,13 @@ def plan_response(
     is_head = method == "HEAD"
 
     if status != 200:
-        # Negative (404/410) and other answers: no conditionals or ranges apply.
+        # Negative (404/410) and other answers: no conditionals or ranges apply. RFC 9110
+        # 8.6: no Content-Length in a 204 (nor a body); a passed-on 206 keeps its Content-Range.
         body_len = length or 0
-        return Plan(status, Headers([*out, *extra, ("Content-Length", str(body_len))]),
+        if status == 204 or status < 200:
+            return Plan(status, Headers([*out, *extra]), None)
+        ranges = [("Content-Range", v) for v in headers.get_all("content-range")] if status == 206 else []
+        return Plan(status, Headers([*out, *extra, *ranges, ("Content-Length", str(body_len))]),
                     None if is_head else (0, body_len))
 
     last_modified = parse_http_date(out.get("last-modified"))

@@ -321,7 +321,9 @@ def _open_store(s: Settings) -> CacheStore:
         raise StartupError(f"--cache-dir: cannot use {s.cache_dir!r}: {e.strerror or e}") from e
 
 
-def _open_db(s: Settings) -> DatabaseOrigin | SqlRouteOrigin:
+def _open_db(s: Settings) -> DatabaseOrigin | SqlRouteOrigin | None:
+    if s.origin_db is None:
+        return None  # --origin-db none: a plain HTTP cache in front of the upstream
     if s.origin_profile == "sql":
         return _open_sql_routes(s)
     try:

@@ -17,14 +17,10 @@ import httpx
 
 from mediaedge.headers import Headers
 from mediaedge.errors import UpstreamError
+from mediaedge.policy.hop import HOP_BY_HOP, connection_options, end_to_end
 
 log = logging.getLogger("mediaedge.upstream")
 
-# RFC 9110 7.6.1 hop-by-hop fields, plus the ones we answer ourselves.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-     "upgrade", "proxy-authenticate", "proxy-authorization"}
-)
 # A media fetch is shared by every client that joins it and its answer is stored
 # for everyone, so only request fields that legitimately select a representation
 # go upstream (the usual Vary candidates), plus the credentials that make a request
@@ -146,8 +142,9 @@ class Upstream:
             response = await self._client.send(request, stream=True)
         except (httpx.HTTPError, OSError, ValueError) as e:
             raise _map_error(e) from e
-        pairs = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-        return UpstreamResponse(response.status_code, Headers(pairs), response)
+        # RFC 9110 7.6.1: hop-by-hop fields and those named in Connection are neither
+        # stored nor passed on; every other field is kept, in order, repeats included.
+        return UpstreamResponse(response.status_code, Headers(end_to_end(response.headers.multi_items())), response)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -77,6 +77,7 @@ class Route:
     held: threading.Event | None = None
     seed: int = 0  # which synthetic body
     date: bool = True  # send the server's Date (and Server) field, as http.server does by default
+    fields: list[tuple[str, str]] = field(default_factory=list)  # sent after `headers`, repeats allowed
 
 
 def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
@@ -155,7 +156,7 @@ class Upstream:
                 else:
                     self.log_request(route.status)
                     self.send_response_only(route.status)
-                for k, v in route.headers.items():
+                for k, v in [*route.headers.items(), *route.fields]:
                     self.send_header(k, v)
                 if route.chunked:
                     self.send_header("Transfer-Encoding", "chunked")
@@ -192,6 +193,9 @@ class Upstream:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_PURGE = _handle
+            do_PROPFIND = do_FOO = _handle
+
+        setattr(H, "do_M-SEARCH", H._handle)  # methods that are tokens but not identifiers
 
         # Port 0: the kernel picks a free port at bind time (no window for another socket
         # to take one we picked earlier).

@@ -225,6 +225,15 @@ def test_state_db_url_prefers_state_db() -> None:
     assert s.state_db_url == "sqlite:///var/state.db"
 
 
+@pytest.mark.parametrize("value", ["none", "NONE", " none "])
+def test_origin_db_none_is_a_plain_http_cache_whose_log_lives_in_the_cache_dir(value: str) -> None:
+    s = load({"origin_db": value, "upstream": "http://app:8000", "cache_dir": "/srv/edge/cache"})
+    assert s.origin_db is None and s.as_dict()["origin-db"] == "none"
+    assert s.state_db_url == "sqlite:////srv/edge/cache/invalidations.db"
+    s = load({"origin_db": value, "upstream": "http://app:8000", "state_db": "postgresql://u:p@h:5432/state"})
+    assert s.state_db_url == "postgresql://u:p@h:5432/state"
+
+
 # --- precedence: flag > env > TOML > default ------------------------------------
 
 def test_precedence_for_each_layer(tmp_path: Path) -> None:
@@ -325,6 +334,7 @@ def test_example_config_documents_every_setting() -> None:
         ({"upstream": "http://u:pw@app"}, {}, "--upstream", "credentials"),
         ({"origin_db": "oracle://x/y"}, {}, "--origin-db", "oracle"),
         ({"origin_db": ""}, {}, "--origin-db", "empty"),
+        ({"origin_db": "none"}, {}, "--origin-db", "--origin-db: none needs --upstream"),
         ({"state_db": "postgresql://h/"}, {}, "--state-db", "no database"),
         ({"cache_dir": " "}, {}, "--cache-dir", "empty"),
         ({"media_prefix": ["/media"]}, {}, "--media-prefix", "did you mean '/media/'"),

@@ -109,6 +109,17 @@ def _lifetime(
     return _bounded(default_ttl), "default"
 
 
+# RFC 9111 4.2.1 lists the explicit expiration times: s-maxage, max-age, Expires
+# (and RFC 9213 2.1 the targeted CDN-Cache-Control's max-age / s-maxage). A response
+# with any of them may be stored whatever its status (RFC 9111 3, "contains ... an
+# Expires header field, a max-age response directive, an s-maxage response directive").
+def has_explicit_freshness(headers: Headers) -> bool:
+    """True when the response states its own lifetime (even an invalid one: that is 'stale')."""
+    cdn = parse_cache_control(headers.get("CDN-Cache-Control"))
+    cc = parse_cache_control(headers.get("Cache-Control"))
+    return "max-age" in cdn or "s-maxage" in cdn or "max-age" in cc or "s-maxage" in cc or "expires" in headers
+
+
 # RFC 9111 4.2.2: "caches are encouraged to use a heuristic expiration value
 # that is no more than some fraction of the interval since that time."
 def _heuristic(interval: float, default_ttl: float) -> float:

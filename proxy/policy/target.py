@@ -314,7 +314,7 @@ def variant_key(target: str, revision: str, vary: tuple[str, ...], request_heade
     forged), and it is ASCII-only, which suits diskcache keys and logs.
     """
     names = sorted({name.lower() for name in vary})
-    selected = [[name, _normalised_value(request_headers.get(name))] for name in names]
+    selected = [[name, _normalised_value(request_headers.get(name), name)] for name in names]
     return json.dumps([target, revision, selected], separators=(",", ":"))
 
 
@@ -326,13 +326,29 @@ def vary_values(vary: tuple[str, ...], request_headers: Headers) -> tuple[str | 
     representations, so they must select different stored responses. None stays
     distinct from "" in the JSON of a storage key (null vs "").
     """
-    return tuple(_normalised_value(request_headers.get(name)) for name in vary)
+    return tuple(_normalised_value(request_headers.get(name), name) for name in vary)
 
 
-def _normalised_value(value: str | None) -> str | None:
+# RFC 9111 4.1: selecting fields match when normalised "by ... adding or removing
+# whitespace where allowed in the field's syntax; combining multiple field lines
+# with the same field name ...; normalizing both header field values in a way
+# that is known to have identical semantics, according to the header field's
+# specification (e.g., reordering field values when order is not significant;
+# case-normalization, where values are defined to be case-insensitive)."
+# These fields are lists whose order carries no meaning (preference is the
+# q-value, RFC 9110 12.4.2) and whose tokens are case-insensitive: content-codings
+# (8.4.1), media types (8.3.1), language ranges (RFC 4647 2), charsets (8.3.2).
+SET_FIELDS = frozenset({"accept-encoding", "accept", "accept-language", "accept-charset"})
+_PARAM_SPACE = re.compile(r"\s*([;=])\s*")
+
+
+def _normalised_value(value: str | None, name: str = "") -> str | None:
     if value is None:
         return None
     value = " ".join(value.split())  # str.split: the common, already-tidy value costs no regex
+    if name in SET_FIELDS:
+        members = {_PARAM_SPACE.sub(r"\1", m.strip().lower()) for m in value.split(",")}
+        return ",".join(sorted(m for m in members if m))
     return _COMMA.sub(",", value) if " ," in value or ", " in value else value
 
 
