@@ -47,6 +47,9 @@ class FillHead:
     storable: bool
     negative: bool = False
     not_stored_reason: str = ""
+    # A revalidation said "not modified": the stored entry was renewed and readers serve
+    # it from the cache (no body comes through this fill).
+    renewed: bool = False
 
 
 class FillFailed(Exception):
