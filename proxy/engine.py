@@ -32,6 +32,7 @@ from mediaedge.policy.freshness import Freshness, classify, current_age, freshne
 from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.armour import deception_armour
 from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
+from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
 from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
@@ -114,6 +115,7 @@ class _Flight:
     # The upstream's 404/410/5xx, head read and body not, held while the database is
     # asked: passed on to the client when the database has no row (policy/fallback.py).
     upstream_answer: UpstreamResponse | None = None
+    revalidating: EntryMeta | None = None  # the expired entry this fetch revalidates (conditional GET / row revision)
 
 
 class Engine:
@@ -208,15 +210,18 @@ class Engine:
             state, age, fresh = self._state_of(entry.meta, now)
             if state == "fresh" and not entry.meta.soft_stale:
                 return self._serve_entry(req, entry, age, fresh, "hit")
+            revalidate = entry.meta if self._revalidatable(entry.meta) else None
             if state in ("fresh", "stale-while-revalidate") or entry.meta.soft_stale and state != "expired":
-                self._start_refresh(req)
+                self._start_refresh(req, revalidate)
                 return self._serve_entry(req, entry, age, fresh, "stale")
             if state == "stale-if-error":
                 stale_fallback = entry
             else:
                 entry.close()
+        else:
+            revalidate = None
         try:
-            return await self._from_fill(req, stale_fallback, now)
+            return await self._from_fill(req, stale_fallback, now, revalidate)
         finally:
             if stale_fallback is not None:
                 stale_fallback.close()
@@ -260,7 +265,8 @@ class Engine:
         return classify(age, fresh, grace=self.config.grace)
 
     # ---------------------------------------------------------------- hits
-    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:
+    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
+                     status_text: str | None = None) -> Reply:
         meta = entry.meta
         ttl = ttl_left(age, fresh)
         if result == "stale" and ttl >= 0:
@@ -273,7 +279,7 @@ class Engine:
             length=meta.size,
             revision=meta.revision or None,
             revision_header=self.config.revision_header,
-            cache_status=cache_status(hit=True, ttl=ttl),
+            cache_status=status_text or cache_status(hit=True, ttl=ttl),
             age=int(age),
             date=HTTP_DATES.text(self.clock()),  # served by us: our clock (Age says how old it is)
             browser_cache_control=self.browser_cache_control,
@@ -355,9 +361,10 @@ class Engine:
         self.hot.drop(meta.target)
 
     # ---------------------------------------------------------------- misses
-    async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+    async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,
+                         revalidate: EntryMeta | None = None) -> Reply:
         try:
-            flight, joined, handle = self._flight_for(req)
+            flight, joined, handle = self._flight_for(req, revalidate=revalidate)
         except _Busy as e:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
@@ -399,6 +406,8 @@ class Engine:
             finally:
                 if not own.consumed:
                     own.close()
+        if head.renewed:
+            return await self._serve_renewed(req, stale, now, head, joined)
         if joined and not complete and self.stats is not None:
             self.stats.coalesced()  # type: ignore[attr-defined]
         # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
@@ -443,7 +452,8 @@ class Engine:
         _, age, fresh = self._state_of(stale.meta, now)
         return self._serve_entry(req, stale, age, fresh, "stale")
 
-    def _flight_for(self, req: MediaRequest, *, alone: bool = False) -> tuple[_Flight, bool, SpoolHandle]:
+    def _flight_for(self, req: MediaRequest, *, alone: bool = False,
+                    revalidate: EntryMeta | None = None) -> tuple[_Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
         Returns the flight, whether it was joined, and this reader's own spool handle
@@ -456,7 +466,7 @@ class Engine:
                     raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
                 return flight, True, flight.fill.open_handle()
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
-        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch)
+        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch, revalidating=revalidate)
         self._running[id(flight)] = flight.epoch
         if not alone and not private:
             self._flights[req.target] = flight
@@ -474,18 +484,21 @@ class Engine:
             return None
         return flight
 
-    def _start_refresh(self, req: MediaRequest) -> None:
-        """stale-while-revalidate / soft purge: one background fetch per target."""
+    def _start_refresh(self, req: MediaRequest, revalidate: EntryMeta | None = None) -> None:
+        """stale-while-revalidate / soft purge: one background fetch per target (a
+        revalidation when `revalidate`, the stored entry, has a validator)."""
         if self._joinable(req.target) is not None:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
-        self._flight_for(bg)[2].close()
+        self._flight_for(bg, revalidate=revalidate)[2].close()
 
     # ---------------------------------------------------------------- the fetch
     async def _run_fill(self, flight: _Flight, req: MediaRequest) -> None:
         fill = flight.fill
         try:
             published = await asyncio.to_thread(self.store.get_published, req.target)
+            if await self._revalidate_db(flight, req):
+                return
             if self.upstream is not None and await self._try_upstream(flight, req, published):
                 return
             await self._from_database(flight, req, published)
@@ -510,12 +523,14 @@ class Engine:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
         try:
-            resp = await self.upstream.get(req.target, req.headers)
+            resp = await self._upstream_get(flight, req)
         except UpstreamError as e:
             self._count_fetch("upstream", "error")
             flight.upstream_failure = str(e)
             flight.upstream_error_kind = e.kind
             return False
+        if resp is None:
+            return True  # not modified: the stored entry was renewed
         if asks_database(resp.status, upstream_failed=False):
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
             flight.upstream_failure = f"upstream answered {resp.status}"
@@ -538,6 +553,107 @@ class Engine:
                 return False
         await self._pump_upstream(flight, req, resp, revision, published)
         return True
+
+    # ---------------------------------------------------------------- revalidation
+    def _revalidatable(self, meta: EntryMeta) -> bool:
+        """May this entry, once expired, be revalidated (mediaedge.policy.revalidate)?"""
+        probe = self.db is not None and meta.source == "db" and \
+            getattr(self.db, "can_probe_revision", lambda _key: False)(self._db_key(meta.target))
+        return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
+                              headers=meta.headers, has_revision_probe=probe).ok
+
+    async def _upstream_get(self, flight: _Flight, req: MediaRequest) -> UpstreamResponse | None:
+        """The upstream's answer for this fetch; None when it was a revalidation the
+        upstream answered 304 and the stored entry was renewed. A 304 that does not
+        answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
+        assert self.upstream is not None
+        stored = flight.revalidating
+        fields = conditional_fields(stored.headers) if stored is not None and stored.source == "upstream" else ()
+        if not fields:
+            return await self.upstream.get(req.target, req.headers)
+        assert stored is not None
+        request_time = self.clock()
+        resp = await self.upstream.get(req.target, req.headers, fields)
+        if resp.status != 304:
+            return resp  # a 200 replaces the entry as any fill does; failures fall back as usual
+        await resp.discard()
+        matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
+        if matches.ok:
+            renewed = replace(stored, headers=updated_headers(stored.headers, resp.headers),
+                              request_time=request_time, response_time=self.clock())
+            if await self._renew(flight, renewed, "upstream"):
+                self._count_fetch("upstream", "notmodified")
+                return None
+        log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
+        return await self.upstream.get(req.target, req.headers)
+
+    async def _revalidate_db(self, flight: _Flight, req: MediaRequest) -> bool:
+        """An expired entry from the database origin: its row's revision is read (not its
+        blob); unchanged → the entry is renewed (True). Else the usual fetch runs."""
+        stored = flight.revalidating
+        if stored is None or stored.source != "db" or self.db is None:
+            return False
+        try:
+            probe = await in_database_thread(self.db.revision_of, self._db_key(req.target))  # type: ignore[union-attr]
+        except OriginError as e:
+            log.info("%s: revalidation with the database failed (%s); fetching", req.target, e)
+            return False
+        if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
+            return False
+        now = self.clock()
+        if not await self._renew(flight, replace(stored, request_time=now, response_time=now), "db"):
+            return False
+        self._count_fetch("db", "notmodified")
+        return True
+
+    async def _renew(self, flight: _Flight, meta: EntryMeta, source: str) -> bool:
+        """Store the renewed metadata and tell the fetch's readers to serve the entry."""
+        self.hot.drop(meta.target)
+        if not await asyncio.to_thread(self._commit_renewal, flight, meta):
+            return False
+        self.hot.drop(meta.target)
+        flight.tags, flight.revision = meta.tags, meta.revision
+        flight.fill.head.set_result(FillHead(meta.status, meta.headers, source, meta.revision, meta.size,
+                                             shareable=True, storable=True, renewed=True))
+        flight.fill.finish()
+        return True
+
+    def _commit_renewal(self, flight: _Flight, meta: EntryMeta) -> bool:
+        """Renew the stored entry unless something overtook the revalidation (worker
+        thread, under `store_lock` as commits are): an invalidation since it began, a
+        newer entry for the target, a published revision other than the entry's."""
+        with self.store_lock:
+            if flight.fill.aborted:
+                return False
+            standing, _ = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
+            if standing is not Verdict.CURRENT:
+                return False
+            pointer = self.store.get_pointer(meta.target)
+            if pointer is None or pointer.revision != meta.key_revision:
+                return False
+            published = self.store.get_published(meta.target)
+            if published is not None and meta.revision != published:
+                return False
+            return self.store.update_meta(meta)
+
+    async def _serve_renewed(self, req: MediaRequest, stale: Entry | None, now: float, head: FillHead,
+                             joined: bool) -> Reply:
+        """A request whose fetch ended in a renewal: the renewed entry, from the cache
+        (a hit, counted in `revalidated`). Gone again already (purged): fetch alone."""
+        found = await self._lookup_async(req)
+        if found.entry is None:
+            alone, _, own = self._flight_for(req, alone=True)
+            try:
+                return await self._reply_from_flight(req, stale, now, alone, False, own)
+            finally:
+                if not own.consumed:
+                    own.close()
+        entry = found.entry
+        _, age, fresh = self._state_of(entry.meta, self.clock())
+        if self.stats is not None and hasattr(self.stats, "revalidated"):
+            self.stats.revalidated()
+        text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
+        return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
 
     async def _pump_upstream(
         self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None,

@@ -51,6 +51,9 @@ class FillHead:
     # An error answer (the upstream's own 5xx after the database had no row): a request
     # holding a stale entry within its grace serves that instead (mediaedge.policy.fallback).
     stale_first: bool = False
+    # A revalidation said "not modified": the stored entry was renewed and readers serve
+    # it from the cache (no body comes through this fill).
+    renewed: bool = False
 
 
 class SpoolHandle:

@@ -89,6 +89,10 @@ class StatsCollector(Collector):
             "mediaedge_coalesced", "Requests that joined an origin fetch already running.", value=snap["coalesced"]
         )
         yield CounterMetricFamily(
+            "mediaedge_revalidated", "Responses served from cache after a 304 revalidation (also hits).",
+            value=snap.get("revalidated", 0),
+        )
+        yield CounterMetricFamily(
             "mediaedge_disk_errors", "Cache disk write failures (responses passed through unstored).",
             value=snap.get("disk_errors", 0),
         )

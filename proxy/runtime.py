@@ -309,6 +309,9 @@ class _NullStats(Stats):
     def coalesced(self) -> None:
         pass
 
+    def revalidated(self) -> None:
+        pass
+
     def denied(self, reason: str) -> None:
         pass
 

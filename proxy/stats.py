@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 RESULTS = ("hit", "stale", "miss", "pass", "error")
 SOURCES = ("cache", "upstream", "db")
 ORIGINS = ("upstream", "db")
-OUTCOMES = ("ok", "notfound", "error")
+OUTCOMES = ("ok", "notmodified", "notfound", "error")  # notmodified: a revalidation renewed the entry
 # Shown (as 0) before the first event so dashboards and graphs have every line.
 INVALIDATION_TYPES = ("publish", "delete", "purge", "soft-purge", "abort")
 # Why a private-media request was refused (docs/private-media.md); each is also an error.
@@ -125,6 +125,7 @@ class Stats:
         self._prefixes = {p: _Counts() for p in self._prefix_names}
         self._origin = {o: dict.fromkeys(OUTCOMES, 0) for o in ORIGINS}
         self._coalesced = 0
+        self._revalidated = 0
         self._disk_errors = 0  # not persisted: a count of this run's disk trouble
         self._not_found = 0  # media answers 404/410, whatever their result; not persisted
         self._invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
@@ -175,6 +176,10 @@ class Stats:
         """A request joined an origin fetch already running for its key."""
         self._coalesced += 1
 
+    def revalidated(self) -> None:
+        """A response served from cache after a 304 revalidation (also recorded as a hit)."""
+        self._revalidated += 1
+
     def denied(self, reason: str) -> None:
         """A refusal by a signed-URL or auth check; its request is recorded as an error too."""
         if reason in self._denied:
@@ -202,6 +207,7 @@ class Stats:
             **totals,
             "origin_fetches": {o: sum(outcomes.values()) for o, outcomes in self._origin.items()},
             "coalesced": self._coalesced,
+            "revalidated": self._revalidated,
             "bytes_served": dict(self._totals.served),
             "entries": entries,
             "cache_bytes": cache_bytes,
@@ -287,6 +293,7 @@ class Stats:
             "prefixes": {p: c.state() for p, c in self._prefixes.items()},
             "origin_fetches": {o: dict(v) for o, v in self._origin.items()},
             "coalesced": self._coalesced,
+            "revalidated": self._revalidated,
             "invalidations": dict(self._invalidations),
             "denied": dict(self._denied),
             "durations": {r: {"counts": list(c), "sum": self._duration_sums[r]} for r, c in self._durations.items()},
@@ -329,6 +336,7 @@ class Stats:
         prefixes = {p: _Counts.from_state(saved_prefixes[p]) if p in saved_prefixes else _Counts() for p in self._prefix_names}
         origin = {o: _counters(data["origin_fetches"].get(o, {}), OUTCOMES) for o in ORIGINS}
         coalesced = _count(data.get("coalesced", 0))
+        revalidated = _count(data.get("revalidated", 0))
         invalidations = dict.fromkeys(INVALIDATION_TYPES, 0)
         invalidations.update((str(k), _count(v)) for k, v in data.get("invalidations", {}).items())
         denied = dict.fromkeys(DENIED_REASONS, 0)
@@ -345,6 +353,7 @@ class Stats:
 
         self._since, self._totals, self._prefixes, self._origin = since, totals, prefixes, origin
         self._coalesced, self._invalidations, self._denied = coalesced, invalidations, denied
+        self._revalidated = revalidated
         self._durations, self._duration_sums, self._missed = durations, sums, missed
         self._history.clear()
         self._history.extend(history)

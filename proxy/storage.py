@@ -24,6 +24,7 @@ import os
 import shutil
 import struct
 import time
+import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
@@ -243,6 +244,9 @@ class CacheStore:
         self.evictions = 0  # entries evicted for room since start
         self.refused = 0  # responses not stored by admission (mediaedge.policy.admission) since start
         self.small_verify_limit = small_verify_limit
+        # A trailer rewritten in place (`update_meta`) must never be read half-written:
+        # file trailers are read and rewritten under this lock (one process per cache).
+        self._trailer_lock = threading.Lock()
         # --cache-size bounds the whole directory: diskcache counts its database and
         # values; SQLite's WAL (capped below), the durable state and stats.json are
         # outside that count, so entries get the limit less a reserve for them.
@@ -342,7 +346,8 @@ class CacheStore:
                 if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
                     raise ValueError("body does not match its recorded length/hash")
                 return Entry(meta, body=body)
-            meta, body_len = _read_file_meta(value)
+            with self._trailer_lock:
+                meta, body_len = _read_file_meta(value)
             if body_len != meta.size:
                 raise ValueError(f"length {body_len} != recorded {meta.size}")
             if meta.size <= self.small_verify_limit:
@@ -380,6 +385,47 @@ class CacheStore:
             self._cache.set(key, _Adopt(temp_path, size), tag=_tag_field(meta.tags))
         return self._cull()
 
+    def update_meta(self, meta: EntryMeta) -> bool:
+        """Replace a stored response's metadata, keeping its body where it is (revalidation).
+
+        The entry must still be the one `meta` describes (same SHA-256); False when it is
+        gone or was replaced. A large entry's trailer is rewritten in place: the body bytes
+        are never read or copied, and readers with the file open keep reading them. A small
+        (inline) entry is one SQLite value, rewritten whole."""
+        key = entry_key(meta.target, meta.key_revision, meta.vary_values)
+        try:
+            value = self._cache.get(key, read=True)
+        except (KeyError, OSError):
+            return False
+        if value is None:
+            return False
+        try:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                old, body = _split_inline(bytes(value))
+                if old.sha256 != meta.sha256 or old.size != meta.size:
+                    return False
+                self._cache.set(key, body + encode_trailer(meta), tag=_tag_field(meta.tags))
+                return True
+            path = value.name
+            value.close()
+            trailer = encode_trailer(meta)
+            with self._trailer_lock, open(path, "r+b") as f:
+                old, body_len = _read_file_meta(f)
+                if old.sha256 != meta.sha256 or body_len != meta.size:
+                    return False
+                f.seek(body_len)
+                f.write(trailer)
+                f.truncate()
+                size = f.tell()
+            self._cache._sql("UPDATE Cache SET size = ? WHERE key = ? AND raw = 1", (size, key))  # noqa: SLF001
+            return True
+        except (ValueError, OSError, struct.error) as e:
+            log.warning("could not renew cache entry %r: %s", key, e)
+            return False
+        finally:
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                value.close()
+
     def mark_soft_stale(self, target: str) -> int:
         """Soft purge: rewrite each stored variant's metadata with soft_stale set."""
         n = 0
@@ -402,7 +448,8 @@ class CacheStore:
                 self._cache.set(key, body + encode_trailer(replace(meta, soft_stale=True)),
                                 tag=_tag_field(meta.tags))
                 return 1
-            meta, body_len = _read_file_meta(value)
+            with self._trailer_lock:
+                meta, body_len = _read_file_meta(value)
             if meta.soft_stale:
                 return 0
             tmp = self.new_temp_path()

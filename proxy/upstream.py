@@ -134,11 +134,15 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self._client = stateless_client(timeout=timeout)
 
-    async def get(self, target: str, request_headers: Headers) -> UpstreamResponse:
-        """GET the whole object (no Range, no conditionals) with the client's other headers."""
+    async def get(self, target: str, request_headers: Headers,
+                  conditional: tuple[tuple[str, str], ...] = ()) -> UpstreamResponse:
+        """GET the whole object (no Range; no conditionals of the client's) with the client's
+        other headers. `conditional`: the edge's own validators when it revalidates an
+        expired entry (mediaedge.policy.revalidate)."""
         try:
-            request = self._client.build_request("GET", self.base_url + target,
-                                                 headers=upstream_request_headers(request_headers))
+            fields = upstream_request_headers(request_headers)
+            fields += [(k.lower().encode("ascii"), v.encode("latin-1")) for k, v in conditional]
+            request = self._client.build_request("GET", self.base_url + target, headers=fields)
             response = await self._client.send(request, stream=True)
         except (httpx.HTTPError, OSError, ValueError) as e:
             raise _map_error(e) from e

@@ -78,6 +78,10 @@ class Route:
     seed: int = 0  # which synthetic body
     date: bool = True  # send the server's Date (and Server) field, as http.server does by default
     fields: list[tuple[str, str]] = field(default_factory=list)  # sent after `headers`, repeats allowed
+    # Answer a conditional GET whose If-None-Match names the route's ETag (else whose
+    # If-Modified-Since is not before its Last-Modified) with a 304 carrying the route's
+    # current headers and no body, as an app server or nginx does.
+    not_modified: bool = False
 
 
 def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
@@ -102,6 +106,27 @@ def synthetic_sha(size: int, seed: int = 0) -> str:
     return h.hexdigest()
 
 
+def _unmodified(route_headers: dict[str, str], request_headers: object) -> bool:
+    """RFC 9110 13.1.2/13.1.3 as a simple origin applies them (weak comparison for tags)."""
+    from email.utils import parsedate_to_datetime
+
+    fields = {k.lower(): v for k, v in route_headers.items()}
+    inm = request_headers.get("If-None-Match")  # type: ignore[attr-defined]
+    if inm is not None:
+        etag = fields.get("etag")
+        if etag is None:
+            return False
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or etag.removeprefix("W/") in tags
+    ims = request_headers.get("If-Modified-Since")  # type: ignore[attr-defined]
+    if ims is not None and "last-modified" in fields:
+        try:
+            return parsedate_to_datetime(fields["last-modified"]) <= parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
 class Upstream:
     """A real HTTP/1.1 app server on loopback with scripted routes and request counts."""
 
@@ -116,6 +141,8 @@ class Upstream:
         # Emulates apps that route by a header (IIS URL Rewrite, old Symfony): when a request
         # carries one of these, the route is looked up by its value instead of the path.
         self.path_override_headers: tuple[str, ...] = ()
+        self.not_modified: Counter[str] = Counter()  # 304s answered, per path
+        self.body_bytes: Counter[str] = Counter()  # response body bytes sent, per path
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -146,6 +173,14 @@ class Upstream:
                     return
                 if route.delay:
                     time.sleep(route.delay)
+                if route.not_modified and self.command in ("GET", "HEAD") and _unmodified(route.headers, self.headers):
+                    outer.not_modified[self.path] += 1
+                    self.send_response(304)
+                    for k, v in route.headers.items():
+                        if k.lower() != "content-length":
+                            self.send_header(k, v)
+                    self.end_headers()
+                    return
                 body = route.body() if callable(route.body) else route.body
                 if route.reflect:
                     body = body + b"".join(
@@ -179,6 +214,7 @@ class Upstream:
                             n = min(n, route.hold_at - pos)
                         chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n, route.seed)
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
+                        outer.body_bytes[self.path] += len(chunk)
                         pos += n
                         if route.chunk_delay:
                             time.sleep(route.chunk_delay)

@@ -58,7 +58,7 @@ def test_values_match_the_stats():
         (("result", "pass"),): 1, (("result", "error"),): 1,
     }
     fetches = samples(f["mediaedge_origin_fetches"], "mediaedge_origin_fetches_total")
-    assert len(fetches) == 6
+    assert len(fetches) == 8  # 2 origins x ok|notmodified|notfound|error
     assert fetches[(("origin", "db"), ("outcome", "ok"))] == 1
     assert fetches[(("origin", "db"), ("outcome", "notfound"))] == 1
     assert fetches[(("origin", "upstream"), ("outcome", "error"))] == 1

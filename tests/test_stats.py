@@ -64,6 +64,7 @@ def test_scripted_run_reconciles_exactly():
         stats.origin_fetch(origin, outcome)
     stats.coalesced()
     stats.coalesced()
+    stats.revalidated()
     stats.invalidation("publish")
     stats.invalidation("purge", 3)
     s = snap(stats, invalidation_seq=42)
@@ -74,9 +75,10 @@ def test_scripted_run_reconciles_exactly():
     assert s["bytes_served"] == {"cache": 2550, "upstream": 750, "db": 9007}
     assert s["byte_hit_ratio"] == 2550 / (2550 + 750 + 9007)
     assert s["origin_fetches"] == {"upstream": 4, "db": 5}
-    assert s["origin_fetch_outcomes"] == {"upstream": {"ok": 3, "notfound": 0, "error": 1},
-                                          "db": {"ok": 4, "notfound": 1, "error": 0}}
+    assert s["origin_fetch_outcomes"] == {"upstream": {"ok": 3, "notmodified": 0, "notfound": 0, "error": 1},
+                                          "db": {"ok": 4, "notmodified": 0, "notfound": 1, "error": 0}}
     assert s["coalesced"] == 2
+    assert s["revalidated"] == 1
     assert s["invalidations"] == 4
     assert s["invalidations_by_type"] == {"publish": 1, "delete": 0, "purge": 3, "soft-purge": 0, "abort": 0}
     assert (s["entries"], s["cache_bytes"], s["cache_size"], s["invalidation_seq"]) == (3, 9000, 1 << 20, 42)
@@ -86,7 +88,7 @@ def test_scripted_run_reconciles_exactly():
 
 def test_contract_keys_and_types():
     s = snap(Stats(clock=Clock()))
-    for key in ("requests", "hits", "misses", "stale", "passes", "errors", "coalesced", "entries",
+    for key in ("requests", "hits", "misses", "stale", "passes", "errors", "coalesced", "revalidated", "entries",
                 "cache_bytes", "invalidations"):
         assert type(s[key]) is int, key
     assert s["hit_ratio"] == 0.0 and s["byte_hit_ratio"] == 0.0  # 0 when none, not NaN or None
@@ -236,7 +238,9 @@ def test_save_and_restore_round_trip(tmp_path):
     stats = Stats(clock=clock, prefixes=PREFIXES)
     replay(stats)
     stats.origin_fetch("db", "ok")
+    stats.origin_fetch("upstream", "notmodified")
     stats.coalesced()
+    stats.revalidated()
     stats.invalidation("soft-purge", 2)
     stats.invalidation("custom", 1)
     clock.t += 5

@@ -206,3 +206,44 @@ def test_cull_moves_frequent_tail_entries_to_the_head(tmp_path):
     oldest = s._cache._sql("SELECT key FROM Cache ORDER BY store_time LIMIT 1").fetchone()[0]
     assert "/media/old.bin" not in oldest
     s.close()
+@pytest.mark.parametrize("size", [10, 40_000, 2_000_000], ids=["inline", "file", "large-file"])
+def test_update_meta_rewrites_only_the_trailer(store, size):
+    """Revalidation renews an entry's metadata; a large body stays in its file, untouched
+    (same inode), and readers that had it open keep reading the same bytes."""
+    from dataclasses import replace
+
+    body = os.urandom(size)
+    m = put(store, "/media/a.jpg", body)
+    before = store.open_entry("/media/a.jpg", "r1", ())
+    path = before.file.name if before.file is not None else None
+    inode = os.stat(path).st_ino if path else None
+    renewed = replace(m, headers=Headers([("Content-Type", "x/y"), ("Cache-Control", "max-age=600"),
+                                          ("X-Custom", "v" * 3000)]), request_time=50.0, response_time=51.0)
+    volume = store.volume()
+    assert store.update_meta(renewed) is True
+    after = store.open_entry("/media/a.jpg", "r1", ())
+    assert after is not None and after.meta == renewed
+    got = after.body if after.body is not None else after.file.read(m.size)
+    after.close()
+    assert got == body
+    if path:
+        assert os.stat(path).st_ino == inode  # the same file: rewritten in place, never copied
+        assert before.file.read(m.size) == body  # an open reader is unaffected
+        assert store.volume() > volume  # the longer trailer is accounted
+    before.close()
+    # smaller again: the file is truncated to the new trailer
+    assert store.update_meta(m) is True
+    again = store.open_entry("/media/a.jpg", "r1", ())
+    assert again is not None and again.meta == m
+    again.close()
+
+
+def test_update_meta_refuses_another_body(store):
+    from dataclasses import replace
+
+    m = put(store, "/media/a.jpg", os.urandom(40_000))
+    assert store.update_meta(replace(m, sha256="0" * 64)) is False  # replaced meanwhile: not ours
+    assert store.update_meta(replace(m, target="/media/gone.jpg")) is False
+    e = store.open_entry("/media/a.jpg", "r1", ())
+    assert e is not None and e.meta == m
+    e.close()

@@ -70,6 +70,15 @@ class DbObject:
     locator: tuple[Any, ...]  # (key, stamp): how read() finds this version of the row
 
 
+@dataclass(frozen=True)
+class RevisionProbe:
+    """What revalidating a database entry learns: is there a row, and its revision
+    (None: the row exists but its revision cannot be read without its body)."""
+
+    found: bool
+    revision: str | None
+
+
 def whole_seconds(timeout: float) -> int:
     """A timeout for settings that take whole seconds (at least 1): rounded up, never shorter."""
     return max(1, math.ceil(timeout))
@@ -703,6 +712,32 @@ class DatabaseOrigin:
         return found
 
     meta = lookup
+
+    def can_probe_revision(self, path: str) -> bool:
+        """Every profile of this origin knows a row's revision without reading its blob."""
+        return True
+
+    def revision_of(self, path: str) -> RevisionProbe:
+        """The revision of the row serving `path`, its blob unread (revalidation).
+
+        Native rows: the `revision` column alone. Magento rows: their revision is made
+        of upload time, id and length, which the (blob-free) lookup reads."""
+        if not self._table.native:
+            obj = self.lookup(path)
+            return RevisionProbe(obj is not None, obj.revision if obj is not None else None)
+        rel = relative_media_path(path, self._prefixes)
+        try:
+            too_long = len(path.encode("utf-8")) > MAX_PATH_BYTES
+        except UnicodeEncodeError:
+            return RevisionProbe(False, None)
+        if rel is None or too_long:
+            return RevisionProbe(False, None)
+        sql = self._lookup_sql("SELECT path, revision FROM media_files WHERE path = ?")
+        row = self._call(lambda conn: self._bounded(
+            conn, lambda: _fetchone(conn, sql, (self._drv.path_param(path),))))
+        if row is None or _text(row[0]) != path:
+            return RevisionProbe(False, None)
+        return RevisionProbe(True, _text(row[1]))
 
     def read(self, obj: DbObject, start: int = 0, end: int | None = None,
              chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -40,7 +40,7 @@ from urllib.parse import unquote, unquote_plus
 
 from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, DatabaseError, _mysql_packet_header
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins.db import DbObject, OriginError, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
+from mediaedge.origins.db import DbObject, OriginError, RevisionProbe, RowChanged, _close_quietly, _first_line, _Pool, _text, to_unix
 
 ENCODINGS = ("raw", "base64", "hex")
 ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
@@ -673,6 +673,33 @@ class SqlRouteOrigin:
         return self._object(target, route, params, rows)
 
     meta = lookup
+
+    def can_probe_revision(self, target: str) -> bool:
+        """Only a route with a `revision` column can say whether a row changed without
+        reading its body; entries of other routes are fetched again."""
+        found = first_route(self.routes, target)
+        return found is not None and found[0].revision is not None
+
+    def revision_of(self, target: str) -> RevisionProbe:
+        """The route's query re-run for its revision column only (and `verify`, to skip
+        case-folded near misses): the body column is neither selected nor measured."""
+        found = first_route(self.routes, target)
+        if found is None:
+            return RevisionProbe(False, None)
+        route, params = found
+        if route.revision is None:
+            return RevisionProbe(True, None)
+        cols = tuple(dict.fromkeys(c for c in (route.revision, route.verify) if c))
+        sql = self._drv.wrap(route.statement, ", ".join(f"q.{c}" for c in cols))
+        values = tuple(params[p] for p in route.statement.params)
+        rows = self._call(lambda conn: list(self._drv.execute(conn, sql, values, self.timeout).fetchall()))
+        for row in rows:
+            named = dict(zip(cols, row))
+            if route.verify and _text(named[route.verify]) != params.get(route.verify):
+                continue
+            value = named[route.revision]
+            return RevisionProbe(True, None if value is None else str(_text(value)))
+        return RevisionProbe(False, None)
 
     def read(self, obj: DbObject, start: int = 0, end: int | None = None,
              chunk_size: int = 1 << 20) -> Iterator[bytes]:
