@@ -188,3 +188,86 @@ def test_a_200_mb_sqlite_row_streams_through_the_edge_in_bounded_memory(tmp_path
             assert growth < 100, (kind, growth)
     finally:
         edge.stop()
+
+
+# --- the CMS table locked by another session ----------------------------------------------------
+
+
+class TableLock:
+    """Another client holding an exclusive lock on a table until `release()`: PostgreSQL
+    ACCESS EXCLUSIVE in an open transaction, MariaDB LOCK TABLES ... WRITE, SQLite BEGIN
+    EXCLUSIVE with an uncommitted write."""
+
+    def __init__(self, tables: Tables, table: str) -> None:
+        self.dialect = tables.dialect
+        if self.dialect == "sqlite":
+            import sqlite3
+
+            self.conn = sqlite3.connect(tables.url.removeprefix("sqlite:///"), isolation_level=None)
+            self.conn.execute("BEGIN EXCLUSIVE")
+            self.conn.execute(f"UPDATE {table} SET rev = 'uncommitted'")
+            return
+        from mediaedge.dbapi import Database
+
+        self.conn = Database(tables.url).connect()
+        cur = self.conn.cursor()
+        if self.dialect == "postgresql":
+            cur.execute("BEGIN")
+            cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        else:
+            cur.execute(f"LOCK TABLES {table} WRITE")
+
+    def release(self) -> None:
+        if self.dialect == "mysql":
+            self.conn.cursor().execute("UNLOCK TABLES")
+        self.conn.rollback()
+        self.conn.close()
+
+
+def test_a_locked_cms_table_gives_stale_or_503_within_the_db_timeout_and_hits_go_on(tmp_path, tables):
+    """While another client holds the route's table locked, a miss waits at most --db-timeout
+    (then the stale entry within grace, or a 503), hits are served as before, and once the
+    lock is released the next request is answered from the table. SQLite databases are
+    opened in WAL mode, where readers never wait for a writer: nothing waits at all."""
+    import time
+
+    from tests.edge import wait_until
+
+    for name in ("old.jpg", "hit.jpg", "new.jpg"):
+        tables.plain(name, name.encode() * 100, "r1")
+    config = _config(tmp_path, tables.dialect, PLAIN_ROUTE)
+    e = Edge(str(tmp_path), origin_db=tables.url,
+             args=["--origin-profile", "sql", "--config", config, "--db-timeout", "1", "--default-ttl", "4"]).start()
+    lock = None
+    try:
+        stored = time.time()
+        assert e.get("/media/old.jpg").status_code == 200
+        wait_until(lambda: time.time() > stored + 4.3, timeout=8, what="old.jpg to expire")
+        assert e.get("/media/hit.jpg").status_code == 200  # fresh for 4 s
+        lock = TableLock(tables, "media")
+        timings = {}
+        for name in ("hit.jpg", "old.jpg", "new.jpg", "hit.jpg"):
+            t0 = time.monotonic()
+            r = e.get(f"/media/{name}")
+            took = timings[name] = time.monotonic() - t0
+            status = r.headers.get("Cache-Status", "")
+            print(f"\n{tables.dialect}, table locked, --db-timeout 1: {name} {r.status_code} {status!r} {took:.2f} s")
+            if name == "hit.jpg":
+                assert r.status_code == 200 and "hit" in status and took < 0.5, (status, took)
+            elif tables.dialect == "sqlite":
+                assert r.status_code == 200 and r.content == name.encode() * 100 and took < 0.9, (status, took)
+            elif name == "old.jpg":
+                assert r.status_code == 200 and r.content == name.encode() * 100, (r.status_code, status)
+                assert status.startswith("mediaedge; hit; ttl=-"), status
+                assert 0.9 <= took < 1.9, took
+            else:
+                assert r.status_code == 503 and b"--db-timeout (1 s)" in r.content, (r.status_code, r.content)
+                assert 0.9 <= took < 1.9, took
+        lock.release()
+        lock = None
+        r = e.get("/media/new.jpg")
+        assert r.status_code == 200 and r.content == b"new.jpg" * 100
+    finally:
+        if lock is not None:
+            lock.release()
+        e.stop()

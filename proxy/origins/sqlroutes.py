@@ -1050,8 +1050,11 @@ class SqlRouteOrigin:
             try:
                 result = fn(conn)
             except BaseException as e:
+                # Asked before the connection is closed (closed looks like gone); a timeout
+                # is never retried: it would double the wait for an answer that is not coming.
+                retry = not (fresh or attempt or self._drv.is_timeout(e)) and self._drv.is_disconnect(conn, e)
                 self._pool.put(conn, False)
-                if fresh or attempt or not self._drv.is_disconnect(conn, e):
+                if not retry:
                     with self._translated():
                         raise
                 continue
