@@ -106,9 +106,19 @@ def _serve_fails(tmp_path, db_url: str, config_text: str) -> str:
     (PLAIN_ROUTE.replace(":path", ":path; DELETE FROM media"), ["sql_route #2", "only one statement"]),
     (PLAIN_ROUTE.replace(":path", ":path FOR UPDATE"), ["sql_route #2", "FOR UPDATE"]),
 ])
-def test_serve_refuses_a_route_that_does_not_compile(tmp_path, tables, route, expected):
-    line = _serve_fails(tmp_path, tables.url, route_for(tables.dialect, SITECORE_ROUTE + route))
+def test_serve_and_check_refuse_a_route_that_does_not_compile(tmp_path, tables, route, expected):
+    config_text = route_for(tables.dialect, SITECORE_ROUTE + route)
+    line = _serve_fails(tmp_path, tables.url, config_text)
     assert all(part in line for part in expected), line
+    # `mediaedge check`: the same problem on one line naming the route (a config error on
+    # stderr, a query the database refuses as that route's line on stdout), exit non-zero
+    p = subprocess.run([sys.executable, "-m", "mediaedge", "check", "--cache-dir", str(tmp_path / "c"),
+                        "--cache-size", "64MiB", "--origin-db", tables.url, "--origin-profile", "sql",
+                        "--config", str(tmp_path / "bad.toml")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+    named = [ln for ln in (p.stdout + p.stderr).splitlines() if "sql_route #2" in ln]
+    assert len(named) == 1 and all(part in named[0] for part in expected), (p.stdout, p.stderr)
+    assert not named[0].endswith(": ok")
 
 
 # --- a 200 MB row from SQLite through the edge: memory bounded (full tier) -------------------------
@@ -270,4 +280,38 @@ def test_a_locked_cms_table_gives_stale_or_503_within_the_db_timeout_and_hits_go
     finally:
         if lock is not None:
             lock.release()
+        e.stop()
+
+
+# --- the Django route against a real django-db-file-storage site -----------------------------------
+
+
+def test_the_django_route_serves_what_a_real_django_db_file_storage_site_serves(tmp_path, origin_url):
+    """docs/origins.md's Django route, checked against the package itself: a tiny Django site
+    (tests/djangosite) saves a file through a FileField on DatabaseFileStorage; the URL the
+    storage gives (download/) and its get/ twin, served by the edge from the same table, are
+    the bytes and type the package's own views answer."""
+    import json
+
+    from mediaedge.dbapi import Database
+
+    data = os.urandom(300_001)
+    upload = tmp_path / "photo.bin"
+    upload.write_bytes(data)
+    p = subprocess.run([sys.executable, "-m", "tests.djangosite", origin_url, str(upload), "Ferienfoto März.jpg",
+                        "image/jpeg"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    site = json.loads(p.stdout.splitlines()[-1])
+    assert site["url"].startswith("/files/download/?name=console.ConsolePicture%2Fbytes%2F"), site["url"]
+    assert site["get"]["sha256"] == site["download"]["sha256"] == sha(data)
+    config = _config(tmp_path, Database(origin_url).dialect, DJANGO_ROUTE)
+    e = Edge(str(tmp_path), origin_db=origin_url,
+             args=["--origin-profile", "sql", "--config", config, *PREFIXES]).start()
+    try:
+        for url in (site["url"], site["url"].replace("/files/download/", "/files/get/")):
+            r = e.get(url)
+            assert r.status_code == 200, (url, r.status_code, r.text[:200])
+            assert sha(r.content) == site["get"]["sha256"]
+            assert r.headers["Content-Type"] == site["get"]["content_type"]
+    finally:
         e.stop()
