@@ -1,6 +1,7 @@
 """The sql profile measured: large bodies streamed from each database, and small misses.
 
     python -m bench.sqlorigin [--size-mb 200] [--databases sqlite,postgres,mariadb] [--misses 200]
+                              [--parts stream,miss,lock] [--lock-seconds 30] [--db-timeout 10]
 
 For each database (real servers, started like the tests start them: tests/dbservers.py)
 it stores one random row of SIZE MB in a binary column and the same bytes as base64 text
@@ -10,6 +11,13 @@ body and the edge's peak RSS (VmHWM) against its RSS before the request. Objects
 --max-object-size pass through unstored, so only the database read and the proxy are
 measured. Then the miss latency of 10 KB rows: the same `media_files` rows served by the
 native profile and by an sql route over that table, each request a distinct path.
+
+`lock`: another client holds the route's table locked for --lock-seconds (PostgreSQL
+LOCK TABLE ... IN ACCESS EXCLUSIVE MODE in an open transaction, MariaDB LOCK TABLES
+... WRITE, SQLite BEGIN EXCLUSIVE with an uncommitted write) while, every second, a
+request for a fresh entry (hit), one for an expired entry (stale within grace, or not)
+and one for a row never fetched (miss) go out, each on its own thread; reported: the
+statuses and the slowest answer of each kind, and the first miss after the release.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -130,12 +139,110 @@ def misses(edge: Edge, paths: list[str]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(lat) * 1000, 2), "p90_ms": round(lat[int(len(lat) * 0.9)] * 1000, 2)}
 
 
-def run_database(kind: str, url: str, body: bytes, n_misses: int, work: str) -> dict[str, Any]:
-    populate(url, body)
-    small = put_small(url, 2 * n_misses)
+class Lock:
+    """Another client holding `table` exclusively until release()."""
+
+    def __init__(self, url: str, table: str) -> None:
+        db = Database(url)
+        self.dialect = db.dialect
+        self.conn = db.connect()
+        if self.dialect == "sqlite":
+            self.conn.isolation_level = None
+            self.conn.execute("BEGIN EXCLUSIVE")
+            self.conn.execute(f"UPDATE {table} SET revision = revision || 'x'")
+        elif self.dialect == "postgresql":
+            self.conn.execute("BEGIN")
+            self.conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        else:
+            self.conn.cursor().execute(f"LOCK TABLES {table} WRITE")
+
+    def release(self) -> None:
+        if self.dialect == "mysql":
+            self.conn.cursor().execute("UNLOCK TABLES")
+        self.conn.rollback()
+        self.conn.close()
+
+
+def locked(url: str, config: str, paths: list[str], seconds: float, db_timeout: float, work: str) -> dict[str, Any]:
+    """Requests while the table is locked: see the module's docstring. 40 s TTL: entries
+    stored before a 40 s wait are expired (stale), those stored just before the lock fresh."""
+    ttl = seconds + 10
+    expired, fresh, never = paths[:3], paths[3:6], paths[6:]
+    edge = Edge(tempfile.mkdtemp(dir=work), origin_db=url,
+                args=["--origin-profile", "sql", "--config", config, "--db-timeout", f"{db_timeout:g}",
+                      "--default-ttl", f"{ttl:g}"]).start()
+    results: dict[str, list[tuple[float, int, str]]] = {"hit": [], "stale": [], "miss": []}
+    guard = threading.Lock()
+
+    def get(kind: str, path: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            r = requests.get(f"{edge.url}{path}", timeout=seconds + 60)
+            status, cache = r.status_code, r.headers.get("Cache-Status", "")
+        except requests.RequestException as e:
+            status, cache = 0, type(e).__name__
+        with guard:
+            results[kind].append((time.perf_counter() - t0, status, cache))
+
+    try:
+        for path in expired:
+            get("stale", path)
+        time.sleep(ttl + 0.5)  # the first three expire
+        for path in fresh:
+            get("hit", path)
+        for kind in results:
+            results[kind].clear()
+        lock = Lock(url, "media_files")
+        threads = []
+        t0 = time.monotonic()
+        try:
+            for i in range(int(seconds)):
+                for kind, path in (("hit", fresh[i % 3]), ("stale", expired[i % 3]), ("miss", never[i])):
+                    t = threading.Thread(target=get, args=(kind, path))
+                    t.start()
+                    threads.append(t)
+                time.sleep(max(0.0, t0 + i + 1 - time.monotonic()))
+        finally:
+            lock.release()
+        released = time.monotonic()
+        get("miss", never[int(seconds)])
+        after = results["miss"].pop()
+        for t in threads:
+            t.join()
+        report: dict[str, Any] = {"locked_s": round(released - t0, 1), "db_timeout_s": db_timeout}
+        for kind, rows in results.items():
+            statuses: dict[str, int] = {}
+            for _, status, cache in rows:
+                key = f"{status} {'stale' if 'ttl=-' in cache else 'hit' if '; hit' in cache else 'fetch'}"
+                statuses[key] = statuses.get(key, 0) + 1
+            lat = sorted(r[0] for r in rows)
+            report[kind] = {"statuses": statuses, "median_s": round(statistics.median(lat), 2),
+                            "max_s": round(lat[-1], 2)}
+        report["first_miss_after_release"] = {"status": after[1], "seconds": round(after[0], 3)}
+        return report
+    finally:
+        edge.stop()
+
+
+def run_database(kind: str, url: str, body: bytes, n_misses: int, work: str, parts: set[str],
+                 lock_seconds: float, db_timeout: float) -> dict[str, Any]:
+    populate(url, body)  # the routes' tables (empty rows when not streaming)
+    small = put_small(url, max(2 * n_misses, int(lock_seconds) + 10))
     config = os.path.join(work, f"{kind}.toml")
     with open(config, "w") as f:
         f.write(ROUTES)
+    result: dict[str, Any] = {}
+    if "lock" in parts:
+        result["locked_table"] = locked(url, config, small[-int(lock_seconds) - 8:], lock_seconds, db_timeout, work)
+        print(json.dumps({kind: result["locked_table"]}), flush=True)
+    if "stream" in parts:
+        result.update(streams(kind, url, body, config, work))
+    if "miss" in parts:
+        result.update(miss_latency(url, config, small, n_misses, work))
+    return result
+
+
+def streams(kind: str, url: str, body: bytes, config: str, work: str) -> dict[str, Any]:
     digest = hashlib.sha256(body).hexdigest()
     result: dict[str, Any] = {}
     for name, path in (("raw", "/media/raw/a"), ("base64", "/media/b64/a")):
@@ -145,6 +252,12 @@ def run_database(kind: str, url: str, body: bytes, n_misses: int, work: str) -> 
             result[name] = stream(edge, path, digest)
         finally:
             edge.stop()
+        print(json.dumps({kind: {name: result[name]}}), flush=True)
+    return result
+
+
+def miss_latency(url: str, config: str, small: list[str], n_misses: int, work: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for profile, paths, args in (("native", small[:n_misses], []),
                                  ("sql", small[n_misses:], ["--origin-profile", "sql", "--config", config])):
         edge = Edge(tempfile.mkdtemp(dir=work), origin_db=url, args=args).start()
@@ -161,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-mb", type=int, default=200)
     p.add_argument("--databases", default="sqlite,postgres,mariadb")
     p.add_argument("--misses", type=int, default=200)
+    p.add_argument("--parts", default="stream,miss,lock", help="which measurements (default: all)")
+    p.add_argument("--lock-seconds", type=float, default=30)
+    p.add_argument("--db-timeout", type=float, default=10, help="the edge's --db-timeout for `lock` (10: the default)")
     args = p.parse_args(argv)
-    body = os.urandom(args.size_mb * 1_000_000)
+    parts = set(args.parts.split(","))
+    body = os.urandom(args.size_mb * 1_000_000) if "stream" in parts else b""
     report: dict[str, Any] = {"size_bytes": len(body)}
     with tempfile.TemporaryDirectory(prefix="sqlorigin-") as work:
         for kind in args.databases.split(","):
@@ -173,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                 server = (dbservers.PostgresServer if kind == "postgres" else dbservers.MariaDbServer)().start()
                 url = server.create_database()
             try:
-                report[kind] = run_database(kind, url, body, args.misses, work)
+                report[kind] = run_database(kind, url, body, args.misses, work, parts, args.lock_seconds,
+                                            args.db_timeout)
             finally:
                 if server is not None:
                     server.stop()
