@@ -28,7 +28,8 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 
-from mediaedge.config import OPTIONS, ConfigError, Settings, admin_token_problem, load_settings
+from mediaedge.errors import ConfigError, TargetError
+from mediaedge.config import OPTIONS, Settings, admin_token_problem, load_settings
 from mediaedge import http1guard
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.headers import Headers
@@ -39,7 +40,7 @@ from mediaedge.policy.fields import has_control_characters, target_has_control_c
 from mediaedge.policy.hop import connection_options
 from mediaedge.policy.purge import ALLOW, purge_decision
 from mediaedge.policy.signing import Denied, verify
-from mediaedge.policy.target import TargetError, is_media, looks_media, normalize_target
+from mediaedge.policy.target import is_media, looks_media, normalize_target
 from mediaedge.respond import HTTP_DATES, wire_pairs
 from mediaedge.runtime import Runtime
 from mediaedge.webhook import PurgeEvent

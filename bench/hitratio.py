@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections import OrderedDict, deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from mediaedge.policy.admission import TAIL_SAMPLE, FrequencySketch, Resident, admit, plan_cull
 

@@ -36,8 +36,9 @@ from typing import TypeVar
 
 import h11
 
+from mediaedge.errors import WebhookError
 from mediaedge.shutdown import close_server
-from mediaedge.webhook import MAX_BODY, WebhookError
+from mediaedge.webhook import MAX_BODY
 
 log = logging.getLogger("mediaedge.admin")
 

@@ -20,8 +20,9 @@ import tempfile
 from collections.abc import Callable
 from typing import TextIO
 
+from mediaedge.errors import DatabaseError, OriginError
 from mediaedge.config import Settings, format_size
-from mediaedge.dbapi import DatabaseError, parse_db_url
+from mediaedge.dbapi import parse_db_url
 
 Check = tuple[str, Callable[[], str | None]]
 
@@ -33,7 +34,6 @@ def origin_checks(s: Settings) -> list[Check]:
     url = parse_db_url(s.origin_db).redacted()
     if s.origin_profile != "sql":
         return [(f"origin database {url} ({s.origin_profile})", lambda: _native_origin(s))]
-    from mediaedge.origins.db import OriginError
     from mediaedge.origins.sqlroutes import SqlRouteOrigin
 
     try:
@@ -49,8 +49,9 @@ def origin_checks(s: Settings) -> list[Check]:
 
 
 def _native_origin(s: Settings) -> str | None:
-    from mediaedge.origins.db import DatabaseOrigin, OriginError
+    from mediaedge.origins.db import DatabaseOrigin
 
+    assert s.origin_db is not None  # asked only when there is a database origin
     try:
         DatabaseOrigin(s.origin_db, s.origin_profile, media_prefixes=s.media_prefixes,
                        create=s.origin_profile == "native", connect_timeout=s.db_timeout).close()

@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from mediaedge.errors import MediaedgeError
+from mediaedge.errors import ConfigError, MediaedgeError
 from mediaedge.config import (
     OPTIONS,
-    ConfigError,
     admin_token_problem,
     Settings,
     check_prefix,

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from mediaedge.dbapi import DatabaseError, parse_db_url
+from mediaedge.dbapi import parse_db_url
 from mediaedge.origins.sqlroutes import SqlRoute, parse_sql_routes
 from mediaedge.policy.signing import SigningKey, parse_signing_key
-from mediaedge.errors import ConfigError
+from mediaedge.errors import ConfigError, DatabaseError
 
 ENV_PREFIX = "MEDIAEDGE_"
 CONFIG_ENV = "MEDIAEDGE_CONFIG"

@@ -18,14 +18,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from mediaedge.errors import FillFailed, OriginError, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from mediaedge.epochs import Epochs, Verdict
-from mediaedge.fill import Fill, FillFailed, FillHead, SpoolHandle
+from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntries, HotEntry
 from mediaedge.origins.contenttype import guess_content_type
 from mediaedge.origins import MediaDatabase
-from mediaedge.origins.db import DbObject, OriginError
+from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
@@ -39,7 +40,7 @@ from mediaedge.pools import in_database_thread
 from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
 from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
 from mediaedge.streamserver import FileBody, Job
-from mediaedge.upstream import Upstream, UpstreamError, UpstreamResponse
+from mediaedge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("mediaedge.engine")
 
@@ -558,7 +559,7 @@ class Engine:
     def _revalidatable(self, meta: EntryMeta) -> bool:
         """May this entry, once expired, be revalidated (mediaedge.policy.revalidate)?"""
         probe = self.db is not None and meta.source == "db" and \
-            getattr(self.db, "can_probe_revision", lambda _key: False)(self._db_key(meta.target))
+            self.db.can_probe_revision(self._db_key(meta.target))
         return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
                               headers=meta.headers, has_revision_probe=probe).ok
 
@@ -594,7 +595,7 @@ class Engine:
         if stored is None or stored.source != "db" or self.db is None:
             return False
         try:
-            probe = await in_database_thread(self.db.revision_of, self._db_key(req.target))  # type: ignore[union-attr]
+            probe = await in_database_thread(self.db.revision_of, self._db_key(req.target))
         except OriginError as e:
             log.info("%s: revalidation with the database failed (%s); fetching", req.target, e)
             return False

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 from collections.abc import Iterable
 
+from mediaedge.errors import DatabaseError, OriginError
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.dbapi import DatabaseError
 from mediaedge.invalidation_log import InvalidationLog
-from mediaedge.origins.db import MAX_PATH_BYTES, DatabaseOrigin, OriginError
+from mediaedge.origins.db import MAX_PATH_BYTES, DatabaseOrigin
 from mediaedge.policy.target import normalize_target
 from mediaedge.webhook import PublishEvent, event_to_json
 

@@ -59,7 +59,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from mediaedge.dbapi import Database, DatabaseError
+from mediaedge.errors import DatabaseError
+from mediaedge.dbapi import Database
 
 T = TypeVar("T")
 

@@ -23,12 +23,11 @@ from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
 from mediaedge.adminauth import CHALLENGE, authorized
 from mediaedge.config import Settings
 from mediaedge.dashboard import render_dashboard
-from mediaedge.dbapi import DatabaseError
 from mediaedge.engine import Engine, EngineConfig
 from mediaedge.invalidation import Invalidator
 from mediaedge.invalidation_log import Accepted, InvalidationLog
 from mediaedge.metrics import NodeFacts, build_info, render_metrics
-from mediaedge.origins.db import DatabaseOrigin, OriginError
+from mediaedge.origins.db import DatabaseOrigin
 from mediaedge.origins.sqlroutes import SqlRouteOrigin
 from mediaedge.policy.access import Gates
 from mediaedge.pools import in_database_thread, install_cache_pool
@@ -38,8 +37,8 @@ from mediaedge.stats import RESULTS, Stats, write_state
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
 from mediaedge.upstream import Upstream
-from mediaedge.webhook import WebhookError, parse_events, replay_key, verify, verify_head
-from mediaedge.errors import StartupError
+from mediaedge.webhook import parse_events, replay_key, verify, verify_head
+from mediaedge.errors import DatabaseError, OriginError, StartupError, WebhookError
 
 log = logging.getLogger("mediaedge")
 
@@ -339,6 +338,7 @@ def _open_db(s: Settings) -> DatabaseOrigin | SqlRouteOrigin | None:
 def _open_sql_routes(s: Settings) -> SqlRouteOrigin:
     """The sql profile's origin, refused at start when a route's query does not run
     against the database (a missing table or column, a syntax error): one line naming it."""
+    assert s.origin_db is not None  # the sql profile needs its database
     try:
         origin = SqlRouteOrigin(s.origin_db, s.sql_routes, timeout=s.db_timeout)
         problems = [(route, problem) for route, problem in origin.check() if problem]

@@ -28,9 +28,9 @@ from mitmproxy.proxy import mode_specs
 from mitmproxy.master import Master
 from mitmproxy.proxy import server as mitm_server
 
+from mediaedge.errors import StartupError
 from mediaedge.addons.mediaedge import MediaEdge
 from mediaedge.config import Settings
-from mediaedge.runtime import StartupError
 from mediaedge.shutdown import ExitDeadline
 
 log = logging.getLogger("mediaedge")

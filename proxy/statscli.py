@@ -171,15 +171,15 @@ def run(args: argparse.Namespace) -> int:
         if watch is None:
             _print(stats, admin, as_json)
         elif as_json:
-            _watch_json(stats, admin, watch)
+            _watch_json(stats, admin, watch, token)
         else:
-            _watch_table(stats, admin, watch)
+            _watch_table(stats, admin, watch, token)
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _watch_frames(stats: dict[str, Any], admin: str, every: float) -> None:
+def _watch_frames(stats: dict[str, Any], admin: str, every: float, token: str | None = None) -> None:
     """Not a terminal: one table after another, each flushed as soon as it is printed."""
     console = Console(file=sys.stdout)
     while True:
@@ -189,7 +189,7 @@ def _watch_frames(stats: dict[str, Any], admin: str, every: float) -> None:
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin)
+                stats = fetch_stats(admin, token=token)
                 break
             except StatsUnavailable as e:
                 print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
@@ -202,7 +202,7 @@ def _print(stats: Mapping[str, Any], admin: str, as_json: bool) -> None:
         Console().print(render(stats, admin=admin))
 
 
-def _watch_json(stats: dict[str, Any], admin: str, every: float) -> None:
+def _watch_json(stats: dict[str, Any], admin: str, every: float, token: str | None = None) -> None:
     """One JSON document per line; a failed fetch is a line on stderr."""
     while True:
         print(json.dumps(stats, separators=(",", ":")), flush=True)
@@ -215,9 +215,9 @@ def _watch_json(stats: dict[str, Any], admin: str, every: float) -> None:
                 print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
 
 
-def _watch_table(stats: dict[str, Any], admin: str, every: float) -> None:
+def _watch_table(stats: dict[str, Any], admin: str, every: float, token: str | None = None) -> None:
     if not sys.stdout.isatty():
-        _watch_frames(stats, admin, every)
+        _watch_frames(stats, admin, every, token)
         return
     with Live(render(stats, admin=admin), auto_refresh=False, screen=False) as live:
         while True:

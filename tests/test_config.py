@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from mediaedge.errors import ConfigError
 from mediaedge.policy.signing import SigningKey
 from mediaedge.config import (
     OPTIONS,
-    ConfigError,
     Settings,
     format_hostport,
     format_size,

@@ -338,7 +338,7 @@ def test_denied_line_only_when_there_were_refusals():
 
 from mediaedge.dashboard import fmt_rate, fmt_seconds, fmt_uptime, render_rate_chart  # noqa: E402
 from mediaedge.rates import MinuteRing, Snapshot  # noqa: E402
-from mediaedge.stats import DURATION_BUCKETS, RESULTS  # noqa: E402
+from mediaedge.stats import RESULTS  # noqa: E402
 
 NODE = {"node_id": "edge-1:8080", "version": "0.1.0", "upstream": "http://127.0.0.1:8000",
         "origin_profile": "magento2", "uptime_seconds": 93784.0, "evictions": 321}

@@ -12,8 +12,9 @@ import time
 import pytest
 import requests
 
+from mediaedge.errors import LookupTimeout
 from mediaedge.dbapi import Database
-from mediaedge.origins.db import DatabaseOrigin, LookupTimeout
+from mediaedge.origins.db import DatabaseOrigin
 from tests.edge import Edge, Route, Upstream, sha, wait_until
 
 BODY = b"row bytes " * 100

@@ -188,7 +188,7 @@ def test_database_entry_revalidates_by_the_row_revision(tmp_path, origin_url):
     try:
         r = edge.get("/media/db.png")
         assert r.headers["Cache-Status"] == "mediaedge; fwd=miss; fwd-status=200; stored; detail=db"
-        for n in (1, 2):
+        for _n in (1, 2):
             r = edge.get("/media/db.png")
             assert r.headers["Cache-Status"] == "mediaedge; fwd=stale; fwd-status=304; detail=db"
             assert sha(r.content) == sha(body) and r.headers["X-Media-Revision"] == "rev1"

@@ -2,7 +2,6 @@
 real `mediaedge serve` in front of a real app. See docs/http-conformance.md."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from mediaedge.dbapi import DatabaseError, parse_db_url
+from mediaedge.errors import DatabaseError
+from mediaedge.dbapi import parse_db_url
 from mediaedge.invalidation_log import InvalidationLog, LogEntry
 
 PURGE = {"type": "purge", "tag": "t", "soft": False, "abort_inflight": False}

@@ -7,8 +7,9 @@ import signal
 
 import pytest
 
+from mediaedge.errors import ConfigError
 from mediaedge.accesslog import format_access_json, iso_time
-from mediaedge.config import ConfigError, load_settings
+from mediaedge.config import load_settings
 from tests.edge import Edge, Route, Upstream, wait_until
 
 BODY = b"j" * 3000

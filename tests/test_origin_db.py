@@ -16,13 +16,12 @@ import pytest
 
 import dbservers
 from conftest import require
+from mediaedge.errors import OriginError, RowChanged
 from mediaedge.dbapi import Database
 from mediaedge.origins.contenttype import guess_content_type
 from mediaedge.origins.db import (
     DatabaseOrigin,
     DbObject,
-    OriginError,
-    RowChanged,
     magento_revision,
     relative_media_path,
     split_magento_path,

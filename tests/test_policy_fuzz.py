@@ -5,13 +5,14 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediaedge.errors import TargetError
 from mediaedge.headers import Headers
 from mediaedge.policy.cachecontrol import DELTA_SECONDS_MAX, delta_seconds, parse_cache_control
 from mediaedge.policy.conditional import not_modified
 from mediaedge.policy.freshness import classify, current_age, freshness, ttl_left
 from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.ranges import ByteRange, if_range_allows, parse_range, resolve_range
-from mediaedge.policy.target import TargetError, decoded_path, is_media, lenient_path, normalize_target, vary_names
+from mediaedge.policy.target import decoded_path, is_media, lenient_path, normalize_target, vary_names
 
 # Moderate example counts keep the whole policy suite near 15 s; the target
 # property, the security-relevant one, gets more.

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from mediaedge.errors import TargetError
 from mediaedge.headers import Headers
 from mediaedge.policy.target import (
-    TargetError,
     decoded_path,
     etag_for_revision,
     is_media,

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from mediaedge.fill import Fill, FillFailed
+from mediaedge.errors import FillFailed
+from mediaedge.fill import Fill
 from mediaedge.pools import DaemonThreadPool
 from tests.edge import REPO
 

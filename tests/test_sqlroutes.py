@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from mediaedge.config import ConfigError, load_settings
-from mediaedge.origins.db import OriginError
+from mediaedge.errors import ConfigError, OriginError
+from mediaedge.config import load_settings
 from mediaedge.origins.sqlroutes import (
     BlobColumn,
     SqlRouteOrigin,

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediaedge.errors import WebhookError
 from mediaedge.webhook import (
     MAX_BODY,
     DeleteEvent,
     PublishEvent,
     PurgeEvent,
-    WebhookError,
     event_from_json,
     event_to_json,
     parse_events,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from mediaedge.origins.db import DbObject
+    from mediaedge.origins.db import DbObject, RevisionProbe
 
 
 class MediaDatabase(Protocol):
@@ -21,6 +21,14 @@ class MediaDatabase(Protocol):
     def read(self, obj: DbObject, start: int = 0, end: int | None = None,
              chunk_size: int = 1 << 20, /) -> Iterator[bytes]:
         """Bytes [start, end) of `obj`, streamed in pieces; raises OriginError on failure."""
+        ...
+
+    def can_probe_revision(self, path: str, /) -> bool:
+        """Whether `revision_of` can answer for `path` without reading its body."""
+        ...
+
+    def revision_of(self, path: str, /) -> RevisionProbe:
+        """The row's revision only (revalidation); raises OriginError when the database fails."""
         ...
 
     def close(self) -> None:

@@ -40,14 +40,8 @@ from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
-from mediaedge.dbapi import (
-    Database,
-    DatabaseError,
-    mysql_escape_bytes,
-    mysql_open_value,
-    mysql_send_query,
-)
-from mediaedge.errors import OriginError, RowChanged, LookupTimeout
+from mediaedge.dbapi import Database, mysql_escape_bytes, mysql_open_value, mysql_send_query
+from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
 
 # Longest path `media_files` can hold: the primary key of a MySQL VARBINARY
 # column must stay under InnoDB's 3072-byte index limit; 1024 leaves room.

@@ -44,14 +44,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, DatabaseError, _mysql_packet_header
+from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
+from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, _mysql_packet_header
 from mediaedge.origins.contenttype import guess_content_type
 from mediaedge.origins.db import (
     DbObject,
-    LookupTimeout,
-    OriginError,
     RevisionProbe,
-    RowChanged,
     _close_quietly,
     _first_line,
     _Pool,

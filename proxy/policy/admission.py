@@ -20,7 +20,7 @@ counts build up, and never evicts more than the room a new entry needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 DEPTH = 4  # counters per key: the estimate is the least of them
 COUNTER_MAX = 15  # 4-bit counters, as in Caffeine: enough to rank, small to age
