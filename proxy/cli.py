@@ -221,6 +221,7 @@ def _add_publish(commands: Subcommands) -> None:
     )
     _add_admin(p)
     _add_secret(p)
+    _add_json_answer(p)
     p.add_argument(
         "--prewarm", action="store_true",
         help='mark each publish event "prewarm": the edge fetches the new revision in the background so the first visitor gets a hit',
@@ -251,6 +252,7 @@ def _add_purge(commands: Subcommands) -> None:
     )
     _add_admin(p)
     _add_secret(p)
+    _add_json_answer(p)
     _add_config(p)
     p.set_defaults(handler=_purge)
 
@@ -295,6 +297,9 @@ def _add_secret(parser: argparse.ArgumentParser) -> None:
         "$MEDIAEDGE_WEBHOOK_SECRET or --secret-file. Default: $MEDIAEDGE_WEBHOOK_SECRET, else "
         "webhook-secret in --config.",
     )
+
+
+def _add_json_answer(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true",
         help="print the server's JSON answer ({\"accepted\": N, \"seq\": S}) instead of a sentence",
