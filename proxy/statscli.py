@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     watch = getattr(args, "watch", None)
     try:
-        stats = fetch_stats(admin, token=token)
+        stats = _fetch(admin, token)
     except StatsUnavailable as e:
         print(f"mediaedge stats: {e}", file=sys.stderr)
         return 1
@@ -209,7 +209,7 @@ def _watch_json(stats: dict[str, Any], admin: str, every: float, token: str | No
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin, token=token)
+                stats = _fetch(admin, token)
                 break
             except StatsUnavailable as e:
                 print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
@@ -223,7 +223,7 @@ def _watch_table(stats: dict[str, Any], admin: str, every: float, token: str | N
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin, token=token)
+                stats = _fetch(admin, token)
                 live.update(render(stats, admin=admin), refresh=True)
             except StatsUnavailable as e:
                 live.update(Group(render(stats, admin=admin), Text(f"(stale) {e}", style="bold red")), refresh=True)

@@ -72,3 +72,17 @@ def test_every_setting_but_listen_is_a_mitmdump_option_with_the_tables_help():
             assert options[name].help.startswith(o.help), name
             assert (options[name].typespec is not str) == o.repeatable, name
         assert "mediaedge_config" in options
+
+
+def test_addon_refuses_an_admin_plane_beyond_loopback_without_a_token(tmp_path):
+    mitmdump = venv_executable("mitmdump")
+    assert mitmdump, "mitmdump is installed with mitmproxy"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAEDGE_")}
+    cmd = [mitmdump, "-q", "--mode", f"reverse:http://127.0.0.1:9@127.0.0.1:{free_port()}",
+           "-s", os.path.join(REPO, "addons", "mediaedge.py"),
+           "--set", f"mediaedge_origin_db=sqlite:///{tmp_path}/o.db", "--set", f"mediaedge_cache_dir={tmp_path}/cache",
+           "--set", f"mediaedge_admin_listen=0.0.0.0:{free_port()}"]
+    p = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode != 0
+    assert "--admin-token: required when --admin-listen (0.0.0.0:" in p.stdout + p.stderr
+    assert not (tmp_path / "cache").exists()

@@ -5,7 +5,9 @@ loopback port scrapes a real edge (with its --admin-token as the bearer token,
 as docs/monitoring.md configures it) with the rule file loaded, and the test
 asserts that every rule loads and evaluates without error and that every query
 of the Grafana dashboard evaluates as PromQL over metric names the edge exports.
-Static checks of both files (quick tier) come first.
+`promtool test rules` runs tests/promtool/alerts_test.yml, where each alert fires
+just past its threshold and stays quiet short of it. Static checks of both files
+(quick tier) come first.
 """
 from __future__ import annotations
 
@@ -113,6 +115,20 @@ def test_promtool_checks_the_rules():
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 8 rules found" in result.stdout
+
+
+@pytest.mark.full
+def test_each_alert_fires_at_its_threshold():
+    """tests/promtool/alerts_test.yml: series just over and just under each threshold,
+    evaluated by promtool's rule unit tests (labels and rendered annotations included)."""
+    cases = Path(REPO) / "tests" / "promtool" / "alerts_test.yml"
+    result = subprocess.run([binary("promtool"), "test", "rules", str(cases)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    # every alert of the rule file has a case that makes it fire
+    fired = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:\n\s+- exp_labels", cases.read_text(encoding="utf-8")))
+    assert fired == set(re.findall(r"- alert: (\w+)", ALERTS.read_text(encoding="utf-8")))
 
 
 class Prometheus:
