@@ -189,10 +189,14 @@ def _watch_frames(stats: dict[str, Any], admin: str, every: float, token: str | 
         while True:
             time.sleep(every)
             try:
-                stats = fetch_stats(admin, token=token)
+                stats = _fetch(admin, token)
                 break
             except StatsUnavailable as e:
                 print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
+
+
+def _fetch(admin: str, token: str | None) -> dict[str, Any]:
+    return fetch_stats(admin, token=token) if token else fetch_stats(admin)
 
 
 def _print(stats: Mapping[str, Any], admin: str, as_json: bool) -> None:
