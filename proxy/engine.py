@@ -109,6 +109,7 @@ class _Flight:
     epoch: int = 0  # Epochs.epoch when the fill began (proxy/epochs.py)
     tags: tuple[str, ...] | None = None  # surrogate keys, once the origin's head is known
     revision: str | None = None  # the revision being fetched, once known
+    resident: bool = False  # the target had an entry when the fill began (admission: it replaces it)
 
 
 class Engine:
@@ -477,6 +478,7 @@ class Engine:
         fill = flight.fill
         try:
             published = await asyncio.to_thread(self.store.get_published, req.target)
+            flight.resident = await asyncio.to_thread(self.store.has_pointer, req.target)
             if self.upstream is not None and await self._try_upstream(flight, req, published):
                 return
             await self._from_database(flight, req, published)
@@ -546,7 +548,7 @@ class Engine:
         storable = policy.storable and resp.status == 200 and not too_big
         if published is not None and revision is not None and revision != published:
             storable = False
-        admitted = not storable or self._admitted(req.target, length)
+        admitted = not storable or self._admitted(flight, req.target, length)
         tags = _surrogate_keys(resp.headers)
         flight.tags = tags
         vary = vary_names(resp.headers) or ()
@@ -634,7 +636,7 @@ class Engine:
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size is None or obj.size <= self.config.max_object_size
         # a published revision is the truth being installed: not weighed against the tail
-        admitted = not storable or published is not None or self._admitted(req.target, obj.size)
+        admitted = not storable or published is not None or self._admitted(flight, req.target, obj.size)
         flight.tags, flight.revision = obj.tags, obj.revision
         fill.length = obj.size
         loop = asyncio.get_running_loop()
@@ -672,10 +674,10 @@ class Engine:
             )
             await self._install_async(flight, meta, adopt_published=adopt)
 
-    def _admitted(self, target: str, length: int | None) -> bool:
+    def _admitted(self, flight: _Flight, target: str, length: int | None) -> bool:
         """Admission at the head (memory only): refused, the response is served as a miss
         and not stored (mediaedge.policy.admission)."""
-        decision = self.store.admission(target, length)
+        decision = self.store.admission(target, length, resident=flight.resident)
         if not decision.admit:
             log.debug("%s: not stored (admission: %s)", target, decision.reason)
         return decision.admit
