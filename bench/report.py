@@ -383,6 +383,10 @@ def render(results: dict, images: list[str]) -> str:
           "cache (mediaedge evicts least-recently-*stored*), an LRU cache, and a cache that pins the most "
           "popular objects, all of the measured capacity.")
         w("")
+        if z.get("eviction") != "tinylfu":
+            w("This live run predates admission by frequency: the edge evicted least-recently-stored entries. "
+              "The policy table below is the simulator's (deterministic, same seed, same numbers).")
+            w("")
         w("| phase | requests so far | hit ratio | req/s | p50 | p99 | entries |")
         w("|---|---|---|---|---|---|---|")
         for p in z["phases"]:

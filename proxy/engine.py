@@ -117,6 +117,7 @@ class _Flight:
     # asked: passed on to the client when the database has no row (policy/fallback.py).
     upstream_answer: UpstreamResponse | None = None
     revalidating: EntryMeta | None = None  # the expired entry this fetch revalidates (conditional GET / row revision)
+    resident: bool = False  # the target had an entry when the fill began (admission: it replaces it)
 
 
 class Engine:
@@ -500,6 +501,7 @@ class Engine:
             published = await asyncio.to_thread(self.store.get_published, req.target)
             if await self._revalidate_db(flight, req):
                 return
+            flight.resident = await asyncio.to_thread(self.store.has_pointer, req.target)
             if self.upstream is not None and await self._try_upstream(flight, req, published):
                 return
             await self._from_database(flight, req, published)
@@ -679,7 +681,7 @@ class Engine:
         storable = policy.storable and not too_big
         if published is not None and revision is not None and revision != published and not policy.negative:
             storable = False
-        admitted = not storable or self._admitted(req.target, length)
+        admitted = not storable or self._admitted(flight, req.target, length)
         representation = resp.status == 200  # only a 200 gets a revision from its content
         tags = _surrogate_keys(resp.headers)
         flight.tags = tags
@@ -751,7 +753,7 @@ class Engine:
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size is None or obj.size <= self.config.max_object_size
         # a published revision is the truth being installed: not weighed against the tail
-        admitted = not storable or published is not None or self._admitted(req.target, obj.size)
+        admitted = not storable or published is not None or self._admitted(flight, req.target, obj.size)
         flight.tags, flight.revision = obj.tags, obj.revision
         fill.length = obj.size
         loop = asyncio.get_running_loop()
@@ -789,10 +791,10 @@ class Engine:
             )
             await self._install_async(flight, meta, adopt_published=adopt)
 
-    def _admitted(self, target: str, length: int | None) -> bool:
+    def _admitted(self, flight: _Flight, target: str, length: int | None) -> bool:
         """Admission at the head (memory only): refused, the response is served as a miss
         and not stored (mediaedge.policy.admission)."""
-        decision = self.store.admission(target, length)
+        decision = self.store.admission(target, length, resident=flight.resident)
         if not decision.admit:
             log.debug("%s: not stored (admission: %s)", target, decision.reason)
         return decision.admit

@@ -323,6 +323,9 @@ class CacheStore:
         except (ValueError, TypeError, KeyError):
             return None
 
+    def has_pointer(self, target: str) -> bool:
+        return self._cache.get(pointer_key(target)) is not None
+
     def set_pointer(self, target: str, pointer: Pointer) -> None:
         self._cache.set(pointer_key(target), pointer.to_json())
 
@@ -513,15 +516,16 @@ class CacheStore:
     def frequency(self, target: str) -> int:
         return self.sketch.estimate(hash(target))
 
-    def admission(self, target: str, size: int | None) -> Admission:
+    def admission(self, target: str, size: int | None, *, resident: bool = False) -> Admission:
         """Would a response for `target` of `size` bytes (None: not yet known) be stored?
+        `resident`: the target has an entry already (this one would replace it).
 
         Decided when its head arrives, from memory only: the counts, the oldest rows and
         the volume as of the last commit."""
         tail = [Resident(k, n, self.frequency(_target_of(k))) for k, n in self._tail]
         need = max(1, size or 1) + ROW_OVERHEAD
         decision = admit(self.frequency(target), need, self._cache.size_limit - self._volume, tail,
-                         self._cache.size_limit)
+                         self._cache.size_limit, resident=resident)
         if not decision.admit:
             self.refused += 1
         return decision

@@ -97,3 +97,28 @@ def test_refused_fill_still_feeds_every_coalesced_waiter(tmp_path, upstream):
         assert e.stats()["cache_bytes"] <= CACHE
     finally:
         e.stop()
+
+
+def test_restart_with_empty_counts_evicts_only_what_new_entries_need(tmp_path, upstream):
+    """The counts live in memory and start empty: after a restart newcomers are admitted
+    (every resident counts 0) and each evicts only its room, oldest first; the rest stay hits."""
+    old = {f"/media/old{i}.bin": _route(upstream, f"/media/old{i}.bin") for i in range(12)}
+    new = {f"/media/new{i}.bin": _route(upstream, f"/media/new{i}.bin") for i in range(3)}
+    e = Edge(str(tmp_path), upstream=upstream.url, args=ARGS).start()
+    try:
+        for path in old:
+            for _ in range(3):
+                e.get(path)
+    finally:
+        e.stop()
+    e = Edge(str(tmp_path), upstream=upstream.url, args=ARGS, cache_dir=e.cache_dir).start()
+    try:
+        for path, body in new.items():
+            r = e.get(path)
+            assert sha(r.content) == sha(body) and "stored" in r.headers["Cache-Status"], r.headers["Cache-Status"]
+        still = [p for p in old if e.get(p).headers["Cache-Status"].startswith("mediaedge; hit")]
+        assert len(still) >= len(old) - len(new) - 1, still
+        assert all(upstream.hits[p] == 1 for p in still)
+        assert e.stats()["cache_bytes"] <= CACHE
+    finally:
+        e.stop()

@@ -53,6 +53,15 @@ def test_admit(cand, size, free, rows, limit, want, reason, victims):
     assert (d.admit, d.reason, d.victims) == (want, reason, victims)
 
 
+@pytest.mark.parametrize("cand, free", [(0, 0), (1, 0), (1, 500)])
+def test_a_new_copy_of_a_stored_target_replaces_it(cand, free):
+    """A refresh or new revision of a stored target is always admitted: refused, the old
+    (expired, soft-purged) copy would send every later request to the origin."""
+    d = admit(cand, 10, free, tail(("hot", 10, 15)), 100, resident=True)
+    assert (d.admit, d.reason) == (True, "resident")
+    assert admit(cand, 101, free, [], 100, resident=True).reason == "too-large"
+
+
 # ------------------------------------------------------------------ plan_cull
 @pytest.mark.parametrize(
     "rows, excess, evict, reinsert",

@@ -130,7 +130,7 @@ class Resident:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Store the newcomer? `reason`: room | more-frequent | less-frequent | too-large."""
+    """Store the newcomer? `reason`: resident | room | more-frequent | less-frequent | too-large."""
 
     admit: bool
     reason: str
@@ -142,15 +142,20 @@ def _by_frequency(tail: Sequence[Resident]) -> list[Resident]:
     return sorted(tail, key=lambda r: r.freq)
 
 
-def admit(candidate_freq: int, size: int, free: int, tail: Sequence[Resident], limit: int) -> Admission:
+def admit(candidate_freq: int, size: int, free: int, tail: Sequence[Resident], limit: int, *,
+          resident: bool = False) -> Admission:
     """May a response of `size` bytes, asked for `candidate_freq` times, be stored?
 
-    `free` is the room left under the limit; `tail` the oldest entries. With room it is
-    stored. Without, it must be asked for more often than every entry it would push out
-    (ties keep the resident: a one-hit wonder never displaces anything once the cache
-    has counts). Larger than the whole cache: never."""
+    `free` is the room left under the limit; `tail` the oldest entries. A new copy of a
+    target already stored (`resident`: a refresh, a new revision) replaces it: stored,
+    else the old copy would be fetched again on every request. With room it is stored.
+    Without, it must be asked for more often than every entry it would push out (ties
+    keep the resident: a one-hit wonder never displaces anything once the cache has
+    counts). Larger than the whole cache: never."""
     if size > limit:
         return Admission(False, "too-large")
+    if resident:
+        return Admission(True, "resident")
     if size <= free:
         return Admission(True, "room")
     need, victims, hottest = size - free, [], 0
