@@ -88,6 +88,8 @@ OPTION_FLAGS = {
     "mediaedge_auth_url": "auth-url",
     "mediaedge_auth_prefix": "auth-prefix",
     "mediaedge_auth_ttl": "auth-ttl",
+    "mediaedge_forward_header": "forward-header",
+    "mediaedge_cache_name": "cache-name",
 }
 # The repeatable ones: a list option in mitmdump, a repeated flag in `mediaedge serve`.
 LIST_FLAGS = {
@@ -96,9 +98,8 @@ LIST_FLAGS = {
     "signing-key": "Keys [KID:]SECRET for signed URLs (default none).",
     "signed-prefix": "Prefixes served only with a valid signature (default none).",
     "auth-prefix": "Prefixes that need the app's yes from mediaedge_auth_url (default none).",
+    "forward-header": "Request fields sent upstream on a media fetch besides the built-in ones; * for all.",
 }
-DENIED_CACHE_STATUS = cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL)
-AUTH_ERROR_CACHE_STATUS = cache_status(fwd="bypass", detail="auth-error")
 
 
 class MediaEdge:
@@ -260,13 +261,15 @@ class MediaEdge:
             return
         log.warning("auth for %s failed closed: %s", raw, answer.reason)
         self._answer(flow, 503, "access check unavailable\n", result="error", started=started, target=raw,
-                     extra={"Cache-Status": AUTH_ERROR_CACHE_STATUS, "Cache-Control": "no-store"})
+                     extra={"Cache-Status": cache_status(fwd="bypass", detail="auth-error"),
+                            "Cache-Control": "no-store"})
 
     def _deny(self, flow: http.HTTPFlow, status: int, text: str, reason: str, started: float, raw: str, *,
               www_authenticate: str | None = None) -> None:
         """A refusal of a signature or by the app: counted in errors and denied, logged with its reason."""
         assert self.rt is not None
-        extra = {"Cache-Status": DENIED_CACHE_STATUS, "Cache-Control": "no-store"}
+        extra = {"Cache-Status": cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL),
+                 "Cache-Control": "no-store"}
         if www_authenticate:
             extra["WWW-Authenticate"] = www_authenticate
         self.rt.stats.denied(reason)

@@ -28,6 +28,7 @@ from mediaedge.metrics import render_metrics
 from mediaedge.origins.db import DatabaseOrigin, OriginError
 from mediaedge.origins.sqlroutes import SqlRouteOrigin
 from mediaedge.policy.access import Gates
+from mediaedge.policy.cachestatus import set_cache_name
 from mediaedge.pools import in_database_thread, install_cache_pool
 from mediaedge.stats import Stats, write_state
 from mediaedge.storage import CacheStore
@@ -76,7 +77,8 @@ class Runtime:
             self.access_log = AccessLog(s.access_log)
         except OSError as e:
             raise StartupError(f"--access-log: cannot open {s.access_log!r}: {e.strerror or e}") from e
-        upstream = Upstream(s.upstream, timeout=s.upstream_timeout) if s.upstream else None
+        upstream = Upstream(s.upstream, timeout=s.upstream_timeout, forward=s.forward_headers) if s.upstream else None
+        set_cache_name(s.cache_name)
         self.engine = Engine(
             EngineConfig(
                 revision_header=s.revision_header, default_ttl=s.default_ttl, negative_ttl=s.negative_ttl,
