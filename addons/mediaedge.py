@@ -496,8 +496,12 @@ def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> li
             continue
         if value.startswith(("http://", "https://")):
             host = value.split("/", 3)[2]
+            # RFC 9111 4.4: only URIs whose host is the target URI's (in reverse mode the
+            # Host the app saw: the upstream's, which is what it builds links from).
             if host.lower() != (flow.request.host_header or "").lower():
                 continue
+            parts = value.split("/", 3)
+            value = "/" + (parts[3] if len(parts) > 3 else "")  # its path and query
         try:
             t = normalize_target(value)
         except TargetError:

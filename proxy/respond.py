@@ -119,7 +119,7 @@ def plan_response(
     if revision:
         extra.append((revision_header, revision))
     if age is not None:
-        extra.append(("Age", str(max(0, age))))
+        extra.append(("Age", str(_age_value(age))))
     extra.append(("Cache-Status", upstream_cache_status(headers) + cache_status))
     is_head = method == "HEAD"
 
@@ -203,7 +203,7 @@ class HitTemplate(NamedTuple):
     def headers(self, *, age: int, cache_status: str, date: bytes) -> list[tuple[bytes, bytes]]:
         pairs = list(self.pairs)
         pairs[self.date_at] = (b"Date", date)
-        pairs[self.age_at] = (b"Age", str(max(0, age)).encode())
+        pairs[self.age_at] = (b"Age", str(_age_value(age)).encode())
         pairs[self.cache_status_at] = (b"Cache-Status",
                                        (self.cache_status_prefix + cache_status).encode("latin-1", "replace"))
         return pairs
@@ -223,6 +223,16 @@ def hit_template(*, status: int, headers: Headers, length: int, revision: str | 
         names.index("date"),
         upstream_cache_status(headers),
     )
+
+
+# RFC 9111 5.1: "If a cache receives a value larger than the largest positive integer
+# it can represent, or if any of its age calculations overflows, it MUST transmit an
+# Age header field with a value of 2147483648 (2^31)."
+AGE_MAX = 2**31
+
+
+def _age_value(age: int) -> int:
+    return min(max(0, age), AGE_MAX)
 
 
 def wire_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
