@@ -246,13 +246,15 @@ class MediaEdge:
             return
         log.warning("auth for %s failed closed: %s", raw, answer.reason)
         self._answer(flow, 503, "access check unavailable\n", result="error", started=started, target=raw,
-                     extra={"Cache-Status": AUTH_ERROR_CACHE_STATUS, "Cache-Control": "no-store"})
+                     extra={"Cache-Status": cache_status(fwd="bypass", detail="auth-error"),
+                            "Cache-Control": "no-store"})
 
     def _deny(self, flow: http.HTTPFlow, status: int, text: str, reason: str, started: float, raw: str, *,
               www_authenticate: str | None = None) -> None:
         """A refusal of a signature or by the app: counted in errors and denied, logged with its reason."""
         assert self.rt is not None
-        extra = {"Cache-Status": DENIED_CACHE_STATUS, "Cache-Control": "no-store"}
+        extra = {"Cache-Status": cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL),
+                 "Cache-Control": "no-store"}
         if www_authenticate:
             extra["WWW-Authenticate"] = www_authenticate
         self.rt.stats.denied(reason)
@@ -505,8 +507,12 @@ def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> li
             continue
         if value.startswith(("http://", "https://")):
             host = value.split("/", 3)[2]
+            # RFC 9111 4.4: only URIs whose host is the target URI's (in reverse mode the
+            # Host the app saw: the upstream's, which is what it builds links from).
             if host.lower() != (flow.request.host_header or "").lower():
                 continue
+            parts = value.split("/", 3)
+            value = "/" + (parts[3] if len(parts) > 3 else "")  # its path and query
         try:
             t = normalize_target(value)
         except TargetError:

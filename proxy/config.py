@@ -284,6 +284,28 @@ def _origin_db(value: object) -> str | None:
     return _db_url(value)
 
 
+def parse_forward_headers(value: object) -> tuple[str, ...]:
+    """Field names (lower-cased, a list or comma-separated), or `*` for every end-to-end field."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else _text(value).split(",")
+    names: list[str] = []
+    for item in items:
+        text = _text(item).strip().lower()
+        if not text:
+            continue
+        name = "*" if text == "*" else _header_name(text).lower()
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _cache_name(value: object) -> str:
+    from mediaedge.policy.cachestatus import check_cache_name
+
+    return check_cache_name(_nonempty(value))
+
+
 def _profile(value: object) -> str:
     name = _text(value).strip().lower()
     if name not in PROFILES:
@@ -573,6 +595,21 @@ OPTIONS: tuple[Option, ...] = (
         "forgets its answers at once.",
     ),
     Option(
+        "forward-header", "forward_headers", "NAME", (), "none", parse_forward_headers,
+        "Request field sent to the upstream on a media fetch besides the built-in allow-list "
+        "(Accept, Accept-Encoding, Accept-Language, User-Agent, client hints, Authorization, "
+        "Cookie); repeat the flag for several, or give * for every end-to-end field (as Varnish "
+        "does; Range, conditionals and hop-by-hop fields never go). A forwarded field the app "
+        "answers by but does not name in Vary lets one client poison the entry everyone gets "
+        "(Magento honours X-Original-URL): forward only what the app Varies on.",
+        repeatable=True,
+    ),
+    Option(
+        "cache-name", "cache_name", "NAME", "mediaedge", "mediaedge", _cache_name,
+        "This cache's name in Cache-Status (RFC 9211), so that tiers of mediaedge (an edge in "
+        "front of a shield) can be told apart; members the upstream sent are kept before ours.",
+    ),
+    Option(
         "access-log", "access_log", "PATH", None, "off", _optional(_nonempty),
         "Write one line per request to PATH ('-' for standard output).",
         optional=True,
@@ -628,6 +665,8 @@ class Settings:
     admin_token: str | None = None
     access_log_format: str = "combined"
     log_level: str = "info"
+    forward_headers: tuple[str, ...] = ()  # lower-cased; ("*",): every end-to-end field
+    cache_name: str = "mediaedge"
     config_path: str | None = None
     sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 

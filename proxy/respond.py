@@ -119,8 +119,8 @@ def plan_response(
     if revision:
         extra.append((revision_header, revision))
     if age is not None:
-        extra.append(("Age", str(max(0, age))))
-    extra.append(("Cache-Status", cache_status))
+        extra.append(("Age", str(_age_value(age))))
+    extra.append(("Cache-Status", upstream_cache_status(headers) + cache_status))
     is_head = method == "HEAD"
 
     if status != 200:
@@ -163,6 +163,17 @@ def plan_response(
     return Plan(200, Headers([*out, *extra]), None if is_head else (0, length))
 
 
+# RFC 9211 2: "When adding a value to the Cache-Status header field, caches SHOULD
+# preserve the existing field value, to allow debugging of the entire chain of caches
+# handling the request" and members are ordered "the cache closest to the origin
+# server first". So the members the upstream sent (another cache in front of the
+# app, a shield tier) come first, ours last, in one field value.
+def upstream_cache_status(headers: Headers) -> str:
+    """The upstream's Cache-Status members followed by ", " (or "" when it sent none)."""
+    members = ", ".join(v.strip() for v in headers.get_all("cache-status") if v.strip())
+    return members + ", " if members else ""
+
+
 # Request fields that can change what a stored response's plan is. A request with none
 # of them (the common case: a browser or CDN fetching an image) always gets the same
 # status and headers for an entry, except Age and Cache-Status (If-Range only matters
@@ -187,12 +198,14 @@ class HitTemplate(NamedTuple):
     age_at: int
     cache_status_at: int
     date_at: int
+    cache_status_prefix: str = ""  # the upstream's members (upstream_cache_status)
 
     def headers(self, *, age: int, cache_status: str, date: bytes) -> list[tuple[bytes, bytes]]:
         pairs = list(self.pairs)
         pairs[self.date_at] = (b"Date", date)
-        pairs[self.age_at] = (b"Age", str(max(0, age)).encode())
-        pairs[self.cache_status_at] = (b"Cache-Status", cache_status.encode("latin-1", "replace"))
+        pairs[self.age_at] = (b"Age", str(_age_value(age)).encode())
+        pairs[self.cache_status_at] = (b"Cache-Status",
+                                       (self.cache_status_prefix + cache_status).encode("latin-1", "replace"))
         return pairs
 
 
@@ -208,7 +221,18 @@ def hit_template(*, status: int, headers: Headers, length: int, revision: str | 
         names.index("age"),
         names.index("cache-status"),
         names.index("date"),
+        upstream_cache_status(headers),
     )
+
+
+# RFC 9111 5.1: "If a cache receives a value larger than the largest positive integer
+# it can represent, or if any of its age calculations overflows, it MUST transmit an
+# Age header field with a value of 2147483648 (2^31)."
+AGE_MAX = 2**31
+
+
+def _age_value(age: int) -> int:
+    return min(max(0, age), AGE_MAX)
 
 
 def wire_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:

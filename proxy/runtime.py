@@ -30,6 +30,7 @@ from mediaedge.metrics import NodeFacts, build_info, render_metrics
 from mediaedge.origins.db import DatabaseOrigin
 from mediaedge.origins.sqlroutes import SqlRouteOrigin
 from mediaedge.policy.access import Gates
+from mediaedge.policy.cachestatus import set_cache_name
 from mediaedge.pools import in_database_thread, install_cache_pool
 from mediaedge.rates import MinuteRing, Snapshot
 from mediaedge.readiness import Readiness, Remembered, readiness
@@ -80,7 +81,8 @@ class Runtime:
             self.access_log = AccessLog(s.access_log, s.access_log_format)
         except OSError as e:
             raise StartupError(f"--access-log: cannot open {s.access_log!r}: {e.strerror or e}") from e
-        upstream = Upstream(s.upstream, timeout=s.upstream_timeout) if s.upstream else None
+        upstream = Upstream(s.upstream, timeout=s.upstream_timeout, forward=s.forward_headers) if s.upstream else None
+        set_cache_name(s.cache_name)
         self.engine = Engine(
             EngineConfig(
                 revision_header=s.revision_header, default_ttl=s.default_ttl, negative_ttl=s.negative_ttl,

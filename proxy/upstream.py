@@ -33,12 +33,29 @@ FORWARDED_TO_UPSTREAM = frozenset({
 })
 
 
+# Never sent on a media fetch, even with `--forward-header '*'`: the fetch is of the
+# whole object for everyone (no Range, no conditionals: a 206 or 304 could not be
+# stored), and the framing and Host fields are the client's own connection's.
+NEVER_FORWARDED = frozenset({
+    "host", "content-length", "expect", "range", "if-range", "if-match", "if-none-match",
+    "if-modified-since", "if-unmodified-since",
+})
+
 MAX_FIELD = 8 * 1024  # bytes per forwarded field; a longer one is dropped, not sent
 MAX_FIELDS_TOTAL = 32 * 1024
 
 
-def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, bytes]]:
-    """The client's fields we send on a media fetch: allow-listed, well-formed only.
+def forwarding(extra: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The request fields a media fetch sends: the built-in allow-list plus `--forward-header`
+    names; None (`*`) means every end-to-end field but NEVER_FORWARDED."""
+    if "*" in extra:
+        return None
+    return FORWARDED_TO_UPSTREAM | {name.lower() for name in extra}
+
+
+def upstream_request_headers(request_headers: Headers,
+                             allowed: frozenset[str] | None = FORWARDED_TO_UPSTREAM) -> list[tuple[bytes, bytes]]:
+    """The client's fields we send on a media fetch: allowed (`forwarding()`), well-formed only.
 
     A value with control characters (CR, LF, NUL; obs-fold) is dropped rather than
     sent: it would make our own request fail and turn into a database fallback for
@@ -46,9 +63,12 @@ def upstream_request_headers(request_headers: Headers) -> list[tuple[bytes, byte
     """
     out: list[tuple[bytes, bytes]] = []
     total = 0
+    if allowed is None:
+        # RFC 9110 7.6.1: the client's hop-by-hop fields, and those its Connection names, stay here.
+        skip = NEVER_FORWARDED | HOP_BY_HOP | connection_options(request_headers)
     for name, value in request_headers:
         lname = name.lower()
-        if lname not in FORWARDED_TO_UPSTREAM or len(value) > MAX_FIELD:
+        if (lname in skip if allowed is None else lname not in allowed) or len(value) > MAX_FIELD:
             continue
         total += len(value)
         if total > MAX_FIELDS_TOTAL:
@@ -130,9 +150,10 @@ def stateless_client(*, timeout: float) -> httpx.AsyncClient:
 
 
 class Upstream:
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    def __init__(self, base_url: str, *, timeout: float, forward: tuple[str, ...] = ()) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = stateless_client(timeout=timeout)
+        self._allowed = forwarding(forward)  # parsed once (--forward-header)
 
     async def get(self, target: str, request_headers: Headers,
                   conditional: tuple[tuple[str, str], ...] = ()) -> UpstreamResponse:
@@ -140,7 +161,7 @@ class Upstream:
         other headers. `conditional`: the edge's own validators when it revalidates an
         expired entry (mediaedge.policy.revalidate)."""
         try:
-            fields = upstream_request_headers(request_headers)
+            fields = upstream_request_headers(request_headers, self._allowed)
             fields += [(k.lower().encode("ascii"), v.encode("latin-1")) for k, v in conditional]
             request = self._client.build_request("GET", self.base_url + target, headers=fields)
             response = await self._client.send(request, stream=True)

@@ -150,3 +150,31 @@ def test_origin_db_none_is_a_plain_http_cache_in_front_of_the_app(tmp_path):
     finally:
         edge.stop()
         up.close()
+
+
+@pytest.mark.full
+def test_a_large_404_page_from_the_app_streams_with_bounded_memory(tmp_path, record_property):
+    """The app's 404 body is streamed to the client (and the cache), never held whole."""
+    import hashlib
+
+    from tests.edge import synthetic_sha
+
+    size = 200 << 20
+    up = Upstream()
+    edge = Edge(str(tmp_path), upstream=up.url, origin_db="none", args=["--cache-size", "4GiB"]).start()
+    try:
+        path = "/media/answers/huge-404.jpg"
+        up.routes[path] = Route(status=404, size=size, headers={"Content-Type": "text/html"})
+        rss_before = edge.rss_kib()
+        h = hashlib.sha256()
+        with requests.get(edge.url + path, stream=True, timeout=120) as r:
+            assert r.status_code == 404
+            for chunk in r.iter_content(1 << 20):
+                h.update(chunk)
+        assert h.hexdigest() == synthetic_sha(size)
+        growth_mib = (edge.peak_rss_kib() - rss_before) / 1024
+        record_property("huge_404_peak_rss_growth_mib", round(growth_mib))
+        assert growth_mib < 64, f"RSS grew {growth_mib:.0f} MiB for a 200 MiB 404 body"
+    finally:
+        edge.stop()
+        up.close()

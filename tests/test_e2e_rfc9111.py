@@ -111,3 +111,22 @@ def test_vary_matches_values_normalised_as_the_field_allows(env):
         assert status_of(get(edge.port, path, same)).startswith("mediaedge; hit"), same
     assert "fwd=miss" in status_of(get(edge.port, path, "Accept-Encoding: br"))
     assert up.hits[path] == 2
+
+
+def test_a_successful_unsafe_request_invalidates_same_origin_location_and_content_location(env):
+    """RFC 9111 4.4: same-origin Location / Content-Location too (absolute or not; in
+    reverse mode the app's links name the Host it was sent, the upstream's); another host's never."""
+    edge, up = env
+    paths = {name: f"/media/rfc/loc-{name}.png" for name in ("location", "content-location", "foreign")}
+    for path in paths.values():
+        up.routes[path] = Route(body=BODY, headers={"Cache-Control": "max-age=600"})
+        edge.get(path)
+    up.routes["/media/rfc/upload"] = Route(status=201, body=b"", headers={
+        "Location": f"{up.url}{paths['location']}", "Content-Location": paths["content-location"]})
+    assert requests.post(edge.url + "/media/rfc/upload", data=b"x", timeout=10).status_code == 201
+    up.routes["/media/rfc/upload2"] = Route(status=201, body=b"", headers={
+        "Location": f"http://elsewhere.example{paths['foreign']}"})
+    assert requests.post(edge.url + "/media/rfc/upload2", data=b"x", timeout=10).status_code == 201
+    assert "fwd=miss" in status_of(edge.get(paths["location"]))
+    assert "fwd=miss" in status_of(edge.get(paths["content-location"]))
+    assert status_of(edge.get(paths["foreign"])).startswith("mediaedge; hit")

@@ -153,3 +153,26 @@ def test_a_hit_template_answers_exactly_like_plan_response(stored, status, lengt
 ])
 def test_is_plain(fields, plain):
     assert is_plain(Headers(list(fields.items()))) is plain
+
+
+def test_age_is_sent_at_most_2_to_the_31():
+    """RFC 9111 5.1: an overflowing age is transmitted as 2147483648."""
+    from mediaedge.respond import plan_response
+
+    plan = plan_response(method="GET", request_headers=Headers(), status=200, headers=Headers(), length=1,
+                         revision="r", revision_header="X-Media-Revision", cache_status="mediaedge; hit",
+                         age=2**31 + 500, date="")
+    assert plan.headers.get("age") == "2147483648"
+
+
+def test_the_upstreams_cache_status_members_come_first():
+    from mediaedge.respond import hit_template, plan_response
+
+    stored = Headers([("Cache-Status", "origin-cdn; hit"), ("cache-status", "shield; fwd=miss")])
+    plan = plan_response(method="GET", request_headers=Headers(), status=200, headers=stored, length=1,
+                         revision="r", revision_header="X-Media-Revision", cache_status="mediaedge; hit",
+                         age=0, date="")
+    assert plan.headers.get_all("cache-status") == ["origin-cdn; hit, shield; fwd=miss, mediaedge; hit"]
+    template = hit_template(status=200, headers=stored, length=1, revision="r", revision_header="X-Media-Revision")
+    wire = dict(template.headers(age=0, cache_status="mediaedge; hit", date=b""))
+    assert wire[b"Cache-Status"] == b"origin-cdn; hit, shield; fwd=miss, mediaedge; hit"

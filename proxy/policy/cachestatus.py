@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-CACHE_NAME = "mediaedge"
+CACHE_NAME = "mediaedge"  # the default of --cache-name
+_name = CACHE_NAME
 
 # RFC 8941 3.3.4 (Structured Field Values, which RFC 9211 builds on):
 #   sf-token = ( ALPHA / "*" ) *( tchar / ":" / "/" )
@@ -52,7 +53,23 @@ def cache_status(
         params.append("collapsed")
     if detail is not None:
         params.append(f"detail={_token_or_string(detail)}")
-    return "; ".join([CACHE_NAME, *params])
+    return "; ".join([_name, *params])
+
+
+def set_cache_name(name: str) -> None:
+    """`--cache-name`, set once when a node starts (every reply of the process names the
+    same cache; threading the name through each of the many places that build a member
+    would buy nothing). Raises ValueError when `name` is not an sf-token."""
+    global _name
+    _name = check_cache_name(name)
+
+
+# RFC 9211 2: "this identifier MUST be a String or Token"; we keep it a Token, so it
+# reads as in the RFC's examples ("ExampleCache; hit").
+def check_cache_name(name: str) -> str:
+    if not _SF_TOKEN.match(name):
+        raise ValueError(f"{name!r} is not a token (a letter first, then letters, digits or !#$%&'*+-.^_`|~:/)")
+    return name
 
 
 def _token(value: str) -> str:
