@@ -275,12 +275,14 @@ def _origin_table(snap: Mapping[str, Any]) -> str:
         if isinstance(outcomes, Mapping) and isinstance(outcomes.get(origin), Mapping):
             cells = "".join(f'<td class="num">{fmt_count(_int(outcomes[origin].get(o)))}</td>' for o in OUTCOMES)
         else:  # a bare contract snapshot: totals only
-            cells = f'<td class="num">{fmt_count(_int((snap.get("origin_fetches") or {}).get(origin)))}</td><td></td><td></td>'
+            cells = f'<td class="num">{fmt_count(_int((snap.get("origin_fetches") or {}).get(origin)))}</td>' + "<td></td>" * (len(OUTCOMES) - 1)
         rows.append(f'<tr data-origin="{origin}"><td>{_e(_SOURCE_LABELS[origin])}</td>{cells}</tr>')
     coalesced = _int(snap.get("coalesced"))
+    revalidated = _int(snap.get("revalidated"))
     return (
         f'<table id="origin-fetches"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
-        f'<p class="note">{fmt_count(coalesced)} requests joined a fetch already running (coalesced).</p>'
+        f'<p class="note">{fmt_count(coalesced)} requests joined a fetch already running (coalesced); '
+        f'{fmt_count(revalidated)} were served from cache after a 304 revalidation.</p>'
     )
 
 

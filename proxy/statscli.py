@@ -139,7 +139,8 @@ def _origins(stats: Mapping[str, Any]) -> Table:
         detail = outcomes.get(origin) if isinstance(outcomes, Mapping) else None
         cells = [fmt_count(_n(detail.get(o))) for o in OUTCOMES] if isinstance(detail, Mapping) else ["-"] * len(OUTCOMES)
         table.add_row(origin, fmt_count(_n(fetches.get(origin))), *cells)
-    table.add_row(Text("coalesced", style="dim"), fmt_count(_n(stats.get("coalesced"))), "", "", "")
+    table.add_row(Text("coalesced", style="dim"), fmt_count(_n(stats.get("coalesced"))))
+    table.add_row(Text("revalidated", style="dim"), fmt_count(_n(stats.get("revalidated"))))
     _right(table)
     return table
 

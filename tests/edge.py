@@ -143,6 +143,7 @@ class Upstream:
         self.path_override_headers: tuple[str, ...] = ()
         self.not_modified: Counter[str] = Counter()  # 304s answered, per path
         self.body_bytes: Counter[str] = Counter()  # response body bytes sent, per path
+        self.header_bytes: Counter[str] = Counter()  # status line and header bytes sent, per path
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -150,6 +151,12 @@ class Upstream:
 
             def log_message(self, *a: object) -> None:
                 pass
+
+            def flush_headers(self) -> None:
+                buffered = getattr(self, "_headers_buffer", None)
+                if buffered:
+                    outer.header_bytes[self.path] += sum(len(b) for b in buffered)
+                super().flush_headers()
 
             def _handle(self) -> None:
                 outer.hits[self.path] += 1
@@ -260,6 +267,8 @@ class Edge:
         self._auto_ports = port is None and admin_port is None
         self.port = port or free_port()
         self.admin_port = admin_port or free_port()
+        while self.admin_port == self.port and admin_port is None:  # the kernel may hand out one port twice
+            self.admin_port = free_port()
         self.origin_db = origin_db or f"sqlite:///{os.path.join(workdir, 'origin.db')}"
         self.cache_dir = cache_dir or os.path.join(workdir, "cache")
         cmd = [sys.executable, "-m", "mediaedge", "serve", "--listen", f"127.0.0.1:{self.port}",

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from mediaedge.origins.db import DatabaseOrigin
-from tests.edge import Edge, Route, Upstream, sha
+from tests.edge import Edge, Route, Upstream, sha, wait_until
 from tests.sqlfixtures import PLAIN_ROUTE, SITECORE_ROUTE, Tables, route_for
 
 LM = "Wed, 21 Oct 2015 07:28:00 GMT"
@@ -143,6 +143,23 @@ def test_concurrent_requests_share_one_conditional_request(edge, upstream):
     assert upstream.hits["/media/c.mp4"] == 2 and upstream.not_modified["/media/c.mp4"] == 1
     assert upstream.body_bytes["/media/c.mp4"] == len(body)
     assert edge.stats()["revalidated"] == 8
+
+
+def test_stale_while_revalidate_refreshes_with_a_conditional_request(edge, upstream):
+    body = os.urandom(50_000)
+    route = Route(body=body, not_modified=True, headers={
+        "ETag": '"s1"', "Cache-Control": "max-age=0, stale-while-revalidate=60", "X-Custom": "old"})
+    upstream.routes["/media/swr.jpg"] = route
+    edge.get("/media/swr.jpg")
+    route.headers = {"ETag": '"s1"', "Cache-Control": "max-age=600", "X-Custom": "new"}
+    r = edge.get("/media/swr.jpg")
+    assert re.fullmatch(r"mediaedge; hit; ttl=-\d+", r.headers["Cache-Status"]) and r.content == body
+    wait_until(lambda: upstream.not_modified["/media/swr.jpg"] == 1, what="the background revalidation")
+    r = wait_until(lambda: (x := edge.get("/media/swr.jpg")).headers.get("X-Custom") == "new" and x,
+                   what="the renewed entry")
+    assert r.headers["Cache-Status"].startswith("mediaedge; hit; ttl=") and r.content == body
+    assert conditionals(upstream, "/media/swr.jpg") == [{}, {"if-none-match": '"s1"'}]
+    assert upstream.body_bytes["/media/swr.jpg"] == len(body)
 
 
 def test_upstream_failure_during_revalidation_serves_stale_within_grace(edge, upstream):
