@@ -17,7 +17,7 @@ import httpx
 
 from mediaedge.headers import Headers
 from mediaedge.errors import UpstreamError
-from mediaedge.policy.hop import end_to_end
+from mediaedge.policy.hop import HOP_BY_HOP, connection_options, end_to_end
 
 log = logging.getLogger("mediaedge.upstream")
 
