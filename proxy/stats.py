@@ -214,6 +214,8 @@ class Stats:
             "invalidations": sum(self._invalidations.values()),
             "since": iso8601(self._since),
             "denied": sum(self._denied.values()),
+            # One serving process answers for the node (--workers is not built yet: issue 17).
+            "workers": 1,
             # extras
             "denied_by_reason": dict(self._denied),
             "cache_size": cache_size,
