@@ -358,9 +358,12 @@ def blob_column(sql: str, body: str) -> BlobColumn | None:
         name = alias or column
         if name is not None and name.lower() == body.lower():
             found.append(column)
-    if len(found) > 1 or (found and found[0] is None) or (not found and not star):
+    if len(found) > 1 or (not found and not star):
         return None
-    return BlobColumn(schema, table, found[0] if found else body, ref, toks[f][1])
+    column = found[0] if found else body
+    if column is None:
+        return None
+    return BlobColumn(schema, table, column, ref, toks[f][1])
 
 
 # --- decoding as windows arrive ------------------------------------------------------------
@@ -410,6 +413,10 @@ class _Dialect:
     def sql(self, st: Statement) -> str:
         return st.pyformat
 
+    def execute(self, conn: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
+        """Run one statement bounded by `timeout` (each dialect bounds it its own way)."""
+        raise NotImplementedError
+
     def wrap(self, st: Statement, select: str, tail: str = "") -> str:
         inner = self.sql(st)
         return f"SELECT {select} FROM ({inner}) q{tail}"
@@ -420,7 +427,7 @@ class _Dialect:
     def substr(self, body: str) -> str:
         return f"substring(q.{body} from %s for %s)"
 
-    def meta_rows(self, conn: Any, route: SqlRoute, values: tuple, timeout: float) -> list[tuple]:
+    def meta_rows(self, conn: Any, route: SqlRoute, values: tuple[Any, ...], timeout: float) -> list[tuple[Any, ...]]:
         """One row per part: the meta columns, the body's length in substr() units, its
         length in bytes, and a rowid for incremental blob I/O (None: read in windows)."""
         cols = ", ".join([*(f"q.{c}" for c in route.meta_columns), self.lengths(route.body)])
@@ -440,7 +447,7 @@ class _Dialect:
         for part in parts:
             yield from self.windows(conn, route, values, part, timeout)
 
-    def windows(self, conn: Any, route: SqlRoute, values: tuple, part: _Part, timeout: float) -> Iterator[bytes]:
+    def windows(self, conn: Any, route: SqlRoute, values: tuple[Any, ...], part: _Part, timeout: float) -> Iterator[bytes]:
         """One row's body in substr() windows, each window one statement.
         substr(body, pos, n) is in the outer select: its parameters come first."""
         sql = self.wrap(route.statement, self.substr(route.body), f" LIMIT 1 OFFSET {part.row:d}")
@@ -504,7 +511,7 @@ class _Sqlite(_Dialect):
             return None
         return col, sql
 
-    def meta_rows(self, conn: Any, route: SqlRoute, values: tuple, timeout: float) -> list[tuple]:
+    def meta_rows(self, conn: Any, route: SqlRoute, values: tuple[Any, ...], timeout: float) -> list[tuple[Any, ...]]:
         """typeof() and the rowid, not length(): length() of text loads the whole value.
         The byte length is the blob handle's, read in the same transaction."""
         plan = self.blob_plan(conn, route)
@@ -533,7 +540,7 @@ class _Sqlite(_Dialect):
             if own:
                 conn.execute("COMMIT")
 
-    def windows(self, conn: Any, route: SqlRoute, values: tuple, part: _Part, timeout: float) -> Iterator[bytes]:
+    def windows(self, conn: Any, route: SqlRoute, values: tuple[Any, ...], part: _Part, timeout: float) -> Iterator[bytes]:
         plan = self._plans.get((route.statement, route.body))
         if part.rowid is None or plan is None:
             yield from super().windows(conn, route, values, part, timeout)
@@ -577,7 +584,7 @@ class _Sqlite(_Dialect):
 
         conn.set_progress_handler(over, 10000)
 
-    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+    def execute(self, conn: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
         """`timeout` 0: no deadline (a read's windows, once its lookup is done)."""
         deadline = self._deadlines[id(conn)]
         deadline[0] = time.monotonic() + timeout if timeout else 0.0
@@ -657,7 +664,7 @@ class _Postgres(_Dialect):
 
         return isinstance(e, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable))
 
-    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+    def execute(self, conn: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
         cur = conn.cursor(binary=True)  # bytea as bytes, not hex text
         return cur.execute(sql, params)
 
@@ -668,7 +675,7 @@ class _Postgres(_Dialect):
         conn.execute("COMMIT")
 
     def is_disconnect(self, conn: Any, e: BaseException) -> bool:
-        return conn.broken or conn.closed
+        return bool(conn.broken or conn.closed)
 
 
 class _Mysql(_Dialect):
@@ -707,7 +714,7 @@ class _Mysql(_Dialect):
                 cur.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
         conn.autocommit(True)
 
-    def execute(self, conn: Any, sql: str, params: tuple, timeout: float) -> Any:
+    def execute(self, conn: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
         cur = conn.cursor()
         cur.execute(sql, params)
         return cur
@@ -750,6 +757,7 @@ class _Mysql(_Dialect):
         names = [n.lower() for n in rows.names]
         body = names.index(route.body.lower())
         check = names.index(route.verify.lower()) if route.verify else None
+        check_group = route.verify or ""  # the group whose value the verify column must equal
         if check is not None and check > body:
             raise OriginError(f"sql_route #{route.index}: on MySQL/MariaDB the verify column must come "
                               "before the body column in the SELECT list")
@@ -762,7 +770,7 @@ class _Mysql(_Dialect):
                     kept += 1
                 elif i == check:
                     value = rows.value()
-                    skip = value is None or value.decode("utf-8", "surrogateescape") != params[route.verify]
+                    skip = value is None or value.decode("utf-8", "surrogateescape") != params[check_group]
                 else:
                     rows.skip_value()
         if kept != len(parts):
@@ -854,13 +862,13 @@ class MysqlRows:
 class _Rows:
     """Rows already fetched (SQLite fetches inside its deadline), with a cursor's two reads."""
 
-    def __init__(self, rows: list[tuple]) -> None:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self.rows = rows
 
-    def fetchall(self) -> list[tuple]:
+    def fetchall(self) -> list[tuple[Any, ...]]:
         return self.rows
 
-    def fetchone(self) -> tuple | None:
+    def fetchone(self) -> tuple[Any, ...] | None:
         return self.rows[0] if self.rows else None
 
 
@@ -916,9 +924,9 @@ class SqlRouteOrigin:
             sql = self._drv.wrap(route.statement, cols, " LIMIT 0")
             params = tuple(None for _ in route.statement.params)
             try:
-                self._call(lambda conn, sql=sql, params=params: self._drv.execute(conn, sql, params, self.timeout).fetchall())
+                self._call(self._compiles(sql, params))
                 order = getattr(self._drv, "column_order_problem", None)
-                results.append((route, order and self._call(lambda conn, route=route, order=order: order(conn, route))))
+                results.append((route, order and self._call(self._order_problem(order, route))))
             except OriginError as e:
                 results.append((route, str(e)))
         return results
@@ -973,11 +981,20 @@ class SqlRouteOrigin:
 
     # queries
 
-    def _meta(self, conn: Any, route: SqlRoute, params: Mapping[str, str]) -> list[tuple]:
+    def _meta(self, conn: Any, route: SqlRoute, params: Mapping[str, str]) -> list[tuple[Any, ...]]:
         values = tuple(params[p] for p in route.statement.params)
-        return self._drv.meta_rows(conn, route, values, self.timeout)
+        rows: list[tuple[Any, ...]] = self._drv.meta_rows(conn, route, values, self.timeout)
+        return rows
 
-    def _object(self, target: str, route: SqlRoute, params: Mapping[str, str], rows: list[tuple]) -> DbObject | None:
+    def _compiles(self, sql: str, params: tuple[Any, ...]) -> Callable[[Any], object]:
+        """A connection call running `sql` once (LIMIT 0): raises when it does not compile."""
+        return lambda conn: self._drv.execute(conn, sql, params, self.timeout).fetchall()
+
+    @staticmethod
+    def _order_problem(order: Callable[[Any, SqlRoute], str | None], route: SqlRoute) -> Callable[[Any], str | None]:
+        return lambda conn: order(conn, route)
+
+    def _object(self, target: str, route: SqlRoute, params: Mapping[str, str], rows: list[tuple[Any, ...]]) -> DbObject | None:
         names = route.meta_columns
         kept: list[tuple[int, dict[str, Any], int, int, int | None]] = []
         for i, row in enumerate(rows):
