@@ -55,3 +55,14 @@ def test_cache_size_larger_than_the_disk(tmp_path):
     code, lines, _ = check(tmp_path, "--origin-db", f"sqlite:///{tmp_path}/o.db", "--cache-size", "1000TiB",
                            "--max-object-size", "1MiB")
     assert code == 1 and lines[-1].startswith("free disk for --cache-size 1000TiB: ") and "available" in lines[-1]
+
+
+def test_origin_db_none_checks_the_log_in_the_cache_directory(tmp_path):
+    up = Upstream()
+    try:
+        code, lines, err = check(tmp_path, "--origin-db", "none", "--upstream", up.url)
+    finally:
+        up.close()
+    assert code == 0, (lines, err)
+    assert lines[0] == "origin database none (--origin-db none: a plain HTTP cache): ok"
+    assert lines[1] == f"state database sqlite:///{tmp_path / 'cache' / 'invalidations.db'}: ok"

@@ -35,7 +35,7 @@ def test_scripted_traffic_reconciles(tmp_path):
         e.get("/media/a.jpg")  # hit, cache
         e.get("/media/a.jpg", headers={"Range": "bytes=0-99"})  # hit, 100 bytes
         e.get("/media/priv.jpg")  # pass (not storable), upstream, 100 bytes
-        e.get("/media/gone.jpg")  # miss: upstream 404 → db (empty) 404 → negative entry
+        e.get("/media/gone.jpg")  # miss: upstream 404 → db (empty) → the app's own 404, negative entry
         e.get("/media/gone.jpg")  # hit (negative cache)
         e.get("/media/a%00b.jpg")  # error 400 (media-looking)
         e.get("/api/not-media")  # not a media request: not counted
@@ -45,8 +45,8 @@ def test_scripted_traffic_reconciles(tmp_path):
         assert s["requests"] == s["hits"] + s["stale"] + s["misses"] + s["passes"] + s["errors"]
         assert s["hit_ratio"] == pytest.approx(3 / 7)
         assert s["origin_fetches"]["upstream"] == 3
-        nf = len(b"not found\n")
-        assert s["bytes_served"] == {"cache": 5000 + 100 + nf, "upstream": 5000 + 100, "db": nf}
+        nf = len(b"no")  # the app's own 404 body (mediaedge.policy.fallback)
+        assert s["bytes_served"] == {"cache": 5000 + 100 + nf, "upstream": 5000 + 100 + nf, "db": 0}
         total = sum(s["bytes_served"].values())
         assert s["byte_hit_ratio"] == pytest.approx((5100 + nf) / total)
         assert s["entries"] == 2
