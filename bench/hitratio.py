@@ -4,7 +4,8 @@
 
 Replays a Zipf trace (the first half warms up, the second is measured) and a
 scan-heavy trace (that warm-up, one sweep over every object in id order, then as many
-Zipf requests again, measured after the sweep) against: LRU; least-recently-stored (FIFO, what the cache did
+Zipf requests again, measured after the sweep; and the same without the sweep, to see
+what it costs) against: LRU; least-recently-stored (FIFO, what the cache did
 before); `tinylfu` (mediaedge.policy.admission, exactly as proxy/storage.py applies it:
 the sketch, admission at the head, the sampled-tail cull with reinsertion); the
 W-TinyLFU and S3-FIFO designs for reference; and the ideal for a stationary Zipf
@@ -241,9 +242,11 @@ def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: in
     zipf = zipf_trace(n, s, requests, seed, seed + 1)
     half = requests // 2
     sweep = list(range(n))
-    scan = zipf[:half] + sweep + zipf_trace(n, s, half, seed + 7, seed + 1)
-    # scan: measured on the Zipf requests after the sweep (what the sweep costs afterwards)
-    traces = {"zipf": (zipf, half), "scan": (scan, half + n)}
+    again = zipf_trace(n, s, half, seed + 7, seed + 1)
+    # scan: measured on the Zipf requests after the sweep; no-sweep: the same requests
+    # without the sweep before them (the difference is what the sweep costs afterwards)
+    traces = {"zipf": (zipf, half), "scan": (zipf[:half] + sweep + again, half + n),
+              "no-sweep": (zipf[:half] + again, half)}
     out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "capacity_bytes": cap,
                  "capacity_entries": cap // obj, "cache_fraction": round(cap / (n * obj), 4),
                  "requests": requests, "seed": seed, "traces": {}}

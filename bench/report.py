@@ -715,10 +715,21 @@ def _hit_ratio_policies(w: Any, pol: dict) -> None:
     w("")
     w("| trace | " + " | ".join(lab for _, lab in names) + " |")
     w("|---|" + "---|" * len(names))
-    for trace, label in (("zipf", "Zipf"), ("scan", "Zipf after a full sweep")):
-        row = pol["traces"][trace]
-        w(f"| {label} | " + " | ".join(f"{row[k]:.3f}" for k, _ in names) + " |")
+    for trace, label in (("zipf", "Zipf"), ("scan", "Zipf after a full sweep"),
+                         ("no-sweep", "the same Zipf requests, no sweep before")):
+        row = pol["traces"].get(trace)
+        if row:
+            w(f"| {label} | " + " | ".join(f"{row[k]:.3f}" for k, _ in names) + " |")
     w("")
+    z, ideal = pol["traces"]["zipf"].get("tinylfu"), pol["traces"]["zipf"]["ideal"]
+    if z is not None:
+        w(f"On Zipf mediaedge's policy is {ideal - z:.3f} below the ideal (target: within 0.02) and "
+          f"{z - pol['traces']['zipf']['lru']:+.3f} on LRU.")
+        if "no-sweep" in pol["traces"]:
+            cost = {k: pol["traces"]["no-sweep"][k] - pol["traces"]["scan"][k] for k, _ in names if k != "ideal"}
+            w("What the sweep costs afterwards (no sweep − after the sweep): " +
+              ", ".join(f"{k} {v:+.3f}" for k, v in cost.items()) + ".")
+        w("")
     m = pol.get("memory")
     if m:
         w(f"mediaedge's policy keeps {m['bytes_per_entry']} bytes per entry in memory at {m['entries']:,} entries "
