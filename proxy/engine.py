@@ -118,6 +118,9 @@ class _Flight:
     upstream_answer: UpstreamResponse | None = None
     revalidating: EntryMeta | None = None  # the expired entry this fetch revalidates (conditional GET / row revision)
     resident: bool = False  # the target had an entry when the fill began (admission: it replaces it)
+    # The database failed this fetch already (its revalidation probe): not asked again, so a
+    # locked table costs a request one --db-timeout, not two.
+    db_problem: str | None = None
 
 
 class Engine:
@@ -599,7 +602,9 @@ class Engine:
         try:
             probe = await in_database_thread(self.db.revision_of, self._db_key(req.target))
         except OriginError as e:
-            log.info("%s: revalidation with the database failed (%s); fetching", req.target, e)
+            log.info("%s: revalidation with the database failed (%s)", req.target, e)
+            self._count_fetch("db", "error")
+            flight.db_problem = f"database origin: {e}"
             return False
         if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
             return False
@@ -805,6 +810,8 @@ class Engine:
             return "found", flight.db_object, ""
         if self.db is None:
             return "none", None, "no database origin"
+        if flight.db_problem is not None:
+            return "failed", None, flight.db_problem
         try:
             obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
         except OriginError as e:
