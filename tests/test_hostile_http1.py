@@ -26,8 +26,12 @@ class RawUpstream:
     where `request` is the raw request (head and any body read so far), and records
     complete bodies of chunked requests it decoded."""
 
-    def __init__(self, serve: Callable[[socket.socket, bytes], None]) -> None:
+    def __init__(self, serve: Callable[[socket.socket, bytes], None], keep_alive: bool = False) -> None:
         self.serve = serve
+        # keep_alive: serve request after request on a connection, as an app server does.
+        # A handler that answers and closes without `Connection: close` leaves a proxy a
+        # connection it may reuse just as it closes: a 502 race, not a finding.
+        self.keep_alive = keep_alive
         self.requests: list[bytes] = []
         self.closed_by_peer = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -49,25 +53,32 @@ class RawUpstream:
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(10)
-            try:
-                data = b""
-                while b"\r\n\r\n" not in data:
+            while self._one(conn) and self.keep_alive:
+                pass
+
+    def _one(self, conn: socket.socket) -> bool:
+        """Read one request (requests arrive one at a time) and serve it; False when done."""
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return False
+                data += chunk
+            if b"chunked" in data.split(b"\r\n\r\n", 1)[0].lower():
+                while not data.endswith(b"0\r\n\r\n"):
                     chunk = conn.recv(65536)
                     if not chunk:
-                        return
+                        return False
                     data += chunk
-                if b"chunked" in data.split(b"\r\n\r\n", 1)[0].lower():
-                    while not data.endswith(b"0\r\n\r\n"):
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        data += chunk
-                self.requests.append(data)
-                self.serve(conn, data)
-            except (BrokenPipeError, ConnectionResetError):
-                self.closed_by_peer.set()
-            except OSError:
-                pass
+            self.requests.append(data)
+            self.serve(conn, data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed_by_peer.set()
+        except OSError:
+            pass
+        return False
 
     def close(self) -> None:
         self.sock.close()
@@ -95,7 +106,7 @@ def echo(conn: socket.socket, request: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def echo_env(tmp_path_factory):
-    up = RawUpstream(echo)
+    up = RawUpstream(echo, keep_alive=True)
     edge = Edge(str(tmp_path_factory.mktemp("http1")), upstream=up.url).start()
     yield edge, up
     edge.stop()
