@@ -405,12 +405,7 @@ class Engine:
             return self._serve_stale(req, stale, now)  # the upstream's own 5xx only when nothing stale is left
         if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
             # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
-            alone, _, own = self._flight_for(req, alone=True)
-            try:
-                return await self._reply_from_flight(req, stale, now, alone, False, own)
-            finally:
-                if not own.consumed:
-                    own.close()
+            return await self._fetch_alone(req, stale, now)
         if head.renewed:
             return await self._serve_renewed(req, stale, now, head, joined)
         if joined and not complete and self.stats is not None:
@@ -644,18 +639,22 @@ class Engine:
                 return False
             return self.store.update_meta(meta)
 
+    async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+        """A fetch of this request's own, joined by no one (what it joined was not for it)."""
+        alone, _, own = self._flight_for(req, alone=True)
+        try:
+            return await self._reply_from_flight(req, stale, now, alone, False, own)
+        finally:
+            if not own.consumed:
+                own.close()
+
     async def _serve_renewed(self, req: MediaRequest, stale: Entry | None, now: float, head: FillHead,
                              joined: bool) -> Reply:
         """A request whose fetch ended in a renewal: the renewed entry, from the cache
         (a hit, counted in `revalidated`). Gone again already (purged): fetch alone."""
         found = await self._lookup_async(req)
         if found.entry is None:
-            alone, _, own = self._flight_for(req, alone=True)
-            try:
-                return await self._reply_from_flight(req, stale, now, alone, False, own)
-            finally:
-                if not own.consumed:
-                    own.close()
+            return await self._fetch_alone(req, stale, now)
         entry = found.entry
         _, age, fresh = self._state_of(entry.meta, self.clock())
         if self.stats is not None and hasattr(self.stats, "revalidated"):

@@ -187,17 +187,22 @@ def _watch_frames(stats: dict[str, Any], admin: str, every: float, token: str | 
         console.print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}", markup=False, highlight=False)
         console.print(render(stats, admin=admin))
         sys.stdout.flush()
-        while True:
-            time.sleep(every)
-            try:
-                stats = _fetch(admin, token)
-                break
-            except StatsUnavailable as e:
-                print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
+        stats = _next_frame(admin, every, token)
 
 
 def _fetch(admin: str, token: str | None) -> dict[str, Any]:
     return fetch_stats(admin, token=token) if token else fetch_stats(admin)
+
+
+def _next_frame(admin: str, every: float, token: str | None) -> dict[str, Any]:
+    """The next /stats document, `every` seconds on; a failed fetch is a line on stderr
+    and is tried again after the same pause."""
+    while True:
+        time.sleep(every)
+        try:
+            return _fetch(admin, token)
+        except StatsUnavailable as e:
+            print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
 
 
 def _print(stats: Mapping[str, Any], admin: str, as_json: bool) -> None:
@@ -211,13 +216,7 @@ def _watch_json(stats: dict[str, Any], admin: str, every: float, token: str | No
     """One JSON document per line; a failed fetch is a line on stderr."""
     while True:
         print(json.dumps(stats, separators=(",", ":")), flush=True)
-        while True:
-            time.sleep(every)
-            try:
-                stats = _fetch(admin, token)
-                break
-            except StatsUnavailable as e:
-                print(f"mediaedge stats: {e}", file=sys.stderr, flush=True)
+        stats = _next_frame(admin, every, token)
 
 
 def _watch_table(stats: dict[str, Any], admin: str, every: float, token: str | None = None) -> None:
