@@ -179,3 +179,15 @@ def _quiet(upstream: Upstream) -> bool:
     n = _sent(upstream)
     time.sleep(0.3)
     return _sent(upstream) == n
+
+
+def test_bench_seeks_reports_the_window(capsys):
+    """`python -m bench.seeks` runs and reports what a seek cost (a small object here)."""
+    import json
+
+    from bench import seeks
+
+    seeks.main(["--size", "24MB", "--seeks", "3", "--window", "64KiB", "--max-object-size", "1MiB"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["later_seeks"]["app_bytes_per_seek_max"] == 64 * 1024
+    assert report["first_seek"]["app_bytes"] < 16 * MiB
