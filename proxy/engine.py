@@ -402,9 +402,7 @@ class Engine:
             head = await asyncio.wait_for(asyncio.shield(flight.fill.head), self.config.coalesce_timeout)
         except FillFailed as e:
             if flight.fill.rerouted:
-                # The whole object turned out not storable: asked again, a Range request
-                # now goes to the origin with its Range (mediaedge.policy.seek).
-                return await self._from_fill(req, stale, now)
+                return await self._rerouted(req, stale, now)
             if stale is not None:
                 return self._serve_stale(req, stale, now)
             return self._error_reply(req.target, e.status, str(e))
@@ -468,6 +466,19 @@ class Engine:
         _, age, fresh = self._state_of(stale.meta, now)
         return self._serve_entry(req, stale, age, fresh, "stale")
 
+    async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+        """The fetch this request waited on turned out not storable and was dropped after its
+        head: a Range request goes to the origin with its Range (mediaedge.policy.seek),
+        any other asks again (a whole fetch, which is never dropped so)."""
+        if not is_range_request(req.method, req.headers):
+            return await self._from_fill(req, stale, now)
+        flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
+        try:
+            return await self._reply_from_flight(req, stale, now, flight, False, handle)
+        finally:
+            if not handle.consumed:
+                handle.close()
+
     def _forwards_range(self, req: MediaRequest) -> bool:
         """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
         if "range" not in req.headers:
@@ -506,6 +517,8 @@ class Engine:
         flight = self._flights.get(target)
         if flight is None or flight.fill.spilled:
             return None
+        if flight.fill.waiting == 0 and not flight.fill.may_store():
+            return None  # an unstored fetch nobody reads any more: it is being stopped
         if self.epochs.verdict(flight.epoch, target, flight.tags, flight.revision)[0] is not Verdict.CURRENT:
             return None
         return flight
@@ -837,7 +850,7 @@ class Engine:
                                       not_stored_reason="" if admitted else "admission"))
         storable = storable and admitted
         if not hash_first:
-            await in_database_thread(self._copy_db_blob, obj, fill, loop)
+            await in_database_thread(self._copy_db_blob, obj, fill, loop, 0, None, not storable)
             sha = fill.finish()
         if obj.size is not None and fill.written != obj.size:
             raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
@@ -882,7 +895,7 @@ class Engine:
                                       "db", obj.revision, window.length, shareable=False, storable=False,
                                       not_stored_reason="range"))
         await in_database_thread(self._copy_db_blob, obj, fill, asyncio.get_running_loop(),
-                                 window.start, window.end + 1)
+                                 window.start, window.end + 1, True)
         fill.finish()
         if fill.written != window.length:
             raise _failed(f"database returned {fill.written} of {window.length} bytes", 502)
@@ -939,12 +952,16 @@ class Engine:
         return target if getattr(self.db, "by_target", False) else decoded_path(target)
 
     def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop,
-                      start: int = 0, end: int | None = None) -> None:
+                      start: int = 0, end: int | None = None, unread: bool = False) -> None:
+        """Copy bytes [start, end) of a row into the fill (worker thread); `unread`: stop once
+        nobody reads them (an answer that is not stored)."""
         assert self.db is not None
         chunks = self.db.read(obj) if start == 0 and end is None else self.db.read(obj, start, end)
         try:
             for chunk in chunks:
                 fill.write_from_thread(chunk, loop)
+                if unread and fill.waiting == 0:
+                    raise _failed("not stored and nobody reads it any more", 502)
         except OriginError as e:
             raise _failed(f"database read failed: {e}", 502) from e
         finally:

@@ -235,7 +235,7 @@ class Fill:
             os.close(self.rfd)
             self.rfd = -1
 
-    def _may_store(self) -> bool:
+    def may_store(self) -> bool:
         """False once the head says this fill is not stored: a reader of a window of it need
         not wait for the rest (nor keep the fetch alive: the engine stops unread fills)."""
         head = self.head
@@ -316,7 +316,7 @@ class Fill:
                 await self._stalled(self._progress.wait())
             if end is not None and pos < end:
                 raise FillFailed("body shorter than announced")
-            if self.spilled_at is None and self._may_store():
+            if self.spilled_at is None and self.may_store():
                 await self.settled.wait()
         finally:
             self.readers -= 1

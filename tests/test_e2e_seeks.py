@@ -11,6 +11,7 @@ import os
 import random
 import time
 
+import pytest
 import requests
 
 from mediaedge.origins.db import DatabaseOrigin
@@ -191,3 +192,62 @@ def test_bench_seeks_reports_the_window(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["later_seeks"]["app_bytes_per_seek_max"] == 64 * 1024
     assert report["first_seek"]["app_bytes"] < 16 * MiB
+
+
+@pytest.mark.full
+def test_an_unstored_database_read_stops_when_its_client_leaves(tmp_path):
+    """`bytes=0-` on a 256 MiB row over --max-object-size, 1 MiB read, then the client leaves:
+    the database read stops too (the edge reads far less than the row)."""
+    url = f"sqlite:///{tmp_path}/origin.db"
+    size = 256 * MiB
+    block = os.urandom(MiB)
+    o = DatabaseOrigin(url)
+    try:
+        o.put("/media/huge.mp4", io.BufferedReader(_Repeat(block, size)), size=size,  # type: ignore[arg-type]
+              sha256=_repeat_sha(block, size), revision="h1", content_type="video/mp4")
+    finally:
+        o.close()
+    edge = Edge(str(tmp_path), origin_db=url, args=["--max-object-size", "1MiB"]).start()
+    try:
+        edge.get("/media/none.jpg")
+        before = _io(edge)[0]
+        with requests.get(edge.url + "/media/huge.mp4", headers={"Range": "bytes=0-"}, stream=True, timeout=30) as r:
+            assert r.status_code == 206
+            first = next(r.iter_content(MiB))
+            assert first == block[:len(first)]
+        last = [-1]
+
+        def settled() -> bool:
+            now = _io(edge)[0]
+            same, last[0] = now == last[0], now
+            return same
+
+        wait_until(settled, timeout=30, interval=0.5, what="the edge to stop reading")
+        read = _io(edge)[0] - before
+        print(f"\nbytes=0- of a 256 MiB row, 1 MiB taken: the edge read {read} bytes")
+        assert read < size // 2, read
+    finally:
+        edge.stop()
+
+
+class _Repeat(io.RawIOBase):
+    def __init__(self, block: bytes, size: int) -> None:
+        self.block, self.left = block, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        n = min(len(b), self.left, len(self.block))
+        b[:n] = self.block[:n]
+        self.left -= n
+        return n
+
+
+def _repeat_sha(block: bytes, size: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for _ in range(size // len(block)):
+        h.update(block)
+    return h.hexdigest()
