@@ -55,6 +55,7 @@ def test_seeks_into_an_object_over_max_size_cost_the_window(tmp_path):
             r = edge.get(PATH, headers={"Range": f"bytes={a}-{a + 999}"})
             assert r.status_code == 206 and r.content == synthetic_chunk(a, 1000)
             assert r.headers["Content-Range"] == f"bytes {a}-{a + 999}/{SIZE}"
+            assert "fwd=bypass; fwd-status=206; detail=upstream" in r.headers["Cache-Status"]
             assert _sent(upstream) - before == 1000
             assert len(upstream.range_requests) == asked + 1
 
