@@ -33,13 +33,16 @@ from mediaedge.policy.freshness import Freshness, classify, current_age, freshne
 from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.armour import deception_armour
 from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
+from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
+from mediaedge.policy.seek import abandon_fetch, database_window, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
 from mediaedge.policy.storable import Storability, storability
-from mediaedge.policy.target import decoded_path, revision_from, vary_names, vary_values
+from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
 from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
 from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
 from mediaedge.streamserver import FileBody, Job
+from mediaedge.unstored import UnstoredTargets
 from mediaedge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("mediaedge.engine")
@@ -121,6 +124,9 @@ class _Flight:
     # The database failed this fetch already (its revalidation probe): not asked again, so a
     # locked table costs a request one --db-timeout, not two.
     db_problem: str | None = None
+    # A seek into something the edge will not store: the client's Range (and If-Range) go to
+    # the upstream and its answer is passed on, never stored (mediaedge.policy.seek).
+    forward_range: bool = False
 
 
 class Engine:
@@ -148,6 +154,7 @@ class Engine:
         self.epochs = Epochs()
         self._running: dict[int, int] = {}
         self.hot = HotEntries()
+        self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = browser_cache_control(config.browser_ttl)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
@@ -369,7 +376,10 @@ class Engine:
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,
                          revalidate: EntryMeta | None = None) -> Reply:
         try:
-            flight, joined, handle = self._flight_for(req, revalidate=revalidate)
+            if stale is None and revalidate is None and self._forwards_range(req):
+                flight, joined, handle = self._flight_for(req, alone=True, forward_range=True)
+            else:
+                flight, joined, handle = self._flight_for(req, revalidate=revalidate)
         except _Busy as e:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
@@ -394,6 +404,8 @@ class Engine:
             # shield: the head is shared with every other waiter of this fetch
             head = await asyncio.wait_for(asyncio.shield(flight.fill.head), self.config.coalesce_timeout)
         except FillFailed as e:
+            if flight.fill.rerouted:
+                return await self._rerouted(req, stale, now)
             if stale is not None:
                 return self._serve_stale(req, stale, now)
             return self._error_reply(req.target, e.status, str(e))
@@ -452,7 +464,27 @@ class Engine:
         _, age, fresh = self._state_of(stale.meta, now)
         return self._serve_entry(req, stale, age, fresh, "stale")
 
-    def _flight_for(self, req: MediaRequest, *, alone: bool = False,
+    async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+        """The fetch this request waited on turned out not storable and was dropped after its
+        head: a Range request goes to the origin with its Range (mediaedge.policy.seek),
+        any other asks again (a whole fetch, which is never dropped so)."""
+        if not is_range_request(req.method, req.headers):
+            return await self._from_fill(req, stale, now)
+        flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
+        try:
+            return await self._reply_from_flight(req, stale, now, flight, False, handle)
+        finally:
+            if not handle.consumed:
+                handle.close()
+
+    def _forwards_range(self, req: MediaRequest) -> bool:
+        """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
+        if "range" not in req.headers:
+            return False
+        return route_range(method=req.method, request_headers=req.headers, known=self.unstored.get(req.target),
+                           now=self.clock()).forward
+
+    def _flight_for(self, req: MediaRequest, *, alone: bool = False, forward_range: bool = False,
                     revalidate: EntryMeta | None = None) -> tuple[_Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
@@ -465,8 +497,11 @@ class Engine:
                 if flight.fill.waiting >= self.config.coalesce_max_waiters:
                     raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
                 return flight, True, flight.fill.open_handle()
+        if alone and not forward_range and revalidate is None:
+            forward_range = self._forwards_range(req)
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
-        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch, revalidating=revalidate)
+        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch, revalidating=revalidate,
+                         forward_range=forward_range)
         self._running[id(flight)] = flight.epoch
         if not alone and not private:
             self._flights[req.target] = flight
@@ -480,6 +515,8 @@ class Engine:
         flight = self._flights.get(target)
         if flight is None or flight.fill.spilled:
             return None
+        if flight.fill.waiting == 0 and not flight.fill.may_store():
+            return None  # an unstored fetch nobody reads any more: it is being stopped
         if self.epochs.verdict(flight.epoch, target, flight.tags, flight.revision)[0] is not Verdict.CURRENT:
             return None
         return flight
@@ -568,6 +605,10 @@ class Engine:
         upstream answered 304 and the stored entry was renewed. A 304 that does not
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
         assert self.upstream is not None
+        if flight.forward_range:
+            wanted = tuple((name, value) for name in ("Range", "If-Range")
+                           for value in req.headers.get_all(name)[:1])
+            return await self.upstream.get(req.target, req.headers, wanted)
         stored = flight.revalidating
         fields = conditional_fields(stored.headers) if stored is not None and stored.source == "upstream" else ()
         if not fields:
@@ -683,6 +724,12 @@ class Engine:
         length = _content_length(resp.headers)
         too_big = length is not None and length > self.config.max_object_size
         storable = policy.storable and not too_big
+        if flight.forward_range:
+            storable = False  # a seek passed on: the upstream's 206/416/200 as it came, never stored
+            policy = Storability(False, "range", policy.negative)
+        elif fallback is None and not storable:
+            await self._not_stored(flight, req, resp,
+                                   policy.reason if not policy.storable else ("size" if too_big else ""))
         if published is not None and revision is not None and revision != published and not policy.negative:
             storable = False
         admitted = not storable or self._admitted(flight, req.target, length)
@@ -712,7 +759,9 @@ class Engine:
         head_sent = True
         try:
             if not fill.done:
-                await self._copy_chunks(fill, chunks)
+                # An answer nobody stores is read only while someone reads it: a player that
+                # opens a 4 GB video with `bytes=0-` and seeks away after 2 MB cuts the fetch.
+                await self._copy_chunks(fill, chunks, None if storable else flight)
                 sha = fill.finish()
         except UpstreamError as e:
             raise _failed(f"upstream body cut: {e}", 502) from e
@@ -723,6 +772,8 @@ class Engine:
             raise _failed(fill.error, 502)
         if revision is None and representation:
             revision = "sha256:" + sha[:16]
+        if storable and fill.written > self.config.max_object_size and resp.status == 200:
+            self._remember_unstored(req.target, 200, "size")  # no Content-Length: found too big at the end
         if storable and fill.written <= self.config.max_object_size and head_sent:
             meta = EntryMeta(
                 target=req.target, revision=revision or "", status=resp.status, headers=headers,
@@ -733,11 +784,36 @@ class Engine:
             )
             await self._install_async(flight, meta)
 
-    async def _copy_chunks(self, fill: Fill, chunks: object) -> None:
+    def _remember_unstored(self, target: str, status: int, reason: str) -> bool:
+        note = remember(status=status, reason=reason, now=self.clock())
+        if note is not None:
+            self.unstored.put(target, note)
+        return note is not None
+
+    async def _not_stored(self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
+        """A whole answer the edge will not store: remembered for later seeks, and when the
+        fetch is for a Range request, dropped after its head (its requests are re-sent with
+        their Range: `rerouted`) rather than read whole to send a window."""
+        self._remember_unstored(req.target, resp.status, reason)
+        if not abandon_fetch(method=req.method, request_headers=req.headers, status=resp.status, reason=reason):
+            return
+        await resp.aclose()
+        if self._flights.get(req.target) is flight:
+            del self._flights[req.target]  # nobody joins it from now on
+        flight.fill.rerouted = True
+        raise _failed(f"not stored ({reason}): the Range goes to the origin", 502)
+
+    async def _copy_chunks(self, fill: Fill, chunks: object, unread: _Flight | None = None) -> None:
+        """Copy the upstream's body into the fill; `unread`: stop once nobody reads it (a
+        fetch that is not stored), and let nobody join it from then on."""
         try:
             async for chunk in chunks:  # type: ignore[attr-defined]
                 await fill.write(chunk)
-        except UpstreamError:
+                if unread is not None and fill.waiting == 0:
+                    if self._flights.get(fill.target) is unread:
+                        del self._flights[fill.target]
+                    raise _failed("not stored and nobody reads it any more", 502)
+        except (UpstreamError, FillFailed):
             raise
         except Exception as e:  # httpx read errors mid-body
             from mediaedge.upstream import wrap_stream_errors
@@ -756,6 +832,10 @@ class Engine:
             await answer.discard()
         headers = _db_headers(obj, self.config.revision_header)
         storable = obj.size is None or obj.size <= self.config.max_object_size
+        if not storable:
+            self._remember_unstored(req.target, 200, "size")
+            if await self._database_window(flight, req, obj, headers):
+                return
         # a published revision is the truth being installed: not weighed against the tail
         admitted = not storable or published is not None or self._admitted(flight, req.target, obj.size)
         flight.tags, flight.revision = obj.tags, obj.revision
@@ -774,7 +854,7 @@ class Engine:
                                       not_stored_reason="" if admitted else "admission"))
         storable = storable and admitted
         if not hash_first:
-            await in_database_thread(self._copy_db_blob, obj, fill, loop)
+            await in_database_thread(self._copy_db_blob, obj, fill, loop, 0, None, not storable)
             sha = fill.finish()
         if obj.size is not None and fill.written != obj.size:
             raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
@@ -794,6 +874,36 @@ class Engine:
                 key_revision=revision,
             )
             await self._install_async(flight, meta, adopt_published=adopt)
+
+    async def _database_window(self, flight: _Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
+        """A Range request for a row the edge will not store: just the window is read from
+        the database and answered 206 (or 416), never stored. False: serve it whole."""
+        if obj.size is None or not is_range_request(req.method, req.headers):
+            return False
+        etag = etag_for_revision(obj.revision) if obj.revision else None
+        window: ByteRange | str = database_window(request_headers=req.headers, length=obj.size, etag=etag,
+                                 last_modified=obj.updated_at)
+        if window == "full":
+            return False
+        fill = flight.fill
+        flight.tags, flight.revision = obj.tags, obj.revision
+        if not isinstance(window, ByteRange):  # unsatisfiable
+            fill.length = 0
+            fill.head.set_result(FillHead(416, headers.with_set("Content-Range", unsatisfied_content_range(obj.size)),
+                                          "db", obj.revision, 0, shareable=False, storable=False,
+                                          not_stored_reason="range"))
+            fill.finish()
+            return True
+        fill.length = window.length
+        fill.head.set_result(FillHead(206, headers.with_set("Content-Range", content_range(window, obj.size)),
+                                      "db", obj.revision, window.length, shareable=False, storable=False,
+                                      not_stored_reason="range"))
+        await in_database_thread(self._copy_db_blob, obj, fill, asyncio.get_running_loop(),
+                                 window.start, window.end + 1, True)
+        fill.finish()
+        if fill.written != window.length:
+            raise _failed(f"database returned {fill.written} of {window.length} bytes", 502)
+        return True
 
     def _admitted(self, flight: _Flight, target: str, length: int | None) -> bool:
         """Admission at the head (memory only): refused, the response is served as a miss
@@ -847,12 +957,17 @@ class Engine:
         whose routes match what clients send) the canonical target itself."""
         return target if getattr(self.db, "by_target", False) else decoded_path(target)
 
-    def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop) -> None:
+    def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop,
+                      start: int = 0, end: int | None = None, unread: bool = False) -> None:
+        """Copy bytes [start, end) of a row into the fill (worker thread); `unread`: stop once
+        nobody reads them (an answer that is not stored)."""
         assert self.db is not None
-        chunks = self.db.read(obj)
+        chunks = self.db.read(obj) if start == 0 and end is None else self.db.read(obj, start, end)
         try:
             for chunk in chunks:
                 fill.write_from_thread(chunk, loop)
+                if unread and fill.waiting == 0:
+                    raise _failed("not stored and nobody reads it any more", 502)
         except OriginError as e:
             raise _failed(f"database read failed: {e}", 502) from e
         finally:
@@ -886,6 +1001,7 @@ class Engine:
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
         self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
+        self.unstored.drop(meta.target)  # stored after all: seeks are served from the cache
         committed, evicted = await asyncio.to_thread(self._install, flight, meta, adopt_published)
         self.hot.drop(meta.target)
         for target in evicted:
@@ -956,6 +1072,7 @@ class Engine:
         """New requests must not join fills that began before an invalidation."""
         for t in targets:
             self.hot.drop(t)
+            self.unstored.drop(t)  # a new revision may be storable: fetched whole once more
             self._flights.pop(t, None)  # the commit-time check (proxy/epochs.py) keeps it from being stored
             if abort:
                 for job in list(self._jobs_by_target.get(t, ())):

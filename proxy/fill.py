@@ -91,6 +91,9 @@ class Fill:
         self._progress = asyncio.Event()
         self._queues: set[SpoolHandle] = set()
         self.aborted = False  # the node is stopping: producers stop, nothing is committed
+        # Dropped after the head because the edge will not store it and the leader asked for
+        # a Range: every request reading it asks again (mediaedge.policy.seek).
+        self.rerouted = False
         self.length: int | None = None  # the body's announced length, once the head is known
         # Set once the fill is committed (or will not be): a reader holds back the body's
         # last bytes until then, so a client that got a whole response and asks again
@@ -232,6 +235,14 @@ class Fill:
             os.close(self.rfd)
             self.rfd = -1
 
+    def may_store(self) -> bool:
+        """False once the head says this fill is not stored: a reader of a window of it need
+        not wait for the rest (nor keep the fetch alive: the engine stops unread fills)."""
+        head = self.head
+        if not head.done() or head.cancelled() or head.exception() is not None:
+            return True
+        return head.result().storable
+
     # -- reader side ----------------------------------------------------------------
     def open_handle(self) -> SpoolHandle:
         """A reader's own handle, taken when it joins: a dup of the spool file (so the
@@ -305,7 +316,7 @@ class Fill:
                 await self._stalled(self._progress.wait())
             if end is not None and pos < end:
                 raise FillFailed("body shorter than announced")
-            if self.spilled_at is None:
+            if self.spilled_at is None and self.may_store():
                 await self.settled.wait()
         finally:
             self.readers -= 1

@@ -288,6 +288,7 @@ class Invalidator:
             self.engine.forget_flights(targets + running, abort=event.abort_inflight)
             if event.prefix is not None:
                 self.engine.hot.drop_prefix(event.prefix)
+                self.engine.unstored.drop_prefix(event.prefix)
         if self.auth_decisions is not None:
             self.auth_decisions.drop(targets)
             if isinstance(event, PurgeEvent) and event.prefix is not None:

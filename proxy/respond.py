@@ -129,7 +129,8 @@ def plan_response(
         body_len = length or 0
         if status == 204 or status < 200:
             return Plan(status, Headers([*out, *extra]), None)
-        ranges = [("Content-Range", v) for v in headers.get_all("content-range")] if status == 206 else []
+        # A passed-on 416 keeps its Content-Range too (bytes */LEN, RFC 9110 15.5.17).
+        ranges = [("Content-Range", v) for v in headers.get_all("content-range")] if status in (206, 416) else []
         return Plan(status, Headers([*out, *extra, *ranges, ("Content-Length", str(body_len))]),
                     None if is_head else (0, body_len))
 

@@ -82,6 +82,9 @@ class Route:
     # If-Modified-Since is not before its Last-Modified) with a 304 carrying the route's
     # current headers and no body, as an app server or nginx does.
     not_modified: bool = False
+    # Answer one-range `Range: bytes=...` requests with 206 (416 when unsatisfiable), as
+    # nginx does for a static file; an If-Range other than the route's ETag gets the 200.
+    ranges: bool = False
 
 
 def synthetic_chunk(offset: int, n: int, seed: int = 0) -> bytes:
@@ -104,6 +107,24 @@ def synthetic_sha(size: int, seed: int = 0) -> str:
         h.update(synthetic_chunk(pos, n, seed))
         pos += n
     return h.hexdigest()
+
+
+def _byte_range(value: str | None, if_range: str | None, etag: str | None, size: int) -> tuple[int, int] | str | None:
+    """[start, end) of a one-range request, 'unsatisfiable', or None (the whole body)."""
+    if not value or not value.startswith("bytes=") or "," in value:
+        return None
+    if if_range is not None and if_range != etag:
+        return None
+    first, _, last = value[6:].strip().partition("-")
+    try:
+        if not first:
+            n = int(last)
+            return (max(0, size - n), size) if n > 0 and size else "unsatisfiable"
+        a = int(first)
+        b = size - 1 if not last else min(int(last), size - 1)
+    except ValueError:
+        return None
+    return (a, b + 1) if a < size and a <= b else "unsatisfiable"
 
 
 def _unmodified(route_headers: dict[str, str], request_headers: object) -> bool:
@@ -144,6 +165,7 @@ class Upstream:
         self.not_modified: Counter[str] = Counter()  # 304s answered, per path
         self.body_bytes: Counter[str] = Counter()  # response body bytes sent, per path
         self.header_bytes: Counter[str] = Counter()  # status line and header bytes sent, per path
+        self.range_requests: list[tuple[str, str | None, int]] = []  # (path, Range, status) answered as ranges
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -193,13 +215,31 @@ class Upstream:
                     body = body + b"".join(
                         f"\n{name}: {self.headers.get(name)}".encode() for name in route.reflect if name in self.headers)
                 size = route.size if route.size is not None else len(body)
+                status, offset, content_range = route.status, 0, None
+                if route.ranges and route.status == 200 and self.command == "GET":
+                    window = _byte_range(self.headers.get("Range"), self.headers.get("If-Range"),
+                                         route.headers.get("ETag"), size)
+                    if window == "unsatisfiable":
+                        outer.range_requests.append((self.path, self.headers.get("Range"), 416))
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    if isinstance(window, tuple):
+                        outer.range_requests.append((self.path, self.headers.get("Range"), 206))
+                        status, offset = 206, window[0]
+                        content_range = f"bytes {window[0]}-{window[1] - 1}/{size}"
+                        size = window[1] - window[0]
                 if route.date:
-                    self.send_response(route.status)
+                    self.send_response(status)
                 else:
-                    self.log_request(route.status)
-                    self.send_response_only(route.status)
+                    self.log_request(status)
+                    self.send_response_only(status)
                 for k, v in [*route.headers.items(), *route.fields]:
                     self.send_header(k, v)
+                if content_range is not None:
+                    self.send_header("Content-Range", content_range)
                 if route.chunked:
                     self.send_header("Transfer-Encoding", "chunked")
                 elif "Content-Length" not in route.headers:
@@ -219,7 +259,8 @@ class Upstream:
                         n = min(65536, limit - pos)
                         if route.hold_at is not None and pos < route.hold_at:
                             n = min(n, route.hold_at - pos)
-                        chunk = body[pos:pos + n] if route.size is None else synthetic_chunk(pos, n, route.seed)
+                        at = offset + pos
+                        chunk = body[at:at + n] if route.size is None else synthetic_chunk(at, n, route.seed)
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
                         outer.body_bytes[self.path] += len(chunk)
                         pos += n

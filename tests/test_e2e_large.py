@@ -62,3 +62,33 @@ def test_large_object_miss_and_hit_stream_with_bounded_memory(tmp_path, record_p
     finally:
         edge.stop()
         upstream.close()
+
+
+@pytest.mark.full
+def test_seek_near_the_end_of_a_400mb_object_over_max_size_costs_the_window(tmp_path, record_property):
+    """The issue's case: 100 bytes near the end of a 400 MB video the edge will not store.
+    Before, the edge fetched all 400 MB from the app (2.4 s); now the app sends the window
+    (the first seek also sends what the dropped whole answer had in the socket buffers)."""
+    from tests.edge import synthetic_chunk
+
+    upstream = Upstream()
+    upstream.routes["/media/video.mp4"] = Route(size=SIZE, ranges=True,
+                                                headers={"Content-Type": "video/mp4", "ETag": '"v1"'})
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--max-object-size", "128MiB"]).start()
+    try:
+        costs = []
+        for start in (SIZE - 1000, SIZE - 500_000, 300_000_000):
+            before = upstream.body_bytes["/media/video.mp4"]
+            t0 = time.perf_counter()
+            r = requests.get(edge.url + "/media/video.mp4", headers={"Range": f"bytes={start}-{start + 99}"},
+                             timeout=60)
+            took = time.perf_counter() - t0
+            assert r.status_code == 206 and r.content == synthetic_chunk(start, 100)
+            costs.append((upstream.body_bytes["/media/video.mp4"] - before, took))
+        print(f"\nseeks into a 400 MiB object over --max-object-size: app bytes and time {costs}")
+        record_property("seek_costs", costs)
+        assert costs[0][0] < 32 << 20
+        assert [c for c, _ in costs[1:]] == [100, 100]
+    finally:
+        edge.stop()
+        upstream.close()
