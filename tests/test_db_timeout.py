@@ -199,7 +199,8 @@ def test_a_stuck_sqlite_lookup_raises_lookup_timeout(tmp_path):
         started = time.monotonic()
         with pytest.raises(LookupTimeout) as info:
             origin.lookup("/media/a/b.jpg")
-        assert time.monotonic() - started < 1.0
+        # bounded by the timeout (a stuck query never ends); ten times it, not a tight absolute
+        assert time.monotonic() - started < 0.3 * 10
         assert "--db-timeout (0.3 s)" in str(info.value) and "\n" not in str(info.value)
 
 
