@@ -8,23 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream, sha, wait_until
+from tests.edge import Edge, Route, sha, wait_until
 
 BODY = os.urandom(10_000)
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def edge(tmp_path, upstream):
-    e = Edge(str(tmp_path), upstream=upstream.url).start()
-    yield e
-    e.stop()
 
 
 def test_miss_then_hit_exact_bytes_and_one_upstream_fetch(edge, upstream):

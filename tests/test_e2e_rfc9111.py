@@ -6,24 +6,16 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream
+from tests.edge import Route, edge_with_upstream, status_of
 from tests.test_hygiene import get
 
 BODY = b"\x89PNG-rfc9111-" * 1000
 
 
-def status_of(r) -> str:
-    return r.headers.get("Cache-Status", "") if hasattr(r, "headers") else (r.get("cache-status") or "")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rfc9111")
-    up = Upstream()
-    edge = Edge(str(d), upstream=up.url, origin_db="none").start()
-    yield edge, up
-    edge.stop()
-    up.close()
+    with edge_with_upstream(tmp_path_factory.mktemp("rfc9111"), origin_db="none") as pair:
+        yield pair
 
 
 def test_fields_named_in_connection_are_neither_stored_nor_passed_on(env):
