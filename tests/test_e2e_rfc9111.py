@@ -122,3 +122,22 @@ def test_a_successful_unsafe_request_invalidates_same_origin_location_and_conten
     assert "fwd=miss" in status_of(edge.get(paths["location"]))
     assert "fwd=miss" in status_of(edge.get(paths["content-location"]))
     assert status_of(edge.get(paths["foreign"])).startswith("mediaedge; hit")
+
+
+def test_an_absolute_location_naming_the_host_the_client_used_is_invalidated(env):
+    """RFC 9111 4.4 compares with the *target URI's* host: the Host the client sent
+    (`shop.example`, the public name an app configured with its base URL writes into its
+    links). mitmproxy's reverse mode rewrites Host to the upstream's before any hook sees
+    the request, so the comparison must not read the Host field at response time."""
+    edge, up = env
+    path = "/media/rfc/loc-public.png"
+    up.routes[path] = Route(body=BODY, headers={"Cache-Control": "max-age=600"})
+    edge.get(path)
+    assert status_of(edge.get(path)).startswith("mediaedge; hit")
+    up.routes["/media/rfc/upload-public"] = Route(status=201, body=b"", headers={
+        "Location": f"http://Shop.Example{path}"})
+    r = requests.post(edge.url + "/media/rfc/upload-public", data=b"x", headers={"Host": "shop.example"}, timeout=10)
+    assert r.status_code == 201
+    assert up.requests[-1][2]["Host"] != "shop.example"  # the app was sent the upstream's Host
+    assert "fwd=miss" in status_of(edge.get(path)), "the Location on the client's Host was not invalidated"
+    assert up.hits[path] == 2
