@@ -30,7 +30,7 @@ from mitmproxy.exceptions import OptionsError
 
 from mediaedge.errors import ConfigError, TargetError
 from mediaedge.config import OPTIONS, Settings, admin_token_problem, load_settings
-from mediaedge import http1guard
+from mediaedge import clienthost, http1guard
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.headers import Headers
 from mediaedge.invalidation import Invalidator
@@ -89,6 +89,7 @@ class MediaEdge:
     # ------------------------------------------------------------------ options
     def load(self, loader: Loader) -> None:
         http1guard.install()  # head limits, leading empty lines, chunk footers (docs in the module)
+        clienthost.install()  # the client's Host, before reverse mode rewrites it (RFC 9111 4.4)
         if self.settings is not None:
             return
         for name, flag in OPTION_FLAGS.items():
@@ -507,9 +508,9 @@ def _same_origin_locations(flow: http.HTTPFlow, prefixes: tuple[str, ...]) -> li
             continue
         if value.startswith(("http://", "https://")):
             host = value.split("/", 3)[2]
-            # RFC 9111 4.4: only URIs whose host is the target URI's (in reverse mode the
-            # Host the app saw: the upstream's, which is what it builds links from).
-            if host.lower() != (flow.request.host_header or "").lower():
+            # RFC 9111 4.4: only URIs whose host is the target URI's: the Host the client
+            # sent, or the one the app was sent (reverse mode: the upstream's) and echoes.
+            if host.lower() not in {h.lower() for h in (clienthost.client_host(flow), flow.request.host_header) if h}:
                 continue
             parts = value.split("/", 3)
             value = "/" + (parts[3] if len(parts) > 3 else "")  # its path and query

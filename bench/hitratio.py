@@ -23,20 +23,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
+from bench.load import zipf_cdf
 from mediaedge.policy.admission import TAIL_SAMPLE, FrequencySketch, Resident, admit, plan_cull
 
 
 NOMINAL_FRACTION = 0.091  # the benchmark's cache: 40MiB held 9,105 of 100,000 2 KB objects
-
-
-def zipf_cdf(n: int, s: float) -> list[float]:
-    w = [1 / (k ** s) for k in range(1, n + 1)]
-    tot = sum(w)
-    cdf, acc = [], 0.0
-    for x in w:
-        acc += x / tot
-        cdf.append(acc)
-    return cdf
 
 
 def zipf_trace(n: int, s: float, requests: int, seed: int, perm_seed: int) -> list[int]:

@@ -23,6 +23,19 @@ LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua", "bench.lua
 FORCE_PYTHON = os.environ.get("BENCH_LOADGEN") == "python"
 
 
+def zipf_cdf(n: int, s: float) -> list[float]:
+    """Cumulative probabilities of ranks 1..n under Zipf's law with exponent `s`: rank k
+    has weight 1/k**s. The one copy: bench/hitratio.py and bench/run.py draw from it too
+    (`bisect_left(cdf, random())` is the 0-based rank drawn)."""
+    w = [1 / (k ** s) for k in range(1, n + 1)]
+    tot = sum(w)
+    cdf, acc = [], 0.0
+    for x in w:
+        acc += x / tot
+        cdf.append(acc)
+    return cdf
+
+
 def wrk_binary() -> str | None:
     if FORCE_PYTHON:
         return None
@@ -131,12 +144,7 @@ async def _py_main(port: int, path: str, conns: int, duration: float, timeout: f
     tmpl = os.environ.get("BENCH_TEMPLATE", "/%d")
     rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
     if mode == "zipf":
-        w = [1 / (k ** s) for k in range(1, n + 1)]
-        tot = sum(w)
-        cdf, acc = [], 0.0
-        for x in w:
-            acc += x / tot
-            cdf.append(acc)
+        cdf = zipf_cdf(n, s)
 
         def paths() -> str:
             return tmpl % min(n - 1, bisect.bisect_left(cdf, rng.random()))

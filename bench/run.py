@@ -838,12 +838,7 @@ def simulate_zipf(n: int, s: float, capacity: int, requests: int, seed: int = 5)
     import random
     from collections import OrderedDict
 
-    w = [1 / (k ** s) for k in range(1, n + 1)]
-    tot = sum(w)
-    cdf, acc = [], 0.0
-    for x in w:
-        acc += x / tot
-        cdf.append(acc)
+    cdf = load.zipf_cdf(n, s)
     ideal = cdf[capacity - 1] if capacity > 0 else 0.0
     rng = random.Random(seed)
     seq = [min(n - 1, bisect.bisect_left(cdf, rng.random())) for _ in range(requests)]

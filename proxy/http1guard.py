@@ -27,6 +27,16 @@ other client of the process:
 * a malformed request body (that footer, a bad chunk header) makes mitmproxy close the
   client connection *before* it sends its 400, so the client sees a bare close. We let
   the 400 go out first, then close, on both majors.
+* a connection closed from inside its own handler could stay open (mitmproxy 12, seen
+  with the response-head limit above): `ConnectionHandler.close_connection` cancels the
+  connection's handler task, and `handle_connection` only closes the socket when that
+  cancellation lands in its `reader.read()`. With more bytes already buffered the task
+  goes on to `server_event(DataReceived)`, and if the `_server_event_lock` has a waiter
+  there (mitmproxy 12's eager task factory starts the `error` hook task at once, and it
+  queues for the lock) the cancellation lands in that `await` instead: the
+  CancelledError leaves `handle_connection` past its `writer.close()`, and the socket
+  stays open until the client connection ends. We close (and forget) the transport of
+  any connection whose handler leaves that way, on both majors.
 * the error answers mitmproxy writes itself (`make_error_response`: 400 on a head it
   cannot parse, 502 when a passed-through upstream is down) carry no Date; RFC 9110
   6.6.1 wants one on every response, so we add it.
@@ -39,6 +49,7 @@ and tests/test_http1guard.py fail if either changes underneath us.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Generator
@@ -46,7 +57,7 @@ from typing import Any
 
 import h11
 from h11 import _readers as h11_readers
-from mitmproxy.proxy import commands, events
+from mitmproxy.proxy import commands, events, server
 from mitmproxy.proxy.layers.http import _base, _events, _http1
 
 from mediaedge.respond import HTTP_DATES
@@ -126,6 +137,7 @@ def install() -> None:
     _guard_request_heads()
     _guard_response_heads()
     _answer_bad_request_bodies()
+    _close_abandoned_transports()
     if not h11_checks_chunk_footer():
         _strict_chunk_footer()
 
@@ -230,6 +242,34 @@ def _answer_bad_request_bodies() -> None:
 
     _mark(read_body, original)
     server.read_body = read_body  # type: ignore[method-assign]
+
+
+def _close_abandoned_transports() -> None:
+    """Close a connection's socket when its handler ends without closing it.
+
+    mitmproxy's `handle_connection` closes the writer and drops the transport on its
+    normal way out; an exception (a cancellation delivered while it awaits
+    `server_event`, see the module docstring) skips both. We do them in that case."""
+    handler = server.ConnectionHandler
+    if getattr(handler.handle_connection, _INSTALLED, False):
+        return
+    original = handler.handle_connection
+
+    async def handle_connection(self: Any, connection: Any) -> None:
+        try:
+            await original(self, connection)
+        finally:
+            io = self.transports.get(connection)
+            if io is not None and io.handler is asyncio.current_task():
+                self.transports.pop(connection, None)
+                if io.writer is not None:
+                    try:
+                        io.writer.close()
+                    except OSError:
+                        pass
+
+    _mark(handle_connection, original)
+    handler.handle_connection = handle_connection  # type: ignore[method-assign]
 
 
 def _strict_chunk_footer() -> None:

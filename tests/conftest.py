@@ -87,6 +87,31 @@ def origin_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return server.create_database()
 
 
+# --- an edge in front of an app ---------------------------------------------------------
+#
+# A fresh app server (tests.edge.Upstream) and a fresh `mediaedge serve` in front of it,
+# per test. A module defining its own `upstream` or `edge` (module scope, other options)
+# overrides these.
+
+
+@pytest.fixture
+def upstream():
+    from tests.edge import Upstream
+
+    u = Upstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def edge(tmp_path, upstream):
+    from tests.edge import Edge
+
+    e = Edge(str(tmp_path), upstream=upstream.url).start()
+    yield e
+    e.stop()
+
+
 # --- signals ---------------------------------------------------------------------------
 #
 # A shell without job control starts background commands (`bash scripts/test &`, some CI

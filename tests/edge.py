@@ -5,6 +5,7 @@ deadline (no bare sleeps as assertions).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import requests
@@ -406,3 +407,26 @@ class Edge:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
+
+
+def status_of(r: object) -> str:
+    """The Cache-Status of an answer: a requests Response, or tests.test_hygiene's raw one."""
+    headers = getattr(r, "headers", None)
+    if headers is not None:
+        return str(headers.get("Cache-Status", ""))
+    return str(r.get("cache-status") or "")  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def edge_with_upstream(workdir: object, **kw: object) -> Iterator[tuple[Edge, Upstream]]:
+    """A started edge in front of a fresh app (`Edge` keywords in `kw`), both closed after:
+    what module-scoped fixtures share."""
+    up = Upstream()
+    try:
+        edge = Edge(str(workdir), upstream=up.url, **kw).start()  # type: ignore[arg-type]
+        try:
+            yield edge, up
+        finally:
+            edge.stop()
+    finally:
+        up.close()

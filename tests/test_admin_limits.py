@@ -84,7 +84,7 @@ def test_connections_past_the_bound_get_503_at_once_and_slots_come_back(node):
             requests.get(node.admin + "/healthz", timeout=5)), 5, what="the 65th connection to be refused")
         started = time.monotonic()
         r = requests.get(node.admin + "/stats", timeout=5)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5 / 2  # refused, not left waiting for a slot
         assert r.status_code == 503 and r.json() == BUSY_CONNECTIONS
         assert r.headers["Retry-After"] == "1" and r.headers["Connection"] == "close"
     finally:

@@ -15,7 +15,7 @@ import requests
 from mediaedge.errors import LookupTimeout
 from mediaedge.dbapi import Database
 from mediaedge.origins.db import DatabaseOrigin
-from tests.edge import Edge, Route, Upstream, sha, wait_until
+from tests.edge import Edge, Route, Upstream, sha, status_of, wait_until
 
 BODY = b"row bytes " * 100
 
@@ -24,10 +24,6 @@ def put(db_url: str, path: str, body: bytes, revision: str) -> None:
     with DatabaseOrigin(db_url) as o:
         o.put(path, io.BytesIO(body), size=len(body), sha256=sha(body), revision=revision,
               content_type="image/jpeg")
-
-
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
 
 
 def timed_get(edge: Edge, path: str) -> tuple[requests.Response, float]:
@@ -199,7 +195,8 @@ def test_a_stuck_sqlite_lookup_raises_lookup_timeout(tmp_path):
         started = time.monotonic()
         with pytest.raises(LookupTimeout) as info:
             origin.lookup("/media/a/b.jpg")
-        assert time.monotonic() - started < 1.0
+        # bounded by the timeout (a stuck query never ends); ten times it, not a tight absolute
+        assert time.monotonic() - started < 0.3 * 10
         assert "--db-timeout (0.3 s)" in str(info.value) and "\n" not in str(info.value)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 
-import pytest
 
 from tests.edge import Edge, Route, Upstream, sha
 
@@ -13,13 +12,6 @@ CACHE = 2 * 1024 * 1024
 OBJ = 100_000
 ARGS = ["--cache-size", "2MiB", "--max-object-size", "256KiB"]
 OCTETS = {"Content-Type": "application/octet-stream"}
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 def _route(upstream: Upstream, path: str, **kw: object) -> bytes:

@@ -13,25 +13,18 @@ import time
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream, wait_until
+from tests.edge import Edge, Route, Upstream, edge_with_upstream, status_of, wait_until
 
 PAGE = b"<!doctype html><title>Not found</title><p>The app's own 404 page.</p>" + b"<!-- pad -->" * 40_000  # ~480 KB
 BODY = b"\xff\xd8\xff-answers-" * 2000
 
 
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("answers")
-    up = Upstream()
-    edge = Edge(str(d), upstream=up.url, args=["--negative-ttl", "1", "--grace", "60", "--upstream-timeout", "1",
-                                                "--state-db", f"sqlite:///{d / 'state.db'}"]).start()
-    yield edge, up
-    edge.stop()
-    up.close()
+    with edge_with_upstream(d, args=["--negative-ttl", "1", "--grace", "60", "--upstream-timeout", "1",
+                                     "--state-db", f"sqlite:///{d / 'state.db'}"]) as pair:
+        yield pair
 
 
 def test_the_apps_own_404_page_reaches_the_client_and_is_negative_cached(env):

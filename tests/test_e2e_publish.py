@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from mediaedge.webhook import signed_headers
-from tests.edge import Edge, Route, Upstream, sha, synthetic_sha, wait_until
+from tests.edge import Edge, Route, sha, status_of, synthetic_sha, wait_until
 
 SECRET = "s3cret-for-tests"
 
@@ -21,17 +21,6 @@ def publish(edge: Edge, events: list[dict], *, secret: str = SECRET, now: float 
     headers = signed_headers(secret, raw, time.time() if now is None else now)
     headers["Content-Type"] = "application/json"
     return requests.post(edge.admin + "/publish", data=raw, headers=headers, timeout=10)
-
-
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 @pytest.fixture

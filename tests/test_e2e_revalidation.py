@@ -19,20 +19,6 @@ LM = "Wed, 21 Oct 2015 07:28:00 GMT"
 REVALIDATED = "mediaedge; fwd=stale; fwd-status=304; detail=upstream"
 
 
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def edge(tmp_path, upstream):
-    e = Edge(str(tmp_path), upstream=upstream.url).start()
-    yield e
-    e.stop()
-
-
 def conditionals(upstream: Upstream, path: str) -> list[dict[str, str]]:
     """The conditional fields of each request the app got for `path`, in order."""
     return [{k.lower(): v for k, v in h.items() if k.lower().startswith("if-")}

@@ -6,24 +6,16 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream
+from tests.edge import Route, edge_with_upstream, status_of
 from tests.test_hygiene import get
 
 BODY = b"\x89PNG-rfc9111-" * 1000
 
 
-def status_of(r) -> str:
-    return r.headers.get("Cache-Status", "") if hasattr(r, "headers") else (r.get("cache-status") or "")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rfc9111")
-    up = Upstream()
-    edge = Edge(str(d), upstream=up.url, origin_db="none").start()
-    yield edge, up
-    edge.stop()
-    up.close()
+    with edge_with_upstream(tmp_path_factory.mktemp("rfc9111"), origin_db="none") as pair:
+        yield pair
 
 
 def test_fields_named_in_connection_are_neither_stored_nor_passed_on(env):
@@ -130,3 +122,22 @@ def test_a_successful_unsafe_request_invalidates_same_origin_location_and_conten
     assert "fwd=miss" in status_of(edge.get(paths["location"]))
     assert "fwd=miss" in status_of(edge.get(paths["content-location"]))
     assert status_of(edge.get(paths["foreign"])).startswith("mediaedge; hit")
+
+
+def test_an_absolute_location_naming_the_host_the_client_used_is_invalidated(env):
+    """RFC 9111 4.4 compares with the *target URI's* host: the Host the client sent
+    (`shop.example`, the public name an app configured with its base URL writes into its
+    links). mitmproxy's reverse mode rewrites Host to the upstream's before any hook sees
+    the request, so the comparison must not read the Host field at response time."""
+    edge, up = env
+    path = "/media/rfc/loc-public.png"
+    up.routes[path] = Route(body=BODY, headers={"Cache-Control": "max-age=600"})
+    edge.get(path)
+    assert status_of(edge.get(path)).startswith("mediaedge; hit")
+    up.routes["/media/rfc/upload-public"] = Route(status=201, body=b"", headers={
+        "Location": f"http://Shop.Example{path}"})
+    r = requests.post(edge.url + "/media/rfc/upload-public", data=b"x", headers={"Host": "shop.example"}, timeout=10)
+    assert r.status_code == 201
+    assert up.requests[-1][2]["Host"] != "shop.example"  # the app was sent the upstream's Host
+    assert "fwd=miss" in status_of(edge.get(path)), "the Location on the client's Host was not invalidated"
+    assert up.hits[path] == 2

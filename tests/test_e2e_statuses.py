@@ -6,23 +6,15 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream
+from tests.edge import Edge, Route, edge_with_upstream, status_of
 
 LM = "Thu, 01 Jan 2015 00:00:00 GMT"
 
 
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    d = tmp_path_factory.mktemp("statuses")
-    up = Upstream()
-    edge = Edge(str(d), upstream=up.url, origin_db="none").start()
-    yield edge, up
-    edge.stop()
-    up.close()
+    with edge_with_upstream(tmp_path_factory.mktemp("statuses"), origin_db="none") as pair:
+        yield pair
 
 
 def twice(edge: Edge, path: str) -> tuple[requests.Response, requests.Response]:

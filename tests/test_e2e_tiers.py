@@ -14,15 +14,11 @@ import pytest
 import requests
 
 from mediaedge.webhook import signed_headers
-from tests.edge import Edge, Route, Upstream, wait_until
+from tests.edge import Edge, Route, Upstream, status_of, wait_until
 
 SECRET = "tiers-secret"
 V1 = b"\xff\xd8\xff-tier-v1-" * 500
 V2 = b"\xff\xd8\xff-tier-v2-" * 500
-
-
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ import time
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream, sha, synthetic_chunk, synthetic_sha, wait_until
+from tests.edge import Edge, Route, Upstream, sha, status_of, synthetic_chunk, synthetic_sha, wait_until
 
 BODY = os.urandom(20_000)
 
@@ -70,10 +70,6 @@ def put_row(db_url: str, path: str, body: bytes, revision: str, content_type: st
     with DatabaseOrigin(db_url) as db:
         db.put(path, io.BytesIO(body), size=len(body), sha256=hashlib.sha256(body).hexdigest(),
                revision=revision, content_type=content_type)
-
-
-def status_of(r: requests.Response) -> str:
-    return r.headers.get("Cache-Status", "")
 
 
 def stale_ttl(r: requests.Response) -> int | None:

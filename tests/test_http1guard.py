@@ -87,3 +87,51 @@ def test_installed_h11_refuses_a_malformed_chunk_footer() -> None:
     assert isinstance(read_all(b"5\r\nhello\r\n0\r\n\r\n")[-1], h11.EndOfMessage)
     with pytest.raises(h11.LocalProtocolError, match="malformed chunk footer"):
         read_all(b"5\r\nhelloXX0\r\n\r\n")
+
+
+def test_a_connection_whose_handler_is_cancelled_outside_its_read_is_closed() -> None:
+    """mitmproxy's `handle_connection` closes a socket only when its cancellation lands in
+    `reader.read()`; landing in `await server_event(...)` (the lock it queues for behind a
+    hook task on mitmproxy 12) left the socket open. Here the cancellation lands there on
+    purpose, with a real loopback peer: the peer must see the close."""
+    import asyncio
+    import socket
+
+    from mitmproxy import connection, options
+    from mitmproxy.proxy import context, events, server
+
+    from mediaedge import http1guard
+
+    http1guard.install()
+
+    class Handler(server.ConnectionHandler):
+        async def handle_hook(self, hook: object) -> None:
+            pass
+
+        async def server_event(self, event: events.Event) -> None:
+            if isinstance(event, events.DataReceived):
+                raise asyncio.CancelledError("closed by command")  # as from the lock's await
+
+    async def run() -> bytes:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            peer, _ = await loop.sock_accept(listener)
+            client = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0)
+            handler = Handler(context.Context(client, options.Options()))
+            conn = connection.Server(address=listener.getsockname())
+            task = asyncio.current_task()
+            handler.transports[conn] = server.ConnectionIO(handler=task, reader=reader, writer=writer)
+            await loop.sock_sendall(peer, b"HTTP/1.1 200 OK\r\n")
+            with pytest.raises(asyncio.CancelledError):
+                await handler.handle_connection(conn)
+            assert conn not in handler.transports
+            got = await asyncio.wait_for(loop.sock_recv(peer, 100), 5)  # b"" once closed
+            peer.close()
+            return got
+        finally:
+            listener.close()
+
+    assert asyncio.run(run()) == b""

@@ -323,9 +323,10 @@ def test_reconnects_after_the_connection_drops(logs, url):
 @pytest.mark.parametrize("url", ["sqlite", SERVERS["mysql"]], indirect=True)  # PostgreSQL notifies
 def test_without_postgres_wait_for_notify_returns_at_once(logs, url):
     log = logs()
+    wait = 10.0
     start = time.monotonic()
-    assert log.wait_for_notify(5.0) is False
-    assert time.monotonic() - start < 0.5
+    assert log.wait_for_notify(wait) is False
+    assert time.monotonic() - start < wait / 2  # not the wait it was given (no absolute: CI is loaded)
 
 
 @pytest.mark.full

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from tests.edge import Edge, Route, Upstream, wait_until
+from tests.edge import Edge, Route, wait_until
 from tests.test_e2e_publish import SECRET, publish, status_of
 
 PATH = "/media/race/item.jpg"
@@ -40,13 +40,6 @@ EVENTS = {
     "soft-tag": {"type": "purge", "tag": "product-7", "soft": True},
 }
 FILLER = [{"type": "publish", "path": f"/media/other/{i}.jpg", "revision": "x"} for i in range(999)]
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 def _nodes(tmp_path, upstream, count: int, state_db: str | None = None) -> list[Edge]:

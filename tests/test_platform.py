@@ -18,7 +18,7 @@ def test_mitmproxy_and_h11_match_the_pins_for_this_python() -> None:
 
 
 def test_the_private_parts_we_wrap_exist() -> None:
-    """What proxy/http1guard.py and proxy/serve.py reach into, on this mitmproxy."""
+    """What proxy/http1guard.py, proxy/clienthost.py and proxy/serve.py reach into, on this mitmproxy."""
     from h11._readers import ChunkedReader
     from h11._receivebuffer import ReceiveBuffer
     from mitmproxy import http, options
@@ -38,6 +38,10 @@ def test_the_private_parts_we_wrap_exist() -> None:
     buf += b"abc"
     assert bytes(buf._data) == b"abc" and buf._extract(1) == b"a"
     assert hasattr(ChunkedReader(), "_bytes_to_discard")
+    # proxy/http1guard.py's close of an abandoned transport, proxy/clienthost.py's wrap
+    assert callable(server.ConnectionHandler.handle_connection) and server.ConnectionIO().writer is None
+    from mitmproxy.proxy.layers.http import HttpStream
+    assert callable(HttpStream.state_wait_for_request_headers)
 
 
 def test_idle_timeout_reaches_mitmproxy() -> None:

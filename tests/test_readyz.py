@@ -5,20 +5,12 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
-from edge import Edge, Upstream, wait_until
+from edge import Edge, wait_until
 from mediaedge.readiness import TTL
 
 COMPONENTS = ["origin_db", "state_db", "upstream", "cache_dir", "free_disk"]
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 def readyz(edge: Edge) -> requests.Response:
