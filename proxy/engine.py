@@ -34,7 +34,7 @@ from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.armour import deception_armour
 from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
-from mediaedge.policy.seek import abandon_fetch, database_window, is_range_request, remember, route_range
+from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
 from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
@@ -468,7 +468,7 @@ class Engine:
         """The fetch this request waited on turned out not storable and was dropped after its
         head: a Range request goes to the origin with its Range (mediaedge.policy.seek),
         any other asks again (a whole fetch, which is never dropped so)."""
-        if not is_range_request(req.method, req.headers):
+        if not forwardable(req.method, req.headers):
             return await self._from_fill(req, stale, now)
         flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
         try:
@@ -479,7 +479,7 @@ class Engine:
 
     def _forwards_range(self, req: MediaRequest) -> bool:
         """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
-        if "range" not in req.headers:
+        if not forwardable(req.method, req.headers):
             return False
         return route_range(method=req.method, request_headers=req.headers, known=self.unstored.get(req.target),
                            now=self.clock()).forward
@@ -606,7 +606,8 @@ class Engine:
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
         assert self.upstream is not None
         if flight.forward_range:
-            wanted = tuple((name, value) for name in ("Range", "If-Range")
+            # the client's Range and validators: the upstream's 206/416/304 is passed on
+            wanted = tuple((name, value) for name in ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
                            for value in req.headers.get_all(name)[:1])
             return await self.upstream.get(req.target, req.headers, wanted)
         stored = flight.revalidating
@@ -622,7 +623,7 @@ class Engine:
         matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
         if matches.ok:
             renewed = replace(stored, headers=updated_headers(stored.headers, resp.headers),
-                              request_time=request_time, response_time=self.clock())
+                              request_time=request_time, response_time=self.clock(), soft_stale=False)
             if await self._renew(flight, renewed, "upstream"):
                 self._count_fetch("upstream", "notmodified")
                 return None
@@ -645,7 +646,7 @@ class Engine:
         if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
             return False
         now = self.clock()
-        if not await self._renew(flight, replace(stored, request_time=now, response_time=now), "db"):
+        if not await self._renew(flight, replace(stored, request_time=now, response_time=now, soft_stale=False), "db"):
             return False
         self._count_fetch("db", "notmodified")
         return True
