@@ -195,6 +195,20 @@ def test_bench_seeks_reports_the_window(capsys):
     assert report["first_seek"]["app_bytes"] < 16 * MiB
 
 
+def test_bench_seeks_reports_the_sliced_case(capsys):
+    """Sliced (--slice-size under --max-object-size): a later seek costs at most one slice."""
+    import json
+
+    from bench import seeks
+
+    seeks.main(["--size", "24MB", "--seeks", "3", "--window", "64KiB", "--max-object-size", "8MiB",
+                "--slice-size", "1MiB"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["slice_size"] == "1MiB"
+    assert report["later_seeks"]["app_bytes_per_seek_max"] <= MiB
+    assert report["first_seek"]["app_bytes"] < 16 * MiB
+
+
 @pytest.mark.full
 def test_an_unstored_database_read_stops_when_its_client_leaves(tmp_path):
     """`bytes=0-` on a 256 MiB row over --max-object-size, 1 MiB read, then the client leaves:
