@@ -238,3 +238,22 @@ def test_a_whole_400mb_sliced_object_streams_with_flat_memory(tmp_path):
     finally:
         edge.stop()
         upstream.close()
+
+
+def test_concurrent_seeks_into_one_slice_share_its_fetch(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    upstream = Upstream()
+    upstream.routes[PATH] = _route(chunk_delay=0.01)  # a slice takes a while to arrive
+    edge = _edge(tmp_path, upstream)
+    try:
+        _learn(edge, upstream)
+        asked = len(upstream.range_requests)
+        starts = [2 * SLICE + 4096 * i for i in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(lambda a: edge.get(PATH, headers={"Range": f"bytes={a}-{a + 99}"}), starts))
+        assert all(r.status_code == 206 and r.content == synthetic_chunk(a, 100) for a, r in zip(starts, got))
+        assert upstream.range_requests[asked:] == [(PATH, f"bytes={2 * SLICE}-{3 * SLICE - 1}", 206)]
+    finally:
+        edge.stop()
+        upstream.close()
