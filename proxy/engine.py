@@ -1111,7 +1111,7 @@ class Engine:
         reply = Reply(answer.status, answer.headers, result="hit" if opened.cached else "miss",
                       source="cache" if opened.cached else "upstream", target=req.target)
         if answer.window is None or window is None:
-            await opened.body.aclose()  # type: ignore[attr-defined]
+            await opened.body.aclose()
         else:
             reply.job = self._track(req.target, Job(answer.status, answer.headers, opened.body))
         return reply

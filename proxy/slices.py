@@ -102,6 +102,29 @@ class SlicedObjects:
         return True
 
 
+class WindowBody:
+    """The body of a window: an async iterator whose `aclose` also releases the first
+    slice (held since `open`) when the body was never read: a job nobody claimed must not
+    keep an upstream response open, nor keep others waiting on that slice's fetch."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], first: _Source | None) -> None:
+        self._chunks = chunks
+        self._first = first
+
+    def __aiter__(self) -> WindowBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+        finally:
+            if self._first is not None:
+                await self._first.aclose()
+
+
 @dataclass
 class Opened:
     """A window of a sliced object, its first slice in hand: `body` streams it."""
@@ -109,7 +132,7 @@ class Opened:
     cached: bool  # every slice the window touches is stored
     age: float | None  # of the first slice, when stored
     ttl: float
-    body: AsyncIterator[bytes]
+    body: WindowBody
 
 
 FreshCheck = Callable[[EntryMeta], tuple[bool, float, float]]  # fresh?, age, ttl left
@@ -168,13 +191,13 @@ class Slices:
         wanted = pieces(start, end, self.slice_size)
         headers = request_headers.without(*HEADERS_NOT_SENT)
         if not wanted:
-            return Opened(True, None, 0.0, _empty())
+            return Opened(True, None, 0.0, WindowBody(_empty(), None))
         first = await self._source(obj, wanted[0].index, headers)
         cached = isinstance(first, _Stored) and all(
             await asyncio.to_thread(self._has, obj, [p.index for p in wanted[1:]]))
         age = first.age if isinstance(first, _Stored) else None
         ttl = first.ttl if isinstance(first, _Stored) else 0.0
-        return Opened(cached, age, ttl, self._stream(obj, wanted, first, headers))
+        return Opened(cached, age, ttl, WindowBody(self._stream(obj, wanted, first, headers), first))
 
     async def _stream(self, obj: SlicedObject, wanted: list[Piece], first: _Source,
                       headers: Headers) -> AsyncIterator[bytes]:
@@ -336,7 +359,7 @@ class _Stored(_Source):
             yield data[max(start - base, 0):end - base]
 
     async def aclose(self) -> None:
-        self.entry.close()
+        self.entry.close()  # idempotent
 
 
 @dataclass

@@ -257,3 +257,26 @@ def test_concurrent_seeks_into_one_slice_share_its_fetch(tmp_path):
     finally:
         edge.stop()
         upstream.close()
+
+
+def test_a_client_that_leaves_mid_slice_holds_nobody_up(tmp_path):
+    """A client gone during a slice's fetch: the slice is not stored half, and the next
+    request for it fetches it at once (nobody waits on the abandoned fetch)."""
+    upstream = Upstream()
+    upstream.routes[PATH] = _route(chunk_delay=0.005)
+    edge = _edge(tmp_path, upstream)
+    try:
+        _learn(edge, upstream)
+        with requests.get(edge.url + PATH, headers={"Range": f"bytes={SLICE}-"}, stream=True, timeout=30) as r:
+            assert r.status_code == 206
+            next(r.iter_content(65536))
+        t0 = time.monotonic()
+        r = edge.get(PATH, headers={"Range": f"bytes={SLICE + 10}-{SLICE + 19}"})
+        assert r.status_code == 206 and r.content == synthetic_chunk(SLICE + 10, 10)
+        assert time.monotonic() - t0 < 10
+        r = wait_until(lambda: (x := edge.get(PATH, headers={"Range": f"bytes={SLICE}-{SLICE + 9}"})).headers[
+            "Cache-Status"].startswith("mediaedge; hit") and x, 10, what="slice 1 stored whole")
+        assert r.content == synthetic_chunk(SLICE, 10)
+    finally:
+        edge.stop()
+        upstream.close()
