@@ -280,3 +280,36 @@ def test_a_client_that_leaves_mid_slice_holds_nobody_up(tmp_path):
     finally:
         edge.stop()
         upstream.close()
+
+
+def test_a_purge_during_a_slice_fetch_keeps_that_slice_out_of_the_cache(tmp_path):
+    """The commit-time epoch check covers slices: a slice whose fetch began before a purge
+    of its object is sent to its client but never stored."""
+    import threading
+
+    upstream = Upstream()
+    route = _route()
+    upstream.routes[PATH] = route
+    edge = _edge(tmp_path, upstream)
+    try:
+        _learn(edge, upstream)
+        route.hold_at, route.hold, route.held = 100_000, threading.Event(), threading.Event()
+        result: list[requests.Response] = []
+        t = threading.Thread(target=lambda: result.append(
+            edge.get(PATH, headers={"Range": f"bytes={2 * SLICE}-{2 * SLICE + 9}"})))
+        t.start()
+        assert route.held.wait(10), "the slice fetch did not start"
+        assert _publish(edge, [{"type": "purge", "path": PATH}]).status_code == 200
+        route.hold_at = None
+        route.hold.set()
+        t.join(30)
+        assert result and result[0].status_code == 206 and result[0].content == synthetic_chunk(2 * SLICE, 10)
+        _settled(upstream)
+        asked = len(upstream.range_requests)
+        r = edge.get(PATH, headers={"Range": f"bytes={2 * SLICE}-{2 * SLICE + 9}"})
+        assert r.content == synthetic_chunk(2 * SLICE, 10)
+        assert "fwd=miss" in r.headers["Cache-Status"]  # not stored: fetched again
+        assert len(upstream.range_requests) > asked
+    finally:
+        edge.stop()
+        upstream.close()
