@@ -62,6 +62,13 @@ _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 _SIZE_HINT = "(use bytes, 512MiB or 10GB)"
 
 
+def parse_slice_size(text: str | int) -> int:
+    """A size, or 0 (slicing off)."""
+    if text == 0 or isinstance(text, str) and text.strip() == "0":
+        return 0
+    return parse_size(text)
+
+
 def parse_size(text: str | int) -> int:
     """Bytes from `1048576`, `512MiB`, `10GB`, `1.5GiB`, `64k` (fractions round down)."""
     if isinstance(text, bool):
@@ -473,6 +480,13 @@ OPTIONS: tuple[Option, ...] = (
         "exceed --cache-size.",
     ),
     Option(
+        "slice-size", "slice_size", "SIZE", 16 << 20, "16MiB", parse_slice_size,
+        "Objects from the upstream larger than this are fetched and stored in slices of this "
+        "size with Range requests (nginx's slice module): a seek costs one slice, a whole "
+        "request streams slice after slice. 0 turns slicing off; slices larger than "
+        "--max-object-size are not made (whole-object behaviour).",
+    ),
+    Option(
         "media-prefix", "media_prefixes", "PREFIX", ("/media/",), "/media/",
         parse_media_prefixes,
         "Path prefix of media requests, starting and ending with '/'. Repeat the flag for "
@@ -667,6 +681,7 @@ class Settings:
     log_level: str = "info"
     forward_headers: tuple[str, ...] = ()  # lower-cased; ("*",): every end-to-end field
     cache_name: str = "mediaedge"
+    slice_size: int = 16 << 20  # 0: slicing off
     config_path: str | None = None
     sql_routes: tuple[SqlRoute, ...] = ()  # [[sql_route]] tables of the config file (the sql profile)
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from mediaedge.errors import FillFailed, OriginError, UpstreamError
+from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from mediaedge.epochs import Epochs, Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
@@ -34,12 +34,13 @@ from mediaedge.policy.httpdate import format_http_date, parse_http_date
 from mediaedge.policy.armour import deception_armour
 from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
-from mediaedge.policy.seek import abandon_fetch, database_window, is_range_request, remember, route_range
+from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
 from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
-from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
+from mediaedge.respond import HTTP_DATES, Plan, browser_cache_control, hit_template, is_plain, plan_response
+from mediaedge.slices import Slices
 from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
 from mediaedge.streamserver import FileBody, Job
 from mediaedge.unstored import UnstoredTargets
@@ -66,6 +67,7 @@ class EngineConfig:
     coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
     coalesce_max_waiters: int = 1000  # requests one fetch serves at once
     browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
+    slice_size: int = 0  # objects from the upstream over this are served slice by slice (proxy/slices.py); 0: off
 
 
 _Facts = tuple[float | None, float | None, Freshness]  # Date, Age header, freshness
@@ -156,6 +158,12 @@ class Engine:
         self.hot = HotEntries()
         self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = browser_cache_control(config.browser_ttl)
+        # [slices hook 1/6] slice caching's driver (proxy/slices.py), sharing our epochs and store lock
+        self.slices = Slices(store=store, upstream=upstream, epochs=self.epochs, store_lock=self.store_lock,
+                             running=self._running, slice_size=config.slice_size,
+                             max_object_size=config.max_object_size, revision_header=config.revision_header,
+                             clock=clock, fresh=self._slice_fresh, on_evicted=self._evicted,
+                             count_fetch=self._count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
 
@@ -232,6 +240,10 @@ class Engine:
                 entry.close()
         else:
             revalidate = None
+            # [slices hook 2/6] a miss for an object known to be sliced: served from its slices
+            sliced = await self._from_slices(req)
+            if sliced is not None:
+                return sliced
         try:
             return await self._from_fill(req, stale_fallback, now, revalidate)
         finally:
@@ -468,7 +480,12 @@ class Engine:
         """The fetch this request waited on turned out not storable and was dropped after its
         head: a Range request goes to the origin with its Range (mediaedge.policy.seek),
         any other asks again (a whole fetch, which is never dropped so)."""
-        if not is_range_request(req.method, req.headers):
+        # [slices hook 3/6] dropped because the object is to be served slice by slice (and
+        # when its slices cannot be had after all: fetched whole, stored as any object)
+        if self.slices.known(req.target) is not None:
+            sliced = await self._from_slices(req)
+            return sliced if sliced is not None else await self._from_fill(req, stale, now)
+        if not forwardable(req.method, req.headers):
             return await self._from_fill(req, stale, now)
         flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
         try:
@@ -479,7 +496,7 @@ class Engine:
 
     def _forwards_range(self, req: MediaRequest) -> bool:
         """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
-        if "range" not in req.headers:
+        if not forwardable(req.method, req.headers):
             return False
         return route_range(method=req.method, request_headers=req.headers, known=self.unstored.get(req.target),
                            now=self.clock()).forward
@@ -606,7 +623,8 @@ class Engine:
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
         assert self.upstream is not None
         if flight.forward_range:
-            wanted = tuple((name, value) for name in ("Range", "If-Range")
+            # the client's Range and validators: the upstream's 206/416/304 is passed on
+            wanted = tuple((name, value) for name in ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
                            for value in req.headers.get_all(name)[:1])
             return await self.upstream.get(req.target, req.headers, wanted)
         stored = flight.revalidating
@@ -622,7 +640,7 @@ class Engine:
         matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
         if matches.ok:
             renewed = replace(stored, headers=updated_headers(stored.headers, resp.headers),
-                              request_time=request_time, response_time=self.clock())
+                              request_time=request_time, response_time=self.clock(), soft_stale=False)
             if await self._renew(flight, renewed, "upstream"):
                 self._count_fetch("upstream", "notmodified")
                 return None
@@ -645,7 +663,7 @@ class Engine:
         if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
             return False
         now = self.clock()
-        if not await self._renew(flight, replace(stored, request_time=now, response_time=now), "db"):
+        if not await self._renew(flight, replace(stored, request_time=now, response_time=now, soft_stale=False), "db"):
             return False
         self._count_fetch("db", "notmodified")
         return True
@@ -724,6 +742,15 @@ class Engine:
         length = _content_length(resp.headers)
         too_big = length is not None and length > self.config.max_object_size
         storable = policy.storable and not too_big
+        # [slices hook 4/6] an object over --slice-size: this whole answer is dropped after its
+        # head and every request of this fetch is served slice by slice (`_rerouted`)
+        if fallback is None and not flight.forward_range and self._learns_slices(req, resp, policy, revision,
+                                                                               published):
+            await resp.aclose()
+            if self._flights.get(req.target) is flight:
+                del self._flights[req.target]
+            flight.fill.rerouted = True
+            raise _failed("served slice by slice", 502)
         if flight.forward_range:
             storable = False  # a seek passed on: the upstream's 206/416/200 as it came, never stored
             policy = Storability(False, "range", policy.negative)
@@ -1047,6 +1074,57 @@ class Engine:
                 return None, evicted
         return standing, evicted
 
+    # ---------------------------------------------------------------- slices [hook 6/6]
+    def _learns_slices(self, req: MediaRequest, resp: UpstreamResponse, policy: Storability, revision: str | None,
+                       published: str | None) -> bool:
+        """Is this whole answer's object to be served slice by slice (mediaedge.policy.slices)?"""
+        if _private(req) or (published is not None and revision != published):
+            return False
+        return self.slices.learn(target=req.target, status=resp.status, length=_content_length(resp.headers),
+                                 headers=resp.headers.without(*STRIPPED_FROM_ORIGIN), storable=policy.storable,
+                                 tags=_surrogate_keys(resp.headers), revision=revision)
+
+    async def _from_slices(self, req: MediaRequest) -> Reply | None:
+        """A request for a sliced object, answered from its slices (proxy/slices.py). None:
+        not sliced, or its first slice could not be had as one: served as a whole fetch."""
+        obj = self.slices.known(req.target)
+        if obj is None or _private(req) or req.method not in ("GET", "HEAD"):
+            return None
+
+        def plan(text: str, age: int | None) -> Plan:
+            return plan_response(method=req.method, request_headers=req.headers, status=200, headers=obj.headers,
+                                 length=obj.size, revision=obj.revision, revision_header=self.config.revision_header,
+                                 cache_status=text, age=age, date=HTTP_DATES.text(self.clock()),
+                                 browser_cache_control=self.browser_cache_control)
+
+        window = plan("", None).window
+        try:
+            start, end = window or (0, 0)
+            opened = await self.slices.open(obj, req.headers, start, obj.size if end is None else end)
+        except SliceUnusable as e:
+            log.info("%s: not served from slices (%s): fetched whole", req.target, e)
+            return None
+        if opened.cached:
+            answer = plan(cache_status(hit=True, ttl=int(opened.ttl)), None if opened.age is None else int(opened.age))
+        else:
+            answer = plan(cache_status(fwd="miss", fwd_status=206, stored=True, detail="upstream"), None)
+        reply = Reply(answer.status, answer.headers, result="hit" if opened.cached else "miss",
+                      source="cache" if opened.cached else "upstream", target=req.target)
+        if answer.window is None or window is None:
+            await opened.body.aclose()
+        else:
+            reply.job = self._track(req.target, Job(answer.status, answer.headers, opened.body))
+        return reply
+
+    def _slice_fresh(self, meta: EntryMeta) -> tuple[bool, float, float]:
+        """May a stored slice be served (fresh), how old it is and its ttl left."""
+        state, age, fresh = self._state_of(meta, self.clock())
+        return state == "fresh", age, ttl_left(age, fresh)
+
+    def _evicted(self, targets: list[str]) -> None:
+        for target in targets:
+            self.hot.drop(target)  # never serve from memory what the disk has evicted
+
     # ---------------------------------------------------------------- bookkeeping
     def _track(self, target: str, job: Job) -> Job:
         jobs = self._jobs_by_target.setdefault(target, set())
@@ -1072,6 +1150,7 @@ class Engine:
         """New requests must not join fills that began before an invalidation."""
         for t in targets:
             self.hot.drop(t)
+            self.slices.forget(t)  # [slices hook 5/6] relearnt from the next whole fetch's head
             self.unstored.drop(t)  # a new revision may be storable: fetched whole once more
             self._flights.pop(t, None)  # the commit-time check (proxy/epochs.py) keeps it from being stored
             if abort:
@@ -1106,6 +1185,11 @@ class Engine:
 # -------------------------------------------------------------------- helpers
 def _failed(message: str, status: int) -> FillFailed:
     return FillFailed(message, status)
+
+
+def _private(req: MediaRequest) -> bool:
+    """A request whose fetch is its own (credentials): never shares slices."""
+    return "authorization" in req.headers or "cookie" in req.headers
 
 
 def _error_reply(target: str, status: int, message: str, *, date: str) -> Reply:

@@ -105,6 +105,18 @@ class FillFailed(MediaedgeError):
         super().__init__(message, status)
 
 
+class SliceUnusable(FillFailed):
+    """A sliced object's slice could not be had as a slice of the same representation
+    (the upstream ignored Range, answered another ETag, failed): before a response's head
+    the request falls back to a whole fetch; after it the response is cut, never mixed.
+
+    `reason` is `ignored-range`, `changed`, `status`, `content-range` or `upstream`."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, 502)
+        self.reason = reason
+
+
 class WebhookError(MediaedgeError):
     """A refused webhook request; carries the HTTP status to answer with."""
 

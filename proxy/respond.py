@@ -127,7 +127,8 @@ def plan_response(
         # Negative (404/410) and other answers: no conditionals or ranges apply. RFC 9110
         # 8.6: no Content-Length in a 204 (nor a body); a passed-on 206 keeps its Content-Range.
         body_len = length or 0
-        if status == 204 or status < 200:
+        # A passed-on 304 (a client's conditional forwarded for an object not stored): no body.
+        if status in (204, 304) or status < 200:
             return Plan(status, Headers([*out, *extra]), None)
         # A passed-on 416 keeps its Content-Range too (bytes */LEN, RFC 9110 15.5.17).
         ranges = [("Content-Range", v) for v in headers.get_all("content-range")] if status in (206, 416) else []

@@ -88,7 +88,7 @@ class Runtime:
                 revision_header=s.revision_header, default_ttl=s.default_ttl, negative_ttl=s.negative_ttl,
                 grace=s.grace, max_object_size=s.max_object_size, upstream_timeout=s.upstream_timeout,
                 coalesce_timeout=s.coalesce_timeout, coalesce_max_waiters=s.coalesce_max_waiters,
-                browser_ttl=s.browser_ttl,
+                browser_ttl=s.browser_ttl, slice_size=s.slice_size,
             ),
             self.store, upstream=upstream, db=self.db, stats=self.stats,
         )

@@ -367,6 +367,11 @@ class CacheStore:
             self._cache.delete(key)
             return None
 
+    def has_entry(self, target: str, revision: str, vary_values: tuple[str | None, ...]) -> bool:
+        """Whether an entry is stored under this key (not opened, not checked: slice caching
+        uses it to say whether a window is all in the cache)."""
+        return entry_key(target, revision, vary_values) in self._cache
+
     def new_temp_path(self) -> str:
         return os.path.join(self.tmp_dir, uuid.uuid4().hex)
 

@@ -239,6 +239,8 @@ class Upstream:
                     self.send_response_only(status)
                 for k, v in [*route.headers.items(), *route.fields]:
                     self.send_header(k, v)
+                if route.ranges and "Accept-Ranges" not in route.headers:
+                    self.send_header("Accept-Ranges", "bytes")  # as nginx says for a static file
                 if content_range is not None:
                     self.send_header("Content-Range", content_range)
                 if route.chunked:

@@ -74,7 +74,8 @@ def test_seek_near_the_end_of_a_400mb_object_over_max_size_costs_the_window(tmp_
     upstream = Upstream()
     upstream.routes["/media/video.mp4"] = Route(size=SIZE, ranges=True,
                                                 headers={"Content-Type": "video/mp4", "ETag": '"v1"'})
-    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--max-object-size", "128MiB"]).start()
+    # --slice-size 0: the unsliced path (tests/test_e2e_slices.py has the sliced one)
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--max-object-size", "128MiB", "--slice-size", "0"]).start()
     try:
         costs = []
         for start in (SIZE - 1000, SIZE - 500_000, 300_000_000):

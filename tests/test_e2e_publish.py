@@ -365,3 +365,32 @@ def test_a_replay_on_another_node_answers_only_once_that_node_applied_the_events
     finally:
         a.stop()
         b.stop()
+
+
+def test_soft_purge_revalidates_with_a_conditional_get(node, upstream):
+    """A soft-purged entry with a validator costs the app a 304, not the body again;
+    a changed object comes back whole (and replaces the entry)."""
+    body = bytes(range(256)) * 2000  # 512000 bytes: streamed from a file, not memory
+    route = Route(body=body, not_modified=True, headers={"ETag": '"sp1"', "Cache-Control": "max-age=600"})
+    upstream.routes["/media/sp.mp4"] = route
+    assert sha(node.get("/media/sp.mp4").content) == sha(body)
+    assert publish(node, [{"type": "purge", "path": "/media/sp.mp4", "soft": True}]).status_code == 200
+    r = node.get("/media/sp.mp4")
+    assert sha(r.content) == sha(body) and "ttl=-" in status_of(r)  # served stale while it revalidates
+    wait_until(lambda: upstream.not_modified["/media/sp.mp4"] == 1, 5, what="one conditional GET")
+    wait_until(lambda: (s := status_of(node.get("/media/sp.mp4"))).startswith("mediaedge; hit; ttl=") and "ttl=-" not in s, 5,
+               what="fresh again after the 304")
+    assert upstream.requests[-1][2].get("if-none-match") == '"sp1"'
+    assert upstream.hits["/media/sp.mp4"] == 2 and upstream.body_bytes["/media/sp.mp4"] == len(body)
+
+    # Changed behind the edge: the soft purge's conditional GET gets the new body (a 200).
+    new = body[::-1]
+    upstream.routes["/media/sp.mp4"] = Route(body=new, not_modified=True,
+                                             headers={"ETag": '"sp2"', "Cache-Control": "max-age=600"})
+    # (one second later: the same signed body within a second would be a replay)
+    assert publish(node, [{"type": "purge", "path": "/media/sp.mp4", "soft": True}],
+                   now=time.time() + 1).status_code == 200
+    assert sha(node.get("/media/sp.mp4").content) == sha(body)  # stale while it refetches
+    wait_until(lambda: sha(node.get("/media/sp.mp4").content) == sha(new), 5, what="the changed object")
+    assert upstream.not_modified["/media/sp.mp4"] == 1 and upstream.hits["/media/sp.mp4"] == 3
+    assert upstream.body_bytes["/media/sp.mp4"] == 2 * len(body)

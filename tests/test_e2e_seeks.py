@@ -195,6 +195,20 @@ def test_bench_seeks_reports_the_window(capsys):
     assert report["first_seek"]["app_bytes"] < 16 * MiB
 
 
+def test_bench_seeks_reports_the_sliced_case(capsys):
+    """Sliced (--slice-size under --max-object-size): a later seek costs at most one slice."""
+    import json
+
+    from bench import seeks
+
+    seeks.main(["--size", "24MB", "--seeks", "3", "--window", "64KiB", "--max-object-size", "8MiB",
+                "--slice-size", "1MiB"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["slice_size"] == "1MiB"
+    assert report["later_seeks"]["app_bytes_per_seek_max"] <= MiB
+    assert report["first_seek"]["app_bytes"] < 16 * MiB
+
+
 @pytest.mark.full
 def test_an_unstored_database_read_stops_when_its_client_leaves(tmp_path):
     """`bytes=0-` on a 256 MiB row over --max-object-size, 1 MiB read, then the client leaves:
@@ -252,3 +266,39 @@ def _repeat_sha(block: bytes, size: int) -> str:
     for _ in range(size // len(block)):
         h.update(block)
     return h.hexdigest()
+
+
+@pytest.mark.parametrize("field, value", [("If-None-Match", '"f1"'),
+                                          ("If-Modified-Since", "Wed, 21 Oct 2015 07:28:00 GMT")])
+def test_client_conditional_for_an_unstored_object_is_forwarded(tmp_path, field, value):
+    """A conditional GET for something the edge will not store goes to the app with its
+    validators, and the app's 304 is passed on: no whole-object fetch to answer it."""
+    upstream = Upstream()
+    upstream.routes[PATH] = Route(size=SIZE, ranges=True, not_modified=True, headers={
+        "Content-Type": "video/mp4", "ETag": '"f1"', "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--max-object-size", "1MiB"]).start()
+    try:
+        # The first one learns the object is not stored from the whole answer's head,
+        # drops that answer and asks again with the client's validators.
+        r = edge.get(PATH, headers={field: value})
+        assert r.status_code == 304 and r.content == b""
+        assert r.headers["ETag"] == '"f1"' and "Content-Length" not in r.headers
+        assert "fwd=bypass; fwd-status=304" in r.headers["Cache-Status"]
+        first = _sent(upstream)
+        assert first < 24 * MiB, f"the first conditional cost {first} bytes of a {SIZE}-byte object"
+        assert upstream.not_modified[PATH] == 1
+        # Later ones go upstream at once with the validators: no body crosses.
+        for n in range(2, 6):
+            r = edge.get(PATH, headers={field: value})
+            assert r.status_code == 304 and r.content == b""
+            assert upstream.requests[-1][2].get(field.lower()) == value
+            assert upstream.not_modified[PATH] == n
+        assert _sent(upstream) == first and upstream.hits[PATH] == 6
+        # A validator that no longer matches: the app's 200 is passed on whole (not stored).
+        other = {"If-None-Match": '"old"'} if field == "If-None-Match" else {
+            "If-Modified-Since": "Tue, 20 Oct 2015 07:28:00 GMT"}
+        r = edge.get(PATH, headers=other)
+        assert r.status_code == 200 and len(r.content) == SIZE and "stored" not in r.headers["Cache-Status"]
+    finally:
+        edge.stop()
+        upstream.close()

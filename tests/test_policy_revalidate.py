@@ -40,7 +40,9 @@ def test_conditional_fields(stored, expected):
         ("upstream", False, False, [("Last-Modified", LM)], False, True, "validator"),
         ("upstream", False, False, [], False, False, "no-validator"),
         ("upstream", True, False, [("ETag", '"a"')], False, False, "negative"),
-        ("upstream", False, True, [("ETag", '"a"')], False, False, "soft-purged"),
+        # soft-purged: revalidated like an expired entry (a 304 costs no body)
+        ("upstream", False, True, [("ETag", '"a"')], False, True, "validator"),
+        ("db", False, True, [], True, True, "db-revision"),
         ("db", False, False, [], True, True, "db-revision"),
         ("db", False, False, [("Last-Modified", LM)], False, False, "no-revision-probe"),
         ("db", True, False, [], True, False, "negative"),

@@ -49,12 +49,12 @@ def can_revalidate(*, source: str, negative: bool, soft_stale: bool, headers: He
     """May this expired entry be revalidated rather than fetched again?
 
     Upstream entries need a validator to send; database entries need an origin that can
-    read a row's revision without its body. Negative entries (our own "not found") and
-    soft-purged ones (the operator asked for a refetch) are fetched again."""
+    read a row's revision without its body. Negative entries (our own "not found") are
+    fetched again. A soft-purged entry (marked stale by the operator) is revalidated like
+    an expired one: a changed object comes back whole, an unchanged one costs a 304.
+    `soft_stale` is kept in the signature so callers say what they know."""
     if negative:
         return Decision(False, "negative")
-    if soft_stale:
-        return Decision(False, "soft-purged")
     if source == "db":
         return Decision(has_revision_probe, "db-revision" if has_revision_probe else "no-revision-probe")
     if source != "upstream":

@@ -45,9 +45,21 @@ def is_range_request(method: str, request_headers: Headers) -> bool:
     return method.upper() == "GET" and parse_range(request_headers.get("range")) is not None
 
 
+def is_conditional_request(method: str, request_headers: Headers) -> bool:
+    """A GET with If-None-Match or If-Modified-Since: on something the edge will not store,
+    the origin answers it (a 304 costs the app no body), not the edge after a whole fetch."""
+    return method.upper() == "GET" and ("if-none-match" in request_headers or "if-modified-since" in request_headers)
+
+
+def forwardable(method: str, request_headers: Headers) -> bool:
+    """A request whose own Range or validators go to the origin when the edge will not store
+    the object (a seek, or a client's conditional GET)."""
+    return is_range_request(method, request_headers) or is_conditional_request(method, request_headers)
+
+
 def route_range(*, method: str, request_headers: Headers, known: Unstored | None, now: float) -> Route:
-    """On a miss: send the client's Range to the origin, or fetch the object as usual."""
-    if not is_range_request(method, request_headers):
+    """On a miss: send the client's Range and validators to the origin, or fetch the object as usual."""
+    if not forwardable(method, request_headers):
         return Route(False, "no-range")
     if known is None:
         return Route(False, "unknown")
@@ -64,11 +76,13 @@ def remember(*, status: int, reason: str, now: float) -> Unstored | None:
 
 
 def abandon_fetch(*, method: str, request_headers: Headers, status: int, reason: str) -> bool:
-    """Drop a whole-object answer after its head and re-send the leader's Range instead?
+    """Drop a whole-object answer after its head and re-send the leader's Range (or its
+    validators) instead?
 
-    Only for a Range request whose answer the edge will not store for a reason of the
-    object's own: streaming it whole would cost the object to send the window."""
-    return is_range_request(method, request_headers) and remember(status=status, reason=reason, now=0.0) is not None
+    Only for a Range or conditional request whose answer the edge will not store for a
+    reason of the object's own: streaming it whole would cost the object to send the
+    window, and a client's conditional is the origin's to answer with a 304."""
+    return forwardable(method, request_headers) and remember(status=status, reason=reason, now=0.0) is not None
 
 
 def database_window(*, request_headers: Headers, length: int, etag: str | None,
