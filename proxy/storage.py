@@ -442,6 +442,8 @@ class CacheStore:
         return n
 
     def _rewrite_soft(self, key: str) -> int:
+        """Mark one stored variant soft-stale through `update_meta`: a large body (a 4 GB
+        video, every slice of it) stays in its file and only the trailer is rewritten."""
         try:
             value = self._cache.get(key, read=True)
         except (KeyError, OSError):
@@ -450,34 +452,19 @@ class CacheStore:
             return 0
         try:
             if isinstance(value, (bytes, bytearray, memoryview)):
-                meta, body = _split_inline(bytes(value))
-                if meta.soft_stale:
-                    return 0
-                self._cache.set(key, body + encode_trailer(replace(meta, soft_stale=True)),
-                                tag=_tag_field(meta.tags))
-                return 1
-            with self._trailer_lock:
-                meta, body_len = _read_file_meta(value)
-            if meta.soft_stale:
-                return 0
-            tmp = self.new_temp_path()
-            with open(tmp, "wb") as out:
-                value.seek(0)
-                remaining = body_len
-                while remaining:
-                    chunk = value.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        raise ValueError("short body")
-                    out.write(chunk)
-                    remaining -= len(chunk)
-            self.commit(tmp, replace(meta, soft_stale=True))
-            return 1
+                meta, _ = _split_inline(bytes(value))
+            else:
+                with self._trailer_lock:
+                    meta, _ = _read_file_meta(value)
         except (ValueError, OSError, struct.error):
             self._cache.delete(key)
             return 0
         finally:
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 value.close()
+        if meta.soft_stale:
+            return 0
+        return int(self.update_meta(replace(meta, soft_stale=True)))
 
     # -- invalidation ---------------------------------------------------------------
     def delete_target(self, target: str) -> int:

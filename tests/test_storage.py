@@ -247,3 +247,23 @@ def test_update_meta_refuses_another_body(store):
     e = store.open_entry("/media/a.jpg", "r1", ())
     assert e is not None and e.meta == m
     e.close()
+
+
+@pytest.mark.parametrize("size", [10, 2_000_000], ids=["inline", "large-file"])
+def test_soft_purge_rewrites_the_trailer_not_the_body(store, size):
+    """A soft purge of a large object (every slice of a 4 GB video) must not copy its body:
+    the file stays the same inode, the bytes the same, only soft_stale is set."""
+    body = os.urandom(size)
+    m = put(store, "/media/v.mp4", body)
+    before = store.open_entry("/media/v.mp4", "r1", ())
+    inode = os.stat(before.file.name).st_ino if before.file is not None else None
+    before.close()
+    assert store.mark_soft_stale("/media/v.mp4") == 1
+    assert store.mark_soft_stale("/media/v.mp4") == 0  # already soft-stale: nothing to do
+    after = store.open_entry("/media/v.mp4", "r1", ())
+    assert after is not None and after.meta.soft_stale and after.meta.sha256 == m.sha256
+    got = after.body if after.body is not None else after.file.read(m.size)
+    if inode is not None:
+        assert os.stat(after.file.name).st_ino == inode
+    after.close()
+    assert hashlib.sha256(got).hexdigest() == m.sha256
