@@ -41,22 +41,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
-from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, _mysql_packet_header
+from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, Pool, _mysql_packet_header, first_line
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins.db import (
-    DbObject,
-    RevisionProbe,
-    _close_quietly,
-    _first_line,
-    _Pool,
-    _text,
-    to_unix,
-    whole_seconds,
-)
+from mediaedge.origins.db import DbObject, RevisionProbe, _text, to_unix, whole_seconds
+
+T = TypeVar("T")
 
 ENCODINGS = ("raw", "base64", "hex")
 ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
@@ -911,7 +904,7 @@ class SqlRouteOrigin:
         self.timeout = timeout
         self._drv = _DIALECTS[self.dialect]()
         self._errors = (*self._drv.errors, DatabaseError, OSError)
-        self._pool = _Pool(self._connect)
+        self._pool = Pool(self._connect)
 
     # public API
 
@@ -1052,14 +1045,11 @@ class SqlRouteOrigin:
     # connections and errors
 
     def _connect(self) -> Any:
-        conn = self._db.connect()
-        try:
-            with self._translated():
-                self._drv.setup(conn, self.timeout)
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        return conn
+        return self._db.connect(self._setup)
+
+    def _setup(self, conn: Any) -> None:
+        with self._translated():
+            self._drv.setup(conn, self.timeout)
 
     def _get(self) -> tuple[Any, bool]:
         with self._translated():
@@ -1080,30 +1070,16 @@ class SqlRouteOrigin:
         except self._errors as e:
             if self._drv.is_timeout(e):
                 raise self._timeout(e) from e
-            raise OriginError(f"database origin {self._db.url.redacted()}: {_first_line(e)}") from e
+            raise OriginError(f"database origin {self._db.url.redacted()}: {first_line(e)}") from e
 
     def _timeout(self, e: BaseException) -> LookupTimeout:
         return LookupTimeout(f"database origin {self._db.url.redacted()}: a query or lock wait took longer than"
-                             f" --db-timeout ({self.timeout:g} s): {_first_line(e)}")
+                             f" --db-timeout ({self.timeout:g} s): {first_line(e)}")
 
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        """fn(conn) on a pooled connection; a broken pooled one is replaced once."""
-        for attempt in range(2):
-            conn, fresh = self._get()
-            try:
-                result = fn(conn)
-            except BaseException as e:
-                # Asked before the connection is closed (closed looks like gone); a timeout
-                # is never retried: it would double the wait for an answer that is not coming.
-                retry = not (fresh or attempt or self._drv.is_timeout(e)) and self._drv.is_disconnect(conn, e)
-                self._pool.put(conn, False)
-                if not retry:
-                    with self._translated():
-                        raise
-                continue
-            self._pool.put(conn, True)
-            return result
-        raise AssertionError("unreachable")
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """fn(conn) on a pooled connection; a broken pooled one is replaced once (`dbapi.retry_once`)."""
+        with self._translated():
+            return self._pool.call(fn, gone=self._drv.is_disconnect, timeout=self._drv.is_timeout, get=self._get)
 
 
 def _unix(value: Any) -> float | None:
