@@ -33,14 +33,26 @@ class Exchange(Protocol):
 
 def record(stats: StatsSink, access_log: AccessLog, revision_header: str, reply: Reply, body_bytes: int,
            duration: float, exchange: Exchange, denied: str | None = None) -> None:
-    """Count the exchange, and write its access line when the log is on. A 5xx is
-    counted with no origin: nothing answered it."""
+    """Count the exchange, and write its access line when the log is on."""
+    count(stats, reply, body_bytes, duration)
+    if access_log.enabled:
+        log_access(access_log, revision_header, reply, body_bytes, duration, exchange, denied)
+
+
+def count(stats: StatsSink, reply: Reply, body_bytes: int, duration: float) -> None:
+    """Count the exchange. A 5xx is counted with no origin: nothing answered it. (Every
+    hit passes here: the shell calls this and `log_access` apart, so a hit with the log
+    off builds no `Exchange`.)"""
     source = reply.source if reply.status < 500 else None
     stats.record(result=reply.result, source=source, body_bytes=body_bytes, duration=duration,
                  path=reply.target, status=reply.status)
-    if access_log.enabled:
-        access_log.write(access_line(access_log.format, revision_header, reply, body_bytes, duration, exchange,
-                                     denied, time.time()))
+
+
+def log_access(access_log: AccessLog, revision_header: str, reply: Reply, body_bytes: int, duration: float,
+               exchange: Exchange, denied: str | None = None) -> None:
+    """Write the exchange's access line (the log is on)."""
+    access_log.write(access_line(access_log.format, revision_header, reply, body_bytes, duration, exchange,
+                                 denied, time.time()))
 
 
 def access_line(fmt: str, revision_header: str, reply: Reply, body_bytes: int, duration: float,

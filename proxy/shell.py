@@ -31,7 +31,7 @@ from mediaedge.policy.hop import connection_options
 from mediaedge.policy.signing import Denied, verify
 from mediaedge.policy.target import is_media, looks_media, normalize_target
 from mediaedge.purge import answer_purge
-from mediaedge.record import record
+from mediaedge.record import count, log_access
 from mediaedge.respond import HTTP_DATES, wire_pairs
 from mediaedge.runtime import Runtime
 from mediaedge.unsafe import invalidates, invalidate_after
@@ -315,9 +315,13 @@ class Shell:
     def _record(self, flow: http.HTTPFlow, reply: Reply, body_bytes: int, started: float,
                 denied: str | None = None) -> None:
         rt = self.rt
-        if rt is not None:
-            record(rt.stats, rt.access_log, rt.settings.revision_header, reply, body_bytes,
-                   time.perf_counter() - started, _FlowView(flow), denied)
+        if rt is None:
+            return
+        duration = time.perf_counter() - started
+        count(rt.stats, reply, body_bytes, duration)
+        if rt.access_log.enabled:
+            log_access(rt.access_log, rt.settings.revision_header, reply, body_bytes, duration, _FlowView(flow),
+                       denied)
 
 
 class _FlowView:
