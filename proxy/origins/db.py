@@ -633,7 +633,60 @@ _DIALECTS: dict[str, Callable[[], Any]] = {"sqlite": _Sqlite, "postgresql": _Pos
 # --- the origin ----------------------------------------------------------------------------
 
 
-class DatabaseOrigin:
+class _PooledOrigin:
+    """What both database origins (this one and `sqlroutes.SqlRouteOrigin`) share: pooled
+    connections (`dbapi.Pool`, its one retry rule) and driver errors translated into one
+    OriginError here and nowhere else."""
+
+    _db: Database
+    _drv: Any
+    _pool: Pool
+    _errors: tuple[type[BaseException], ...]
+
+    def _timeout_of(self, e: BaseException) -> LookupTimeout | None:
+        """The driver error `e` as a LookupTimeout when it means a time limit ran out."""
+        return None
+
+    def _is_timeout(self, e: BaseException) -> bool:
+        return isinstance(e, LookupTimeout) or self._timeout_of(e) is not None
+
+    def _get(self) -> tuple[Any, bool]:
+        with self._translated():
+            try:
+                return self._pool.get()
+            except DatabaseError as e:  # one line naming the database (SQLite: a locked file's busy timeout)
+                timeout = self._timeout_of(e.__cause__) if e.__cause__ is not None else None
+                if timeout is not None:
+                    raise timeout from e
+                raise OriginError(str(e)) from e
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors become one OriginError, translated here and nowhere else."""
+        try:
+            yield
+        except OriginError:
+            raise
+        except self._errors as e:
+            timeout = self._timeout_of(e)
+            if timeout is not None:
+                raise timeout from e
+            raise OriginError(f"database origin {self._db.url.redacted()}: {first_line(e)}") from e
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """fn(conn) on a pooled connection, which goes back to the pool afterwards."""
+        with self._translated():
+            return self._pool.call(fn, gone=self._drv.is_disconnect, timeout=self._is_timeout, get=self._get)
+
+    def _attempt(self, fn: Callable[[Any], T]) -> tuple[T, Any]:
+        """(fn(conn), conn); a pooled connection found broken (server restarted, idle
+        timeout, killed) is replaced by a fresh one once (`dbapi.retry_once`), then the
+        error surfaces."""
+        with self._translated():
+            return self._pool.attempt(fn, gone=self._drv.is_disconnect, timeout=self._is_timeout, get=self._get)
+
+
+class DatabaseOrigin(_PooledOrigin):
     """Media rows of one database and profile, for the data plane and the importer."""
 
     def __init__(self, url: str, profile: str = "native", *, media_prefixes: tuple[str, ...] = ("/media/",),
@@ -653,7 +706,7 @@ class DatabaseOrigin:
         self._table = PROFILES[profile]
         self._prefixes = tuple(media_prefixes)
         self._drv = _DIALECTS[self.dialect]()
-        self._errors_caught = (*self._drv.errors, DatabaseError, OSError)
+        self._errors = (*self._drv.errors, DatabaseError, OSError)
         self._pool = Pool(self._connect)
         self._call(lambda conn: self._check_schema(conn, create))
 
@@ -755,35 +808,6 @@ class DatabaseOrigin:
 
     def _connect(self) -> Any:
         return self._db.connect(lambda conn: self._drv.setup(conn, self._lookup_timeout))
-
-    def _get(self) -> tuple[Any, bool]:
-        with self._translated():
-            try:
-                return self._pool.get()
-            except DatabaseError as e:  # already one line naming the database
-                raise OriginError(str(e)) from e
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Driver errors become one OriginError, translated here and nowhere else."""
-        try:
-            yield
-        except OriginError:
-            raise
-        except self._errors_caught as e:
-            raise OriginError(f"database origin {self._db.url.redacted()}: {first_line(e)}") from e
-
-    def _call(self, fn: Callable[[Any], T]) -> T:
-        """fn(conn) on a pooled connection, which goes back to the pool afterwards."""
-        with self._translated():
-            return self._pool.call(fn, gone=self._drv.is_disconnect, timeout=_is_lookup_timeout, get=self._get)
-
-    def _attempt(self, fn: Callable[[Any], T]) -> tuple[T, Any]:
-        """(fn(conn), conn); a pooled connection found broken (server restarted, idle
-        timeout, killed) is replaced by a fresh one once (`dbapi.retry_once`), then the
-        error surfaces."""
-        with self._translated():
-            return self._pool.attempt(fn, gone=self._drv.is_disconnect, timeout=_is_lookup_timeout, get=self._get)
 
     def _bounded(self, conn: Any, lookup: Callable[[], T]) -> T:
         """`lookup()` within --db-timeout on `conn` (the dialect's way, see the dialects' notes)."""
@@ -905,10 +929,6 @@ class DatabaseOrigin:
             except Exception:
                 ok = False
             self._pool.put(conn, ok)
-
-
-def _is_lookup_timeout(e: BaseException) -> bool:
-    return isinstance(e, LookupTimeout)
 
 
 def _execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:

@@ -39,7 +39,6 @@ import binascii
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, unquote_plus
@@ -47,7 +46,7 @@ from urllib.parse import unquote, unquote_plus
 from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
 from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, Pool, _mysql_packet_header, first_line
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins.db import DbObject, RevisionProbe, _text, to_unix, whole_seconds
+from mediaedge.origins.db import DbObject, RevisionProbe, _PooledOrigin, _text, to_unix, whole_seconds
 
 T = TypeVar("T")
 
@@ -880,7 +879,7 @@ class _Part:
     rowid: int | None = None  # SQLite: the row to open a blob handle on
 
 
-class SqlRouteOrigin:
+class SqlRouteOrigin(_PooledOrigin):
     """The `sql` profile: `lookup(target)` and `read(obj)`, as DatabaseOrigin offers them.
 
     Takes the canonical request target (path and query, not decoded): the routes
@@ -1051,35 +1050,11 @@ class SqlRouteOrigin:
         with self._translated():
             self._drv.setup(conn, self.timeout)
 
-    def _get(self) -> tuple[Any, bool]:
-        with self._translated():
-            try:
-                return self._pool.get()
-            except DatabaseError as e:  # opening: SQLite waits its busy timeout for a locked file
-                if e.__cause__ is not None and self._drv.is_timeout(e.__cause__):
-                    raise self._timeout(e) from e
-                raise OriginError(str(e)) from e
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Driver errors become one OriginError, translated here and nowhere else."""
-        try:
-            yield
-        except OriginError:
-            raise
-        except self._errors as e:
-            if self._drv.is_timeout(e):
-                raise self._timeout(e) from e
-            raise OriginError(f"database origin {self._db.url.redacted()}: {first_line(e)}") from e
-
-    def _timeout(self, e: BaseException) -> LookupTimeout:
+    def _timeout_of(self, e: BaseException) -> LookupTimeout | None:
+        if not self._drv.is_timeout(e):
+            return None
         return LookupTimeout(f"database origin {self._db.url.redacted()}: a query or lock wait took longer than"
                              f" --db-timeout ({self.timeout:g} s): {first_line(e)}")
-
-    def _call(self, fn: Callable[[Any], T]) -> T:
-        """fn(conn) on a pooled connection; a broken pooled one is replaced once (`dbapi.retry_once`)."""
-        with self._translated():
-            return self._pool.call(fn, gone=self._drv.is_disconnect, timeout=self._drv.is_timeout, get=self._get)
 
 
 def _unix(value: Any) -> float | None:
