@@ -61,7 +61,7 @@ BUCKETS = [
     ("proxy/headers.py", lambda fn: fn.startswith("proxy/headers.py")),
     ("proxy/stats.py", lambda fn: fn.startswith(("proxy/stats.py", "proxy/topk.py"))),
     ("proxy/engine.py", lambda fn: fn.startswith("proxy/engine.py")),
-    ("addons/mediaedge.py", lambda fn: fn.startswith("addons/")),
+    ("proxy/shell.py + addons/", lambda fn: fn.startswith(("addons/", "proxy/shell.py", "proxy/record.py"))),
     ("thread pool (to_thread hand-off)", lambda fn: fn.startswith(("concurrent/futures", "threading.py",
                                                                     "asyncio/threads.py"))),
     ("mitmproxy HTTP/1 parse+assemble", lambda fn: "mitmproxy/proxy/layers/http" in fn or "mitmproxy/net/http" in fn

@@ -793,7 +793,7 @@ def _code_version() -> dict:
 def profile_focus(raw: str) -> dict:
     """Inclusive share of a few named functions on the hit path (from py-spy raw stacks)."""
     names = {
-        "MediaEdge.request (addon hook, whole)": "MediaEdge.request (addons/mediaedge.py",
+        "Shell.request (addon hook, whole)": "Shell.request (proxy/shell.py",
         "Engine.handle": "Engine.handle (proxy/engine.py",
         "Engine._lookup (worker thread)": "Engine._lookup (proxy/engine.py",
         "CacheStore.get_pointer": "CacheStore.get_pointer (proxy/storage.py",
@@ -802,8 +802,8 @@ def profile_focus(raw: str) -> dict:
         "EntryMeta.from_json": "EntryMeta.from_json",
         "Engine._state_of (freshness)": "Engine._state_of",
         "plan_response": "plan_response (proxy/respond.py",
-        "MediaEdge._apply (Response.make)": "MediaEdge._apply",
-        "MediaEdge._record (stats)": "MediaEdge._record",
+        "Shell._apply (Response.make)": "Shell._apply",
+        "Shell._record (stats)": "Shell._record",
         "AddonManager.trigger_event (hook dispatch)": "AddonManager.trigger_event",
         "AddonManager.handle_lifecycle": "AddonManager.handle_lifecycle",
         "mitmproxy HTTP/1 server layer": "mitmproxy/proxy/layers/http/_http1.py",

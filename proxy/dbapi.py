@@ -1,18 +1,29 @@
-"""One way to open SQLite, PostgreSQL and MySQL/MariaDB from a URL.
+"""One way to open SQLite, PostgreSQL and MySQL/MariaDB from a URL, and one way to keep them.
 
-Every database module (origins, the invalidation log, import) opens connections
-here, so URL parsing, driver choice and the placeholder style live in one place.
-Queries are written with `?` placeholders and converted with `Database.sql`.
+Every database module (the database origins in `origins/db.py` and
+`origins/sqlroutes.py`, the invalidation log, import) opens connections here, so URL
+parsing, driver choice and the placeholder style live in one place. Queries are
+written with `?` placeholders and converted with `Database.sql`.
+
+The connection manager lives here too: `Pool` (idle connections shared by threads)
+and `retry_once`, the one retry rule every caller follows: a failed call is run again
+once, on a new connection, only when the connection it used was an old one that the
+driver says is gone (server restarted, idle timeout, killed), never after a timeout
+and never when running it again could apply a write twice. The driver is asked
+*before* the connection is closed: a closed connection always looks gone.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
-from typing import Any
-from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 from mediaedge.errors import DatabaseError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,19 @@ class Database:
         """Convert `?` placeholders to the driver's style."""
         return query if self.dialect == "sqlite" else query.replace("?", "%s")
 
-    def connect(self) -> Any:
+    def connect(self, setup: Callable[[Any], None] | None = None) -> Any:
+        """A new connection; `setup(conn)` (session settings) runs on it, and a
+        connection whose setup fails is closed before the error goes on."""
+        conn = self._open()
+        if setup is not None:
+            try:
+                setup(conn)
+            except BaseException:
+                close_quietly(conn)
+                raise
+        return conn
+
+    def _open(self) -> Any:
         u = self.url
         try:
             if u.dialect == "sqlite":
@@ -132,8 +155,105 @@ class Database:
         except DatabaseError:
             raise
         except Exception as e:  # driver errors differ per database; translate once, here
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DatabaseError(f"cannot open {u.redacted()}: {first}") from e
+            raise DatabaseError(f"cannot open {u.redacted()}: {first_line(e)}") from e
+
+
+# --- connections: one pool, one retry rule ---------------------------------------------
+
+
+def retry_once(*, attempt: int, fresh: bool, gone: bool, timeout: bool = False, replay_safe: bool = True) -> bool:
+    """Whether a failed database call is run again, once, on a new connection.
+
+    Only the first attempt (`attempt` 0), only on a connection that was not just opened
+    (a fresh one failing says the server is unwell: another would too), only when the
+    driver says the connection is gone (asked before it is closed), never after a
+    timeout (it would double the wait for an answer that is not coming) and never when
+    running the call again could apply a write twice (`replay_safe`)."""
+    return attempt == 0 and not fresh and gone and not timeout and replay_safe
+
+
+class Pool:
+    """Idle connections shared by all threads; a connection is used by one caller at a time."""
+
+    def __init__(self, connect: Callable[[], Any], max_idle: int = 8) -> None:
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def get(self) -> tuple[Any, bool]:
+        """(connection, fresh): fresh is False for one taken from the pool."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), False
+        return self._connect(), True
+
+    def put(self, conn: Any, healthy: bool) -> None:
+        """Back to the pool when healthy and there is room; else closed."""
+        if healthy:
+            with self._lock:
+                if not self._closed and len(self._idle) < self._max_idle:
+                    self._idle.append(conn)
+                    return
+        close_quietly(conn)
+
+    def attempt(self, fn: Callable[[Any], T], *, gone: Callable[[Any, BaseException], bool],
+                timeout: Callable[[BaseException], bool] = lambda e: False,
+                get: Callable[[], tuple[Any, bool]] | None = None) -> tuple[T, Any]:
+        """(fn(conn), conn), the connection still taken (the caller `put`s it back);
+        `retry_once` decides whether a failure is tried again on a new connection.
+        `get` replaces `self.get` for callers that translate opening errors."""
+        take = get or self.get
+        for n in range(2):
+            conn, fresh = take()
+            try:
+                return fn(conn), conn
+            except BaseException as e:
+                again = retry_once(attempt=n, fresh=fresh, gone=not fresh and gone(conn, e), timeout=timeout(e))
+                self.put(conn, False)  # after asking `gone`: a closed connection always looks gone
+                if not again:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, fn: Callable[[Any], T], *, gone: Callable[[Any, BaseException], bool],
+             timeout: Callable[[BaseException], bool] = lambda e: False,
+             get: Callable[[], tuple[Any, bool]] | None = None) -> T:
+        """fn(conn) on a pooled connection, which goes back to the pool afterwards."""
+        result, conn = self.attempt(fn, gone=gone, timeout=timeout, get=get)
+        self.put(conn, True)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            close_quietly(conn)
+
+
+def rollback_quietly(conn: Any) -> None:
+    """Undo a failed write; the caller discards the connection either way, so errors here do not matter."""
+    try:
+        conn.rollback()
+    except Exception:
+        pass
+
+
+def close_quietly(conn: Any) -> None:
+    """Close a connection that may be broken already (nothing to release then)."""
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def first_line(e: BaseException) -> str:
+    """A driver error in one line (drivers add context lines), for messages and logs."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 # --- MySQL/MariaDB: one large value through the wire protocol, in pieces ------

@@ -60,7 +60,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from mediaedge.errors import DatabaseError
-from mediaedge.dbapi import Database
+from mediaedge.dbapi import Database, close_quietly, first_line, retry_once, rollback_quietly
 
 T = TypeVar("T")
 
@@ -251,9 +251,9 @@ class InvalidationLog:
             except DatabaseError:
                 raise
             except Exception as e:
-                _close_quietly(self._listener)
+                close_quietly(self._listener)
                 self._listener = None
-                raise DatabaseError(f"invalidation log: listening failed: {_one_line(e)}") from e
+                raise DatabaseError(f"invalidation log: listening failed: {first_line(e)}") from e
 
     def close(self) -> None:
         """Close every connection, the other threads' too. The log cannot be used after."""
@@ -261,9 +261,9 @@ class InvalidationLog:
             self._closed = True
             conns, self._conns = self._conns, []
         for conn in conns:
-            _close_quietly(conn)
+            close_quietly(conn)
         with self._listen_lock:
-            _close_quietly(self._listener)
+            close_quietly(self._listener)
             self._listener = None
 
     # --- statements --------------------------------------------------------
@@ -349,7 +349,7 @@ class InvalidationLog:
             conn.commit()
             return result
         except BaseException:
-            _rollback_quietly(conn)
+            rollback_quietly(conn)
             raise
         finally:
             if self.dialect == "mysql":
@@ -358,51 +358,54 @@ class InvalidationLog:
     # --- connections -----------------------------------------------------------
 
     def _run(self, work: Callable[[Any], T], *, phase_safe: bool = False) -> T:
-        """`work(conn)` on this thread's connection; one retry on a fresh one after a failure.
+        """`work(conn)` on this thread's connection; driver errors are translated here, once.
 
-        Driver errors are translated here, once. Retrying is safe for reads,
-        the cursor upsert and the table creation. An append is retried only
-        when it failed before its COMMIT was sent (`phase_safe`): after that we
-        cannot know whether it landed. SQLite is not retried: its errors are
-        not dropped connections (a lock timeout already waited 30 s).
+        A failure is retried by `dbapi.retry_once`, the rule every database caller
+        follows: once, on a new connection, when the one used was kept from an earlier
+        call and is gone. Retrying is safe for reads, the cursor upsert and the table
+        creation; an append (`phase_safe`) only when it failed before its COMMIT was
+        sent: after that we cannot know whether it landed. SQLite connections are never
+        gone (a lock timeout already waited 30 s).
         """
-        for attempt in (1, 2):
-            conn = self._connection()
+        for attempt in (0, 1):
+            conn, fresh = self._connection()
             self._local.committing = False
             try:
                 return work(conn)
             except DatabaseError:
                 raise
             except Exception as e:
-                self._discard(conn)
-                retry = (
-                    attempt == 1
-                    and self.dialect != "sqlite"
-                    and (not phase_safe or not self._local.committing)
-                    and _is_connection_error(e)
+                retry = retry_once(
+                    attempt=attempt,
+                    fresh=fresh,
+                    gone=self.dialect != "sqlite" and _is_connection_error(e),
+                    replay_safe=not phase_safe or not self._local.committing,
                 )
+                self._discard(conn)
                 if not retry:
-                    raise DatabaseError(f"invalidation log ({self._db.url.redacted()}): {_one_line(e)}") from e
+                    raise DatabaseError(f"invalidation log ({self._db.url.redacted()}): {first_line(e)}") from e
         raise AssertionError("unreachable")
 
-    def _connection(self) -> Any:
+    def _connection(self) -> tuple[Any, bool]:
+        """(this thread's connection, fresh): fresh when opened by this call."""
         self._check_open()
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._db.connect()
-            if self.dialect == "sqlite":
-                conn.isolation_level = None  # we issue BEGIN IMMEDIATE ourselves
-            with self._lock:
-                self._conns.append(conn)
-            self._local.conn = conn
-        return conn
+        if conn is not None:
+            return conn, False
+        conn = self._db.connect()
+        if self.dialect == "sqlite":
+            conn.isolation_level = None  # we issue BEGIN IMMEDIATE ourselves
+        with self._lock:
+            self._conns.append(conn)
+        self._local.conn = conn
+        return conn, True
 
     def _discard(self, conn: Any) -> None:
         self._local.conn = None
         with self._lock:
             if conn in self._conns:
                 self._conns.remove(conn)
-        _close_quietly(conn)
+        close_quietly(conn)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -440,24 +443,3 @@ def _release_mysql_lock(conn: Any) -> None:
         conn.commit()
     except Exception:  # a dead connection has released it already
         pass
-
-
-def _rollback_quietly(conn: Any) -> None:
-    try:
-        conn.rollback()
-    except Exception:
-        pass
-
-
-def _close_quietly(conn: Any) -> None:
-    if conn is None:
-        return
-    try:
-        conn.close()
-    except Exception:
-        pass
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

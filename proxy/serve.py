@@ -29,8 +29,8 @@ from mitmproxy.master import Master
 from mitmproxy.proxy import server as mitm_server
 
 from mediaedge.errors import StartupError
-from mediaedge.addons.mediaedge import MediaEdge
 from mediaedge.config import Settings
+from mediaedge.shell import Shell
 from mediaedge.shutdown import ExitDeadline
 
 log = logging.getLogger("mediaedge")
@@ -157,7 +157,7 @@ async def _serve(settings: Settings) -> int:
     host, port = settings.listen
     _check_free("--listen", host, port)
     _check_free("--admin-listen", *settings.admin_listen)
-    addon = MediaEdge(settings)
+    addon = Shell(settings)
     opts = options.Options()
     set_idle_timeout(opts)
     master = Master(opts)
@@ -206,7 +206,7 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-def _reopen_logs(addon: MediaEdge) -> None:
+def _reopen_logs(addon: Shell) -> None:
     """SIGHUP: reopen the access log (logrotate renamed it); nothing else changes."""
     access_log = getattr(addon.rt, "access_log", None)  # None until the runtime has started
     if access_log is not None and access_log.enabled and access_log.reopen():

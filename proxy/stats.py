@@ -28,7 +28,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, UTC
-from typing import Any
+from typing import Any, Protocol
 
 from mediaedge.topk import SpaceSaving
 
@@ -100,6 +100,26 @@ class _Counts:
         counts.results = _counters(data["results"], RESULTS)
         counts.served = _counters(data["served"], SOURCES)
         return counts
+
+
+class StatsSink(Protocol):
+    """What the data plane counts into: the engine, the invalidator and the shell take
+    this, not `Stats`, so a node with counting off (or a test) can pass its own."""
+
+    def record(self, *, result: str, source: str | None, body_bytes: int, duration: float, path: str,
+               status: int = 0) -> None: ...
+
+    def origin_fetch(self, origin: str, outcome: str) -> None: ...
+
+    def coalesced(self) -> None: ...
+
+    def revalidated(self) -> None: ...
+
+    def denied(self, reason: str) -> None: ...
+
+    def disk_error(self) -> None: ...
+
+    def invalidation(self, type_: str, count: int = 1) -> None: ...
 
 
 class Stats:

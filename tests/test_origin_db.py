@@ -540,3 +540,24 @@ def test_large_blob_streams_with_bounded_memory(origin_url, tmp_path, capsys):
               f"put {LARGE / put_seconds / 1e6:.0f} MB/s")
     assert (r["bytes"], r["sha256"]) == (LARGE, expected)
     assert growth < 100
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_a_failing_statement_on_a_pooled_connection_is_not_retried(kind, request):
+    """A pooled connection that is alive but whose statement fails (here: the table is
+    gone) is not reopened and the statement not run again: only a gone connection is.
+    The driver used to be asked after the connection was closed, so every error on a
+    pooled connection looked like a disconnect and cost a second connection and query."""
+    server = request.getfixturevalue("pg_server" if kind == "postgres" else "mariadb_server")
+    url = server.create_database()
+    with DatabaseOrigin(url) as origin:
+        store(origin, "/media/a.jpg", b"x")
+        assert origin.lookup("/media/a.jpg") is not None  # leaves a connection in the pool
+        run_sql(url, "DROP TABLE media_files")
+        opened = []
+        real_connect = origin._db.connect
+        origin._db.connect = lambda setup=None: opened.append(1) or real_connect(setup)
+        with pytest.raises(OriginError) as e:
+            origin.lookup("/media/a.jpg")
+        assert "\n" not in str(e.value)
+        assert opened == []  # the error surfaced from the pooled connection, no second try

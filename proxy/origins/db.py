@@ -32,7 +32,6 @@ import hashlib
 import itertools
 import math
 import struct
-import threading
 import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -40,7 +39,15 @@ from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 from collections.abc import Callable, Iterable, Iterator
 
-from mediaedge.dbapi import Database, mysql_escape_bytes, mysql_open_value, mysql_send_query
+from mediaedge.dbapi import (
+    Database,
+    Pool,
+    first_line,
+    mysql_escape_bytes,
+    mysql_open_value,
+    mysql_send_query,
+    rollback_quietly,
+)
 from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
 
 # Longest path `media_files` can hold: the primary key of a MySQL VARBINARY
@@ -295,7 +302,7 @@ class _Sqlite:
             try:
                 yield
             finally:
-                _rollback_quietly(conn)  # read-only: nothing to keep
+                rollback_quietly(conn)  # read-only: nothing to keep
         finally:
             conn.set_progress_handler(None, 0)
 
@@ -359,7 +366,7 @@ class _Sqlite:
                     pass
             conn.execute("COMMIT")
         except BaseException:
-            _rollback_quietly(conn)
+            rollback_quietly(conn)
             raise
 
 
@@ -454,7 +461,7 @@ class _Postgres:
                 copy.write(struct.pack("!h", -1))  # end of data
             conn.execute("COMMIT")
         except BaseException:
-            _rollback_quietly(conn)
+            rollback_quietly(conn)
             raise
 
 
@@ -623,58 +630,63 @@ _DIALECTS: dict[str, Callable[[], Any]] = {"sqlite": _Sqlite, "postgresql": _Pos
 # --- connections ------------------------------------------------------------------------
 
 
-class _Pool:
-    """Idle connections shared by all threads; a connection is used by one caller at a time."""
-
-    def __init__(self, connect: Callable[[], Any], max_idle: int = 8) -> None:
-        self._connect = connect
-        self._max_idle = max_idle
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def get(self) -> tuple[Any, bool]:
-        """(connection, fresh): fresh is False for one taken from the pool."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), False
-        return self._connect(), True
-
-    def put(self, conn: Any, healthy: bool) -> None:
-        if healthy:
-            with self._lock:
-                if not self._closed and len(self._idle) < self._max_idle:
-                    self._idle.append(conn)
-                    return
-        _close_quietly(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _close_quietly(conn)
-
-
-def _rollback_quietly(conn: Any) -> None:
-    """Undo a failed write; the caller discards the connection either way, so errors here do not matter."""
-    try:
-        conn.rollback()
-    except Exception:
-        pass
-
-
-def _close_quietly(conn: Any) -> None:
-    try:
-        conn.close()
-    except Exception:  # already broken; nothing to release
-        pass
-
-
 # --- the origin ----------------------------------------------------------------------------
 
 
-class DatabaseOrigin:
+class _PooledOrigin:
+    """What both database origins (this one and `sqlroutes.SqlRouteOrigin`) share: pooled
+    connections (`dbapi.Pool`, its one retry rule) and driver errors translated into one
+    OriginError here and nowhere else."""
+
+    _db: Database
+    _drv: Any
+    _pool: Pool
+    _errors: tuple[type[BaseException], ...]
+
+    def _timeout_of(self, e: BaseException) -> LookupTimeout | None:
+        """The driver error `e` as a LookupTimeout when it means a time limit ran out."""
+        return None
+
+    def _is_timeout(self, e: BaseException) -> bool:
+        return isinstance(e, LookupTimeout) or self._timeout_of(e) is not None
+
+    def _get(self) -> tuple[Any, bool]:
+        with self._translated():
+            try:
+                return self._pool.get()
+            except DatabaseError as e:  # one line naming the database (SQLite: a locked file's busy timeout)
+                timeout = self._timeout_of(e.__cause__) if e.__cause__ is not None else None
+                if timeout is not None:
+                    raise timeout from e
+                raise OriginError(str(e)) from e
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors become one OriginError, translated here and nowhere else."""
+        try:
+            yield
+        except OriginError:
+            raise
+        except self._errors as e:
+            timeout = self._timeout_of(e)
+            if timeout is not None:
+                raise timeout from e
+            raise OriginError(f"database origin {self._db.url.redacted()}: {first_line(e)}") from e
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """fn(conn) on a pooled connection, which goes back to the pool afterwards."""
+        with self._translated():
+            return self._pool.call(fn, gone=self._drv.is_disconnect, timeout=self._is_timeout, get=self._get)
+
+    def _attempt(self, fn: Callable[[Any], T]) -> tuple[T, Any]:
+        """(fn(conn), conn); a pooled connection found broken (server restarted, idle
+        timeout, killed) is replaced by a fresh one once (`dbapi.retry_once`), then the
+        error surfaces."""
+        with self._translated():
+            return self._pool.attempt(fn, gone=self._drv.is_disconnect, timeout=self._is_timeout, get=self._get)
+
+
+class DatabaseOrigin(_PooledOrigin):
     """Media rows of one database and profile, for the data plane and the importer."""
 
     def __init__(self, url: str, profile: str = "native", *, media_prefixes: tuple[str, ...] = ("/media/",),
@@ -694,8 +706,8 @@ class DatabaseOrigin:
         self._table = PROFILES[profile]
         self._prefixes = tuple(media_prefixes)
         self._drv = _DIALECTS[self.dialect]()
-        self._errors_caught = (*self._drv.errors, DatabaseError, OSError)
-        self._pool = _Pool(self._connect)
+        self._errors = (*self._drv.errors, DatabaseError, OSError)
+        self._pool = Pool(self._connect)
         self._call(lambda conn: self._check_schema(conn, create))
 
     # public API
@@ -795,50 +807,7 @@ class DatabaseOrigin:
     # connections and errors
 
     def _connect(self) -> Any:
-        conn = self._db.connect()
-        try:
-            self._drv.setup(conn, self._lookup_timeout)
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        return conn
-
-    def _get(self) -> tuple[Any, bool]:
-        with self._translated():
-            try:
-                return self._pool.get()
-            except DatabaseError as e:  # already one line naming the database
-                raise OriginError(str(e)) from e
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Driver errors become one OriginError, translated here and nowhere else."""
-        try:
-            yield
-        except OriginError:
-            raise
-        except self._errors_caught as e:
-            raise OriginError(f"database origin {self._db.url.redacted()}: {_first_line(e)}") from e
-
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        """fn(conn) on a pooled connection, which goes back to the pool afterwards."""
-        result, conn = self._attempt(fn)
-        self._pool.put(conn, True)
-        return result
-
-    def _attempt(self, fn: Callable[[Any], Any]) -> tuple[Any, Any]:
-        """(fn(conn), conn); a pooled connection found broken (server restarted, idle
-        timeout, killed) is replaced by a fresh one once, then the error surfaces."""
-        for attempt in range(2):
-            conn, fresh = self._get()
-            try:
-                return fn(conn), conn
-            except BaseException as e:
-                self._pool.put(conn, False)
-                if fresh or attempt or isinstance(e, LookupTimeout) or not self._drv.is_disconnect(conn, e):
-                    with self._translated():
-                        raise
-        raise AssertionError("unreachable")
+        return self._db.connect(lambda conn: self._drv.setup(conn, self._lookup_timeout))
 
     def _bounded(self, conn: Any, lookup: Callable[[], T]) -> T:
         """`lookup()` within --db-timeout on `conn` (the dialect's way, see the dialects' notes)."""
@@ -852,7 +821,7 @@ class DatabaseOrigin:
             if self._drv.is_timeout(e):
                 raise LookupTimeout(
                     f"database origin {self._db.url.redacted()}: lookup took longer than"
-                    f" --db-timeout ({timeout:g} s): {_first_line(e)}"
+                    f" --db-timeout ({timeout:g} s): {first_line(e)}"
                 ) from e
             raise
 
@@ -874,7 +843,7 @@ class DatabaseOrigin:
             missing = e
         if not (t.native and create):
             what = "create it with `mediaedge import` or `serve`" if t.native else f"is this a {self.profile} database?"
-            raise OriginError(f"table {t.name} not usable in {self._db.url.redacted()} ({_first_line(missing)}); {what}")
+            raise OriginError(f"table {t.name} not usable in {self._db.url.redacted()} ({first_line(missing)}); {what}")
         for statement in self._drv.native_ddl():
             try:
                 _execute(conn, statement)
@@ -883,7 +852,7 @@ class DatabaseOrigin:
         try:
             _execute(conn, probe)
         except self._drv.errors:
-            raise OriginError(f"cannot create table media_files in {self._db.url.redacted()}: {_first_line(missing)}") from None
+            raise OriginError(f"cannot create table media_files in {self._db.url.redacted()}: {first_line(missing)}") from None
 
     # lookups
 
@@ -960,11 +929,6 @@ class DatabaseOrigin:
             except Exception:
                 ok = False
             self._pool.put(conn, ok)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _execute(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> None:

@@ -39,24 +39,16 @@ import binascii
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 from mediaedge.errors import DatabaseError, LookupTimeout, OriginError, RowChanged
-from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, _mysql_packet_header
+from mediaedge.dbapi import _MYSQL_MAX_PACKET, Database, Pool, _mysql_packet_header, first_line
 from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins.db import (
-    DbObject,
-    RevisionProbe,
-    _close_quietly,
-    _first_line,
-    _Pool,
-    _text,
-    to_unix,
-    whole_seconds,
-)
+from mediaedge.origins.db import DbObject, RevisionProbe, _PooledOrigin, _text, to_unix, whole_seconds
+
+T = TypeVar("T")
 
 ENCODINGS = ("raw", "base64", "hex")
 ROUTE_KEYS = ("match", "query", "body", "encoding", "content_type", "revision", "last_modified", "verify")
@@ -887,7 +879,7 @@ class _Part:
     rowid: int | None = None  # SQLite: the row to open a blob handle on
 
 
-class SqlRouteOrigin:
+class SqlRouteOrigin(_PooledOrigin):
     """The `sql` profile: `lookup(target)` and `read(obj)`, as DatabaseOrigin offers them.
 
     Takes the canonical request target (path and query, not decoded): the routes
@@ -911,7 +903,7 @@ class SqlRouteOrigin:
         self.timeout = timeout
         self._drv = _DIALECTS[self.dialect]()
         self._errors = (*self._drv.errors, DatabaseError, OSError)
-        self._pool = _Pool(self._connect)
+        self._pool = Pool(self._connect)
 
     # public API
 
@@ -1052,58 +1044,17 @@ class SqlRouteOrigin:
     # connections and errors
 
     def _connect(self) -> Any:
-        conn = self._db.connect()
-        try:
-            with self._translated():
-                self._drv.setup(conn, self.timeout)
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        return conn
+        return self._db.connect(self._setup)
 
-    def _get(self) -> tuple[Any, bool]:
+    def _setup(self, conn: Any) -> None:
         with self._translated():
-            try:
-                return self._pool.get()
-            except DatabaseError as e:  # opening: SQLite waits its busy timeout for a locked file
-                if e.__cause__ is not None and self._drv.is_timeout(e.__cause__):
-                    raise self._timeout(e) from e
-                raise OriginError(str(e)) from e
+            self._drv.setup(conn, self.timeout)
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Driver errors become one OriginError, translated here and nowhere else."""
-        try:
-            yield
-        except OriginError:
-            raise
-        except self._errors as e:
-            if self._drv.is_timeout(e):
-                raise self._timeout(e) from e
-            raise OriginError(f"database origin {self._db.url.redacted()}: {_first_line(e)}") from e
-
-    def _timeout(self, e: BaseException) -> LookupTimeout:
+    def _timeout_of(self, e: BaseException) -> LookupTimeout | None:
+        if not self._drv.is_timeout(e):
+            return None
         return LookupTimeout(f"database origin {self._db.url.redacted()}: a query or lock wait took longer than"
-                             f" --db-timeout ({self.timeout:g} s): {_first_line(e)}")
-
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        """fn(conn) on a pooled connection; a broken pooled one is replaced once."""
-        for attempt in range(2):
-            conn, fresh = self._get()
-            try:
-                result = fn(conn)
-            except BaseException as e:
-                # Asked before the connection is closed (closed looks like gone); a timeout
-                # is never retried: it would double the wait for an answer that is not coming.
-                retry = not (fresh or attempt or self._drv.is_timeout(e)) and self._drv.is_disconnect(conn, e)
-                self._pool.put(conn, False)
-                if not retry:
-                    with self._translated():
-                        raise
-                continue
-            self._pool.put(conn, True)
-            return result
-        raise AssertionError("unreachable")
+                             f" --db-timeout ({self.timeout:g} s): {first_line(e)}")
 
 
 def _unix(value: Any) -> float | None:
