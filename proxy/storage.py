@@ -46,6 +46,17 @@ OVERHEAD_RESERVE = 3 << 20  # bytes of --cache-size kept for the WAL, state and 
 ROW_OVERHEAD = 64  # bytes a SQLite row costs besides its key and inline value (estimate for culling)
 RECOUNT_EVERY = 4096  # commits between recounts of the entries (sizes the frequency sketch)
 
+# (name, body) of the triggers that keep MediaedgeCount's `entries` (rows keyed `v...`).
+# diskcache replaces a value with UPDATE (no trigger), inserts new keys and deletes on
+# delete, cull and clear: each of those changes the count by exactly one row.
+_V_ROW = "{row}.key >= 'v' AND {row}.key < 'w'"
+ENTRY_TRIGGERS = (
+    ("mediaedge_entries_insert", "AFTER INSERT ON Cache FOR EACH ROW WHEN " + _V_ROW.format(row="NEW")
+     + " BEGIN UPDATE MediaedgeCount SET n = n + 1 WHERE name = 'entries'; END"),
+    ("mediaedge_entries_delete", "AFTER DELETE ON Cache FOR EACH ROW WHEN " + _V_ROW.format(row="OLD")
+     + " BEGIN UPDATE MediaedgeCount SET n = n - 1 WHERE name = 'entries'; END"),
+)
+
 
 class _Adopt:
     """A finished temp file that `SafeDisk.store` renames into the cache (no copy)."""
@@ -283,6 +294,7 @@ class CacheStore:
         # asked for, in memory only (a hit writes nothing), empty at every start; the
         # oldest rows and the volume as of the last commit, so the decision at a
         # response's head reads no SQLite.
+        self._install_entry_counter()
         self._entries = self.entry_count()
         self._commits = 0
         self.sketch = FrequencySketch(max(1, self._entries))
@@ -585,7 +597,31 @@ class CacheStore:
         return int(self._cache.volume())
 
     def entry_count(self) -> int:
-        return int(self._cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= 'v' AND key < 'w'").fetchone()[0])  # noqa: SLF001
+        """Stored responses (`v` rows), exact, in O(1): SQLite triggers keep the count.
+
+        `COUNT(*)` over the key range took 145 ms at 1M entries (every 5 s for /stats, and
+        twice at start); the triggers count every insert and delete of a `v` row by any
+        process sharing the directory, in the same transaction."""
+        row = self._cache._sql("SELECT n FROM MediaedgeCount WHERE name = 'entries'").fetchone()  # noqa: SLF001
+        return int(row[0]) if row else self._count_entries()
+
+    def _count_entries(self) -> int:
+        return int(self._cache._sql(  # noqa: SLF001
+            "SELECT COUNT(*) FROM Cache WHERE key >= 'v' AND key < 'w'").fetchone()[0])
+
+    def _install_entry_counter(self) -> None:
+        """Create the count and its triggers once per cache directory (the first start of
+        this version counts the rows once). Our own table: diskcache rewrites its Settings
+        rows from what it read at open, which would lose counts made meanwhile."""
+        sql = self._cache._sql  # noqa: SLF001
+        if sql("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+               (ENTRY_TRIGGERS[-1][0],)).fetchone():
+            return
+        with self._cache.transact():  # BEGIN IMMEDIATE: no row changes between count and triggers
+            sql("CREATE TABLE IF NOT EXISTS MediaedgeCount (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            for name, ddl in ENTRY_TRIGGERS:
+                sql(f"CREATE TRIGGER IF NOT EXISTS {name} {ddl}")
+            sql("INSERT OR REPLACE INTO MediaedgeCount VALUES ('entries', ?)", (self._count_entries(),))
 
     def clear(self) -> None:
         self._cache.clear()
