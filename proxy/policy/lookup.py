@@ -4,9 +4,10 @@ A small entry's lookup is two indexed SQLite row reads and a SHA-256 of at most 
 ~60-70 µs at 10k and at 1M entries alike (measured, bench/populate.py caches). The hop
 to a worker thread and back costs more than that on a busy 2-core machine (a queue
 put, a thread wake-up, a self-pipe write, a loop wake-up: two scheduler round trips),
-and it was the whole difference between a hit served from the memory tier and one
-served from disk (random-key p50 0.75 ms at 10k entries, where every entry fits in
-memory, against 1.55 ms at 100k and 1M). So small lookups run on the loop, as long as
+and it was a good part of the difference between a hit served from the memory tier and
+one served from disk (random-key p50 0.75 ms at 10k entries, where every entry fits in
+memory, against 1.55 ms at 100k and 1M; ~90 µs of CPU per disk hit, measured with
+bench/entries_ab.py). So small lookups run on the loop, as long as
 they stay cheap: when the database pages are not in the OS page cache (a cache much
 larger than RAM), a read waits on the disk and would hold every other connection up.
 The share of recent inline lookups that took longer than the budget says which: when
