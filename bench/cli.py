@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry-levels", default="10000,100000,1000000", help="cache sizes for hit latency vs entries")
     p.add_argument("--populate-deadline", type=float, default=300.0,
                    help="bound in seconds on filling caches for the entries scenario")
+    p.add_argument("--entries-cache-dir", default="",
+                   help="keep the entries scenario's filled caches here (one DIR/c<entries> per level) and "
+                        "reuse them in later runs (filling 1M entries takes minutes); default: the temp workdir")
     p.add_argument("--large-mb", type=int, default=400, help="object size (MiB) of the peak-RSS scenario")
     p.add_argument("--profile-seconds", type=int, default=10, help="py-spy sampling time on the hit path")
     p.add_argument("--wait-quiet", type=float, default=0.0,

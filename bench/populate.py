@@ -105,3 +105,21 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
     return {"method": method, "added": done - start, "entries": count, "seconds": round(secs, 1),
             "per_second": round((done - start) / secs, 1) if secs else None, "reached": done,
             "sample_unservable": bad}
+
+
+def count(cache_dir: str, *, size: int) -> int:
+    """Entries already in a directory `populate` filled (0 when none): where to resume.
+
+    `populate` adds indices in order, so the count is the next index, provided the last
+    one is there (checked; otherwise the fill is redone from 0)."""
+    import os
+
+    if not os.path.isdir(cache_dir):
+        return 0
+    store = CacheStore(cache_dir, size_limit=64 << 30)
+    try:
+        n = store.entry_count()
+        last = TEMPLATE.format(size=size, i=n - 1)
+        return n if n and store.get_pointer(last) is not None else 0
+    finally:
+        store.close()

@@ -55,6 +55,7 @@ class Config:
         self.entry_n = 100 if quick else 3000
         self.entry_levels = [1000] if quick else [int(x) for x in args.entry_levels.split(",") if x]
         self.populate_deadline = args.populate_deadline
+        self.entries_cache_dir = getattr(args, "entries_cache_dir", "") or ""
         self.large_rss_mb = args.large_mb
         self.profile_s = args.profile_seconds
         self.db_urls = list(args.db_url or [])
@@ -555,6 +556,10 @@ class Bench:
         deadline = time.monotonic() + cfg.populate_deadline
         for level in cfg.entry_levels:
             method = "commit" if level <= 10_000 else ("set" if level <= 100_000 else "bulk")
+            if cfg.entries_cache_dir:
+                # One kept directory per level, topped up to `level` (a dir filled before is reused).
+                cache_dir = os.path.join(cfg.entries_cache_dir, f"c{level}")
+                have = populate.count(cache_dir, size=size)
             pop = populate.populate(cache_dir, have, level, size=size, size_limit=64 << 30, method=method,
                                     deadline=deadline)
             have = pop["reached"]

@@ -253,6 +253,12 @@ class Engine:
     # ---------------------------------------------------------------- lookups
     async def _lookup_async(self, req: MediaRequest) -> _Lookup:
         try:
+            # A small entry is looked up right here, without the hop to a worker thread
+            # (mediaedge.policy.lookup: the hop cost more than the lookup); None: the thread.
+            quick = self.store.lookup_inline(req.target, lambda vary: _vary_values(vary, req.headers))
+            if quick is not None:
+                pointer, entry = quick
+                return _Lookup(entry, pointer)
             return await asyncio.to_thread(self._lookup, req)
         except Exception as e:  # a broken cache degrades to a miss, never a failed response
             log.warning("cache lookup failed for %s: %s", req.target, e)
