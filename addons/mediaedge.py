@@ -30,7 +30,7 @@ from mitmproxy.exceptions import OptionsError
 
 from mediaedge.errors import ConfigError, TargetError
 from mediaedge.config import OPTIONS, Settings, admin_token_problem, load_settings
-from mediaedge import clienthost, http1guard
+from mediaedge import clienthost, http1guard, zerocopy
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.headers import Headers
 from mediaedge.invalidation import Invalidator
@@ -89,6 +89,7 @@ class MediaEdge:
     # ------------------------------------------------------------------ options
     def load(self, loader: Loader) -> None:
         http1guard.install()  # head limits, leading empty lines, chunk footers (docs in the module)
+        zerocopy.install()  # zerocopy hook: large plain-HTTP hits sendfile()d to the client (proxy/zerocopy.py)
         clienthost.install()  # the client's Host, before reverse mode rewrites it (RFC 9111 4.4)
         if self.settings is not None:
             return
@@ -367,6 +368,8 @@ class MediaEdge:
 
     def error(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path
+        if flow.response is not None and flow.response.raw_content:  # zerocopy hook: a token never written
+            zerocopy.discard(flow.response.raw_content)
         if flow.metadata.get(META_STREAM) and self.rt is not None and flow.response is None:
             self.rt.stream.discard(path)
 
@@ -394,6 +397,11 @@ class MediaEdge:
             self._record(flow, reply, sent, started)
 
         job.on_done = on_done
+        if "content-length" in reply.headers and zerocopy.eligible(flow, job.source):  # zerocopy hook
+            now = time.time()
+            flow.response = http.Response(b"HTTP/1.1", reply.status, _reason(reply.status), http.Headers(pairs),
+                                          zerocopy.register(job), None, now, now)
+            return
         path = rt.stream.register(job)
         _origin_form(flow)
         flow.request.scheme = "http"

@@ -1,0 +1,153 @@
+"""Large plain-HTTP hits go from the cache file to the client socket with sendfile
+(proxy/zerocopy.py): exact bytes, keep-alive after the body, aborts, damage, and the
+cases that keep the streamed path."""
+from __future__ import annotations
+
+import hashlib
+import socket
+
+import pytest
+
+from mediaedge import zerocopy
+from tests.edge import Edge, Route, Upstream, status_of, synthetic_chunk, synthetic_sha, wait_until
+from tests.test_faults import _flip, entry_file
+
+SIZE = 8 * 1024 * 1024 + 12345  # several MiB blocks and a short last one
+PATH = "/media/zc/video.mp4"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    up = Upstream()
+    up.routes[PATH] = Route(size=SIZE, headers={"Content-Type": "video/mp4", "X-Media-Revision": "z1"})
+    edge = Edge(str(tmp_path_factory.mktemp("zc")), upstream=up.url, args=["--log-level", "debug"]).start()
+    r = edge.get(PATH)
+    assert "stored" in status_of(r)
+    yield edge, up
+    edge.stop()
+    up.close()
+
+
+def _read_response(f) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with Content-Length from a socket file: status, fields, body."""
+    status = int(f.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, v = line.decode("latin-1").split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers["content-length"]))
+    return status, headers, body
+
+
+def _keepalive(edge: Edge, requests_: list[bytes]) -> list[tuple[int, dict[str, str], bytes]]:
+    host, port = edge.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s, s.makefile("rb") as f:
+        out = []
+        for raw in requests_:
+            s.sendall(raw)
+            out.append(_read_response(f))
+        return out
+
+
+def _get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def test_whole_and_range_hits_are_exact_and_the_connection_stays_open(env):
+    edge, up = env
+    hits = up.hits[PATH]
+    start, end = 3 * 1024 * 1024 - 7, 7 * 1024 * 1024 + 3
+    answers = _keepalive(edge, [_get(PATH), _get(PATH, f"Range: bytes={start}-{end}\r\n"), _get(PATH)])
+    (s1, h1, b1), (s2, h2, b2), (s3, _, b3) = answers
+    assert s1 == 200 and h1["cache-status"].startswith("mediaedge; hit")
+    assert hashlib.sha256(b1).hexdigest() == synthetic_sha(SIZE)
+    assert s2 == 206 and h2["content-range"] == f"bytes {start}-{end}/{SIZE}"
+    assert b2 == synthetic_chunk(start, end + 1 - start)
+    assert s3 == 200 and hashlib.sha256(b3).hexdigest() == synthetic_sha(SIZE)
+    assert up.hits[PATH] == hits
+    assert edge.log().count("zero-copy send of") >= 3
+    assert "proven before" in edge.log()  # after the first whole hit: pure sendfile
+
+
+def test_client_abort_mid_body_closes_the_file_and_the_edge_keeps_serving(env):
+    edge, up = env
+    host, port = edge.url.split("//")[1].split(":")
+    for _ in range(3):
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(_get(PATH))
+        s.recv(65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST mid-body
+    (status, _, body), = _keepalive(edge, [_get(PATH)])
+    assert status == 200 and hashlib.sha256(body).hexdigest() == synthetic_sha(SIZE)
+    # no cache file left open by the aborted sends
+    pid = edge.proc.pid
+    import os
+
+    def open_entries() -> int:
+        n = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".val"):
+                    n += 1
+            except OSError:
+                pass
+        return n
+    wait_until(lambda: open_entries() == 0, what="entry files closed")
+
+
+def test_tiny_hits_and_connection_close_keep_the_streamed_path(env):
+    edge, _ = env
+    before = edge.log().count("zero-copy send of")
+    (status, _, body), = _keepalive(edge, [_get(PATH, "Range: bytes=0-99\r\n")])
+    assert status == 206 and body == synthetic_chunk(0, 100)
+    (status, _, body), = _keepalive(edge, [_get(PATH, "Connection: close\r\n")])
+    assert status == 200 and hashlib.sha256(body).hexdigest() == synthetic_sha(SIZE)
+    assert edge.log().count("zero-copy send of") == before
+
+
+def test_damaged_file_is_never_completed(tmp_path):
+    up = Upstream()
+    path = "/media/zc/damaged.bin"
+    up.routes[path] = Route(size=SIZE, headers={"X-Media-Revision": "d1"})
+    edge = Edge(str(tmp_path), upstream=up.url, args=["--log-level", "debug"]).start()
+    try:
+        assert "stored" in status_of(edge.get(path))
+        (status, _, body), = _keepalive(edge, [_get(path)])  # sent and proven whole: remembered
+        assert status == 200 and hashlib.sha256(body).hexdigest() == synthetic_sha(SIZE)
+        assert "checked now" in edge.log()
+        _flip(entry_file(edge.cache_dir, path), SIZE - 5)  # the last MiB block
+        host, port = edge.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s, s.makefile("rb") as f:
+            s.sendall(_get(path))
+            with pytest.raises((ValueError, OSError, AssertionError)):
+                status, headers, body = _read_response(f)
+                assert len(body) == SIZE  # a short read: cut
+        assert edge.log().count("checked now") == 2  # the flip gave the file a new identity
+        r = edge.get(path)  # dropped: fetched again, right bytes
+        assert hashlib.sha256(r.content).hexdigest() == synthetic_sha(SIZE)
+        assert up.hits[path] == 2
+    finally:
+        edge.stop()
+        up.close()
+
+
+def test_token_is_recognised_only_with_its_prefix_and_length():
+    assert len(zerocopy.PREFIX) + 32 == zerocopy.TOKEN_LEN
+
+
+def test_a_verdict_is_kept_per_identity_and_bounded():
+    import os
+
+    v = zerocopy.Verdicts(limit=2)
+    st = os.stat(__file__)
+    a = zerocopy.file_identity(st, "aa")
+    assert not v.proven(a)
+    v.remember(a)
+    assert v.proven(a)
+    assert not v.proven(zerocopy.file_identity(st, "bb"))  # another entry's sum
+    assert v.proven(zerocopy.file_identity(os.stat(__file__), "aa"))  # same file, unchanged
+    v.remember(("x",) * 6)  # type: ignore[arg-type]
+    v.remember(("y",) * 6)  # type: ignore[arg-type]
+    assert not v.proven(a)  # least recently used out
