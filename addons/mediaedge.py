@@ -397,7 +397,7 @@ class MediaEdge:
             self._record(flow, reply, sent, started)
 
         job.on_done = on_done
-        if "content-length" in reply.headers and zerocopy.eligible(flow, job.source):  # zerocopy hook
+        if "content-length" in reply.headers and zerocopy.eligible(flow, job.source, rt.settings.sendfile_min_size):  # zerocopy hook
             now = time.time()
             flow.response = http.Response(b"HTTP/1.1", reply.status, _reason(reply.status), http.Headers(pairs),
                                           zerocopy.register(job), None, now, now)

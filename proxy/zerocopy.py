@@ -79,9 +79,10 @@ def installed() -> bool:
     return bool(getattr(server.LiveConnectionHandler.__init__, _INSTALLED, False))
 
 
-def eligible(flow: Any, window: FileWindow | None) -> bool:
-    """A plain-HTTP/1.1 keep-alive GET of a large enough window, with the hook installed."""
-    if window is None or window.end - window.start < THRESHOLD or not installed():
+def eligible(flow: Any, window: FileWindow | None, min_size: int = THRESHOLD) -> bool:
+    """A plain-HTTP/1.1 keep-alive GET of at least `min_size` bytes (0: never), with the
+    hook installed."""
+    if window is None or min_size <= 0 or window.end - window.start < min_size or not installed():
         return False
     req = flow.request
     return (req.method == "GET" and req.http_version == "HTTP/1.1"

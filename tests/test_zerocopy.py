@@ -151,3 +151,18 @@ def test_a_verdict_is_kept_per_identity_and_bounded():
     v.remember(("x",) * 6)  # type: ignore[arg-type]
     v.remember(("y",) * 6)  # type: ignore[arg-type]
     assert not v.proven(a)  # least recently used out
+
+
+def test_sendfile_off_keeps_the_streamed_path(tmp_path):
+    up = Upstream()
+    path = "/media/zc/off.bin"
+    up.routes[path] = Route(size=SIZE, headers={"X-Media-Revision": "o1"})
+    edge = Edge(str(tmp_path), upstream=up.url, args=["--log-level", "debug", "--sendfile-min-size", "off"]).start()
+    try:
+        assert "stored" in status_of(edge.get(path))
+        (status, _, body), = _keepalive(edge, [_get(path), _get(path)])[1:]
+        assert status == 200 and hashlib.sha256(body).hexdigest() == synthetic_sha(SIZE)
+        assert "zero-copy send of" not in edge.log()
+    finally:
+        edge.stop()
+        up.close()
