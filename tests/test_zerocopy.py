@@ -166,3 +166,19 @@ def test_sendfile_off_keeps_the_streamed_path(tmp_path):
     finally:
         edge.stop()
         up.close()
+
+
+def test_the_mitmproxy_internals_we_rely_on_are_there():
+    """What proxy/zerocopy.py reaches into, on this mitmproxy (11 or 12): the client writer
+    set in LiveConnectionHandler.__init__, every SendData written with writer.write, and a
+    non-chunked HTTP/1 body passed to it unchanged."""
+    import inspect
+
+    from mitmproxy.proxy import server
+    from mitmproxy.proxy.layers.http import _http1
+
+    params = list(inspect.signature(server.LiveConnectionHandler.__init__).parameters)
+    assert params[:3] == ["self", "reader", "writer"]
+    assert "writer.write(command.data)" in inspect.getsource(server.ConnectionHandler.server_event)
+    assert "raw = event.data" in inspect.getsource(_http1.Http1Server.send)
+    assert zerocopy.installed() is False or callable(server.LiveConnectionHandler.__init__)
