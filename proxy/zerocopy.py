@@ -158,7 +158,8 @@ class ZeroCopyWriter:
             if proven:
                 await loop.sendfile(transport, window.file, window.start, count)
             elif window.whole:
-                hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, window.file.fileno(), window.size))
+                # its own descriptor: the thread may outlive the send (client gone) and the file
+                hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, os.dup(window.file.fileno()), window.size))
                 try:
                     await loop.sendfile(transport, window.file, 0, count - 1)
                     sent = count - 1
@@ -246,15 +247,19 @@ VERDICTS = Verdicts()
 
 
 def _sha256(fd: int, size: int) -> str:
-    """Worker thread: hashlib releases the GIL; pread leaves the file position alone."""
+    """Worker thread: hashlib releases the GIL; pread leaves the file position alone.
+    Closes `fd` (a dup the thread owns)."""
     h = hashlib.sha256()
     offset = 0
-    while offset < size:
-        data = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
-        if not data:
-            break
-        h.update(data)
-        offset += len(data)
+    try:
+        while offset < size:
+            data = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
+            if not data:
+                break
+            h.update(data)
+            offset += len(data)
+    finally:
+        os.close(fd)
     return h.hexdigest() if offset == size else ""
 
 
