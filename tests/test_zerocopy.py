@@ -214,3 +214,57 @@ def test_a_100mb_hit_goes_out_with_flat_memory(tmp_path, record_property):
     finally:
         edge.stop()
         up.close()
+
+
+
+def test_a_tls_client_keeps_the_streamed_path(tmp_path):
+    """mitmproxy encrypts in Python: a TLS client (plain mitmdump in reverse mode terminates
+    it; `mediaedge serve` listens plain) must get exact bytes through the stream server,
+    never a sendfile of plaintext into its TLS stream. Plain HTTP on the same listener
+    takes the zero-copy path."""
+    import os
+    import subprocess
+    import warnings
+
+    import requests
+
+    from tests.edge import REPO, free_port, venv_executable
+
+    mitmdump = venv_executable("mitmdump")
+    assert mitmdump
+    up = Upstream()
+    path = "/media/zc/tls.bin"
+    up.routes[path] = Route(size=SIZE, headers={"X-Media-Revision": "t1"})
+    port, admin = free_port(), free_port()
+    cmd = [mitmdump, "--mode", f"reverse:{up.url}@127.0.0.1:{port}", "-s", os.path.join(REPO, "addons", "mediaedge.py"),
+           "--set", f"confdir={tmp_path}/conf", "--set", "termlog_verbosity=debug",
+           "--set", f"mediaedge_origin_db=sqlite:///{tmp_path}/o.db", "--set", f"mediaedge_cache_dir={tmp_path}/cache",
+           "--set", f"mediaedge_admin_listen=127.0.0.1:{admin}", "--set", "mediaedge_log_level=debug"]
+    log_path = tmp_path / "mitmdump.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:  # the admin plane answers once the addon is running
+                requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=1).raise_for_status()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except (OSError, requests.RequestException):
+                return False
+        wait_until(listening, 30, 0.1, "mitmdump to listen")
+        url = f"127.0.0.1:{port}{path}"
+        assert "stored" in status_of(requests.get("http://" + url, timeout=60))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(2):
+                r = requests.get("https://" + url, verify=False, timeout=60)
+                assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == synthetic_sha(SIZE)
+        assert "zero-copy send of" not in log_path.read_text(errors="replace")
+        r = requests.get("http://" + url, timeout=60)
+        assert hashlib.sha256(r.content).hexdigest() == synthetic_sha(SIZE)
+        wait_until(lambda: "zero-copy send of" in log_path.read_text(errors="replace"), 10, 0.1, "the plain hit logged")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        up.close()
