@@ -268,3 +268,27 @@ def test_a_tls_client_keeps_the_streamed_path(tmp_path):
         proc.terminate()
         proc.wait(15)
         up.close()
+
+
+def test_counters_and_access_log_count_the_bytes_sent(tmp_path):
+    """Recorded when the sendfile ends: a complete hit counts its size, a cut one what went."""
+    up = Upstream()
+    path = "/media/zc/counted.bin"
+    up.routes[path] = Route(size=SIZE, headers={"X-Media-Revision": "c1"})
+    log_path = tmp_path / "access.log"
+    edge = Edge(str(tmp_path), upstream=up.url, args=["--log-level", "debug", "--access-log", str(log_path)]).start()
+    try:
+        assert "stored" in status_of(edge.get(path))
+        before = edge.stats()
+        _keepalive(edge, [_get(path), _get(path, "Range: bytes=1048576-3145727\r\n")])
+        wait_until(lambda: edge.stats()["hits"] == before["hits"] + 2, what="two hits counted")
+        after = edge.stats()
+        assert after["bytes_served"]["cache"] - before["bytes_served"].get("cache", 0) == SIZE + 2 * 1024 * 1024
+        assert edge.log().count("zero-copy send of") == 2
+        lines = wait_until(lambda: [ln for ln in log_path.read_text().splitlines() if path in ln][-2:]
+                           if len([ln for ln in log_path.read_text().splitlines() if path in ln]) >= 3 else None,
+                           what="access log lines")
+        assert f" 200 {SIZE} " in lines[0] and f" 206 {2 * 1024 * 1024} " in lines[1]  # type: ignore[index]
+    finally:
+        edge.stop()
+        up.close()
