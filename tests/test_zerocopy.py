@@ -292,3 +292,16 @@ def test_counters_and_access_log_count_the_bytes_sent(tmp_path):
     finally:
         edge.stop()
         up.close()
+
+
+def test_pipelined_requests_get_their_answers_in_order(env):
+    """A second request sent before the first body: mitmproxy's answer to it waits behind
+    the file going out (the writer queues it), not interleaved with it."""
+    edge, _ = env
+    host, port = edge.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s, s.makefile("rb") as f:
+        s.sendall(_get(PATH) + _get(PATH, "Range: bytes=10-19\r\n") + _get(PATH))
+        (s1, _, b1), (s2, _, b2), (s3, _, b3) = (_read_response(f) for _ in range(3))
+    assert (s1, s2, s3) == (200, 206, 200)
+    assert hashlib.sha256(b1).hexdigest() == hashlib.sha256(b3).hexdigest() == synthetic_sha(SIZE)
+    assert b2 == synthetic_chunk(10, 10)
