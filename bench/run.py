@@ -244,6 +244,8 @@ class Bench:
             for url in cfg.db_urls:
                 scheme = url.split("://")[0]
                 self.aux[f"db-{scheme}"] = self.edge(f"mediaedge-db-{scheme}", upstream=False, db_url=url)
+        if want("large"):  # the streamed path (before zero-copy), in the same run
+            self.aux["streamed"] = self.edge("mediaedge-streamed", extra=["--sendfile-min-size", "off"])
         if want("zipf"):
             self.aux["zipf"] = self.edge("mediaedge-zipf", cache_size=cfg.zipf_cache)
         if want("memory"):
@@ -357,8 +359,11 @@ class Bench:
 
     def s_large(self) -> dict:
         cfg = self.cfg
-        contenders = [self.me, self.mitm, self.origin] + ([self.nginx] if self.nginx else [])
-        out: dict[str, Any] = {"note": "mitmdump runs with stream_large_bodies=1m (else it buffers whole bodies)"}
+        contenders = ([self.me] + ([self.aux["streamed"]] if "streamed" in self.aux else [])
+                      + [self.mitm, self.origin] + ([self.nginx] if self.nginx else []))
+        out: dict[str, Any] = {"note": "mitmdump runs with stream_large_bodies=1m (else it buffers whole bodies); "
+                                       "mediaedge-streamed is mediaedge with --sendfile-min-size off (the path "
+                                       "before zero-copy)"}
         for label, path, conns, dur in (("1MB", MB1, 4, cfg.duration), ("100MB", MB100, 2, max(cfg.duration, 6))):
             per: dict[str, list[dict]] = {s.name: [] for s in contenders}
             for rep in range(cfg.repeats):

@@ -372,6 +372,13 @@ def parse_cidrs(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return tuple(nets)
 
 
+def _size_or_off(value: object) -> int:
+    """A size, or off (0): the threshold of a feature that may be turned off."""
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return 0
+    return parse_size(value)  # type: ignore[arg-type]
+
+
 def _optional(parse: Callable[[object], object]) -> Callable[[object], object]:
     """An empty value means "none" for the settings that may be off."""
 
@@ -485,6 +492,12 @@ OPTIONS: tuple[Option, ...] = (
         "size with Range requests (nginx's slice module): a seek costs one slice, a whole "
         "request streams slice after slice. 0 turns slicing off; slices larger than "
         "--max-object-size are not made (whole-object behaviour).",
+    ),
+    Option(
+        "sendfile-min-size", "sendfile_min_size", "SIZE", "1MiB", "1MiB", _size_or_off,
+        "Hits of at least SIZE on a plain-HTTP/1.1 keep-alive connection go from the cache file "
+        "to the client socket with sendfile (docs/large-media.md), not through the in-process "
+        "stream server and mitmproxy; TLS clients always take the streamed path. 'off' turns it off.",
     ),
     Option(
         "media-prefix", "media_prefixes", "PREFIX", ("/media/",), "/media/",
@@ -656,6 +669,7 @@ class Settings:
     cache_dir: str
     cache_size: int
     max_object_size: int
+    sendfile_min_size: int
     media_prefixes: tuple[str, ...]
     revision_header: str
     default_ttl: float

@@ -43,6 +43,7 @@ from mediaedge.respond import HTTP_DATES, Plan, browser_cache_control, hit_templ
 from mediaedge.slices import Slices
 from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
 from mediaedge.streamserver import FileBody, Job
+from mediaedge.zerocopy import FileWindow  # zerocopy hook
 from mediaedge.unstored import UnstoredTargets
 from mediaedge.upstream import Upstream, UpstreamResponse
 
@@ -336,6 +337,9 @@ class Engine:
         else:
             body = FileBody(entry.file, start, end - start)  # entries from before block sums
         reply.job = self._track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
+        if not isinstance(body, FileBody):  # zerocopy hook: the file and its sums, for sendfile to the client
+            reply.job.source = FileWindow(entry.file, meta.size, start, end, meta.sha256, meta.blocks,
+                                          lambda where: self._drop_damaged(meta, where))
         entry.file = None  # the job owns it now
         return reply
 

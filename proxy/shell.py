@@ -19,7 +19,7 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http import status_codes
 
-from mediaedge import clienthost, http1guard
+from mediaedge import clienthost, http1guard, zerocopy
 from mediaedge.config import Settings
 from mediaedge.engine import MediaRequest, Reply
 from mediaedge.errors import TargetError
@@ -59,6 +59,7 @@ class Shell:
     def load(self, loader: Loader) -> None:
         http1guard.install()  # head limits, leading empty lines, chunk footers (docs in the module)
         clienthost.install()  # the client's Host, before reverse mode rewrites it (RFC 9111 4.4)
+        zerocopy.install()  # large plain-HTTP hits sendfile()d to the client (mediaedge.zerocopy)
 
     async def running(self) -> None:
         if self.rt is None and self.settings is not None:
@@ -272,6 +273,8 @@ class Shell:
 
     def error(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path
+        if flow.response is not None and flow.response.raw_content:  # a zero-copy token never written
+            zerocopy.discard(flow.response.raw_content)
         if flow.metadata.get(META_STREAM) and self.rt is not None and flow.response is None:
             self.rt.stream.discard(path)
 
@@ -299,6 +302,11 @@ class Shell:
             self._record(flow, reply, sent, started)
 
         job.on_done = on_done
+        if "content-length" in reply.headers and zerocopy.eligible(flow, job.source, rt.settings.sendfile_min_size):
+            now = time.time()  # the head planned; the token stands for the body mitmproxy will write
+            flow.response = http.Response(b"HTTP/1.1", reply.status, _reason(reply.status), http.Headers(pairs),
+                                          zerocopy.register(job), None, now, now)
+            return
         path = rt.stream.register(job)
         _origin_form(flow)
         flow.request.scheme = "http"

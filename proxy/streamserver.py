@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mediaedge.headers import Headers
 from mediaedge.shutdown import close_server
@@ -43,6 +43,7 @@ class Job:
     body: FileBody | AsyncIterator[bytes] | None
     on_done: Callable[[int, bool], None] | None = None  # (bytes sent, completed)
     aborted: bool = False
+    source: Any = None  # a zerocopy.FileWindow when the body may go out with sendfile instead
     _transport: asyncio.BaseTransport | None = field(default=None, repr=False)
 
     def abort(self) -> None:
