@@ -24,19 +24,20 @@ from mediaedge.epochs import Epochs, Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntries, HotEntry
-from mediaedge.origins.contenttype import guess_content_type
 from mediaedge.origins import MediaDatabase
 from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
-from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
-from mediaedge.policy.httpdate import format_http_date, parse_http_date
-from mediaedge.policy.armour import deception_armour
-from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
+from mediaedge.policy.decide import (
+    NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, EntryFacts, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
+    adopts_published, content_length, database_headers, entry_age, entry_facts, on_database_row, on_lookup, on_not_found,
+    on_upstream_answer, published_conflict, renewed, serves_fresh, surrogate_keys,
+)
+from mediaedge.policy.freshness import Freshness, ttl_left
+from mediaedge.policy.fallback import Database, Fallback, after_origins
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
 from mediaedge.policy.seek import abandon_fetch, database_window, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
-from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
 from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
@@ -50,9 +51,7 @@ log = logging.getLogger("mediaedge.engine")
 VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
-NOT_FOUND_BODY = b"not found\n"
 NO_HEADERS = Headers()
-STRIPPED_FROM_ORIGIN = ("surrogate-key", "xkey", "surrogate-control", "set-cookie2")
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,6 @@ class EngineConfig:
     coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
     coalesce_max_waiters: int = 1000  # requests one fetch serves at once
     browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
-
-
-_Facts = tuple[float | None, float | None, Freshness]  # Date, Age header, freshness
 
 
 class _Busy(Exception):
@@ -172,11 +168,10 @@ class Engine:
         hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is None:
             return None
-        fresh = hot.fresh
         now = self.clock()
-        age = current_age(date=hot.date, age_header=hot.age_header, request_time=hot.request_time,
-                          response_time=hot.response_time, now=now)
-        if hot.soft_stale or self._state_at(age, fresh, hot.negative) != "fresh":
+        fresh = hot.fresh
+        age = serves_fresh(EntryFacts._make(hot[3:]), now, self.config)  # on_lookup's Serve rule
+        if age is None:
             return None
         self.store.touch(req.target)  # admission counts (memory only)
         template = hot.template
@@ -187,12 +182,11 @@ class Engine:
 
     def _hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
         """What the memory tier keeps of a small entry: everything `hot_hit` needs, computed once."""
-        date, age_header, fresh = self._facts(meta)
+        facts = entry_facts(meta, self.config)
         template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
                                 revision=meta.revision or None, revision_header=self.config.revision_header,
                                 browser_cache_control=self.browser_cache_control)
-        return HotEntry(meta.to_json(), body, template, date, age_header, fresh, meta.request_time,
-                        meta.response_time, meta.negative, meta.soft_stale)
+        return HotEntry(meta.to_json(), body, template, *facts)
 
     async def handle(self, req: MediaRequest) -> Reply:
         if not self.ready.is_set():
@@ -216,24 +210,22 @@ class Engine:
                 meta = found.entry.meta
                 self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (),
                              self._hot_entry(meta, found.entry.body), generation)
-        stale_fallback: Entry | None = None
-        if found.entry is not None:
-            entry = found.entry
-            state, age, fresh = self._state_of(entry.meta, now)
-            if state == "fresh" and not entry.meta.soft_stale:
-                return self._serve_entry(req, entry, age, fresh, "hit")
-            revalidate = entry.meta if self._revalidatable(entry.meta) else None
-            if state in ("fresh", "stale-while-revalidate") or entry.meta.soft_stale and state != "expired":
-                self._start_refresh(req, revalidate)
-                return self._serve_entry(req, entry, age, fresh, "stale")
-            if state == "stale-if-error":
-                stale_fallback = entry
-            else:
-                entry.close()
-        else:
-            revalidate = None
+        entry = found.entry
+        if entry is None:
+            return await self._from_fill(req, None, now)
+        meta = entry.meta
+        decision = on_lookup(entry_facts(meta, self.config), now, self.config,
+                             revalidatable=self._revalidatable(meta))
+        if isinstance(decision, Serve):
+            return self._serve_entry(req, entry, decision.age, decision.fresh, "hit")
+        if isinstance(decision, ServeStale):
+            self._start_refresh(req, meta if decision.revalidate else None)
+            return self._serve_entry(req, entry, decision.age, decision.fresh, "stale")
+        stale_fallback = entry if decision.stale_fallback else None
+        if stale_fallback is None:
+            entry.close()
         try:
-            return await self._from_fill(req, stale_fallback, now, revalidate)
+            return await self._from_fill(req, stale_fallback, now, meta if isinstance(decision, Revalidate) else None)
         finally:
             if stale_fallback is not None:
                 stale_fallback.close()
@@ -252,29 +244,6 @@ class Engine:
             return _Lookup(None, None)
         values = _vary_values(pointer.vary, req.headers)
         return _Lookup(self.store.open_entry(req.target, pointer.revision, values), pointer)
-
-    def _facts(self, meta: EntryMeta) -> _Facts:
-        """What an entry's state depends on besides the clock (kept with hot entries)."""
-        date = parse_http_date(_first(meta.headers, "date"))
-        age_header = delta_seconds(_first(meta.headers, "age"))
-        if meta.negative:
-            return date, age_header, Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
-        # A database row says nothing about freshness; the Last-Modified we derive from
-        # its updated_at must not turn into a (short) heuristic lifetime: --default-ttl.
-        headers = meta.headers.without("last-modified") if meta.source == "db" else meta.headers
-        return date, age_header, freshness(headers, default_ttl=self.config.default_ttl,
-                                           response_time=meta.response_time)
-
-    def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
-        date, age_header, fresh = self._facts(meta)
-        age = current_age(date=date, age_header=age_header, request_time=meta.request_time,
-                          response_time=meta.response_time, now=now)
-        return self._state_at(age, fresh, meta.negative), age, fresh
-
-    def _state_at(self, age: float, fresh: Freshness, negative: bool) -> str:
-        if negative:
-            return "fresh" if age < fresh.lifetime else "expired"
-        return classify(age, fresh, grace=self.config.grace)
 
     # ---------------------------------------------------------------- hits
     def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
@@ -461,8 +430,8 @@ class Engine:
         return _error_reply(target, status, message, date=HTTP_DATES.text(self.clock()))
 
     def _serve_stale(self, req: MediaRequest, stale: Entry, now: float) -> Reply:
-        _, age, fresh = self._state_of(stale.meta, now)
-        return self._serve_entry(req, stale, age, fresh, "stale")
+        facts = entry_facts(stale.meta, self.config)
+        return self._serve_entry(req, stale, entry_age(facts, now), facts.fresh, "stale")
 
     async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """The fetch this request waited on turned out not storable and was dropped after its
@@ -569,18 +538,20 @@ class Engine:
             return False
         if resp is None:
             return True  # not modified: the stored entry was renewed
-        if asks_database(resp.status, upstream_failed=False):
+        answer = self._answer_of(req, resp)
+        decision = on_upstream_answer(answer, published=published, has_database=self.db is not None,
+                                      settings=self.config, forward_range=flight.forward_range)
+        if isinstance(decision, FallBack) and decision.otherwise is None:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
-            flight.upstream_failure = f"upstream answered {resp.status}"
+            flight.upstream_failure = decision.reason
             flight.upstream_status = resp.status
             flight.upstream_answer = resp  # its body is read only if the client is to get it
             return False
-        revision = revision_from(resp.headers, self.config.revision_header)
         self._count_fetch("upstream", "ok")
-        if published is not None and resp.status == 200 and revision != published and self.db is not None:
-            # Published revision wins: the app server lags; the database is the truth —
-            # when it has the file. Media only the app has (no row) is served from the
-            # app, unstored, rather than turned into a 404 for everyone.
+        if isinstance(decision, FallBack):
+            # Published revision wins when the database has the file; media only the app
+            # has (no row) is served from the app rather than turned into a 404 for everyone.
+            assert self.db is not None and decision.otherwise is not None
             try:
                 obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
             except OriginError:
@@ -589,8 +560,16 @@ class Engine:
                 await resp.aclose()
                 flight.db_object = obj
                 return False
-        await self._pump_upstream(flight, req, resp, revision, published)
+            decision = decision.otherwise
+        await self._pump_upstream(flight, req, resp, answer.revision, decision)
         return True
+
+    def _answer_of(self, req: MediaRequest, resp: UpstreamResponse) -> UpstreamAnswer:
+        """The upstream's head as the decisions see it."""
+        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
+        return UpstreamAnswer(req.target, resp.status, resp.headers, req.headers,
+                              revision_from(resp.headers, self.config.revision_header), explicit,
+                              content_length(resp.headers))
 
     # ---------------------------------------------------------------- revalidation
     def _revalidatable(self, meta: EntryMeta) -> bool:
@@ -621,9 +600,9 @@ class Engine:
         await resp.discard()
         matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
         if matches.ok:
-            renewed = replace(stored, headers=updated_headers(stored.headers, resp.headers),
-                              request_time=request_time, response_time=self.clock())
-            if await self._renew(flight, renewed, "upstream"):
+            fresh = renewed(stored, headers=updated_headers(stored.headers, resp.headers),
+                            request_time=request_time, response_time=self.clock())
+            if await self._renew(flight, fresh, "upstream"):
                 self._count_fetch("upstream", "notmodified")
                 return None
         log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
@@ -645,7 +624,7 @@ class Engine:
         if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
             return False
         now = self.clock()
-        if not await self._renew(flight, replace(stored, request_time=now, response_time=now), "db"):
+        if not await self._renew(flight, renewed(stored, request_time=now, response_time=now), "db"):
             return False
         self._count_fetch("db", "notmodified")
         return True
@@ -675,8 +654,7 @@ class Engine:
             pointer = self.store.get_pointer(meta.target)
             if pointer is None or pointer.revision != meta.key_revision:
                 return False
-            published = self.store.get_published(meta.target)
-            if published is not None and meta.revision != published:
+            if published_conflict(self.store.get_published(meta.target), meta.revision):
                 return False
             return self.store.update_meta(meta)
 
@@ -697,47 +675,33 @@ class Engine:
         if found.entry is None:
             return await self._fetch_alone(req, stale, now)
         entry = found.entry
-        _, age, fresh = self._state_of(entry.meta, self.clock())
+        facts = entry_facts(entry.meta, self.config)
+        age, fresh = entry_age(facts, self.clock()), facts.fresh
         if self.stats is not None and hasattr(self.stats, "revalidated"):
             self.stats.revalidated()
         text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
         return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
 
     async def _pump_upstream(
-        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None,
-        fallback: Fallback | None = None,
+        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
+        decision: Store | Pass, fallback: Fallback | None = None,
     ) -> None:
-        """Stream the upstream's answer to the client and into the cache when storable:
-        a representation, or (`fallback`) its own 404/410/5xx after the database had no row."""
+        """Stream the upstream's answer to the client, and into the cache when `decision`
+        says Store: a representation, or (`fallback`) its own 404/410/5xx after the
+        database had no row."""
         fill = flight.fill
         request_time = self.clock()
         headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
-        policy = storability(method="GET", status=resp.status, request_headers=req.headers,
-                             response_headers=resp.headers,
-                             explicit_only=fallback is not None and fallback.explicit_only)
-        if policy.storable:
-            armour = deception_armour(target=req.target, status=resp.status, response_headers=resp.headers)
-            if armour is not None:
-                # Not stored and not shared with joiners: likely someone's page (fwd=bypass).
-                log.warning("not storing %s (deception armour): %s", req.target, armour)
-                policy = Storability(False, "deception", policy.negative)
-        length = _content_length(resp.headers)
-        too_big = length is not None and length > self.config.max_object_size
-        storable = policy.storable and not too_big
-        if flight.forward_range:
-            storable = False  # a seek passed on: the upstream's 206/416/200 as it came, never stored
-            policy = Storability(False, "range", policy.negative)
-        elif fallback is None and not storable:
-            await self._not_stored(flight, req, resp,
-                                   policy.reason if not policy.storable else ("size" if too_big else ""))
-        if published is not None and revision is not None and revision != published and not policy.negative:
-            storable = False
+        if isinstance(decision, Pass):
+            if decision.reason == "deception":
+                log.warning("not storing %s (deception armour): %s", req.target, decision.detail)
+            if decision.remember:
+                await self._not_stored(flight, req, resp, decision.reason)
+        storable = isinstance(decision, Store)
+        length = content_length(resp.headers)
         admitted = not storable or self._admitted(flight, req.target, length)
         representation = resp.status == 200  # only a 200 gets a revision from its content
-        tags = _surrogate_keys(resp.headers)
-        flight.tags = tags
-        vary = vary_names(resp.headers) or ()
-        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
+        flight.tags = surrogate_keys(resp.headers)
         chunks = resp.chunks()
         head_sent = False
         if representation and revision is None and length is not None and length <= HASH_BEFORE_HEAD:
@@ -749,8 +713,8 @@ class Engine:
             sha = ""
         flight.revision = revision
         head = FillHead(resp.status, headers, "upstream", revision, length,
-                        shareable=policy.shareable, storable=storable and admitted, negative=policy.negative,
-                        not_stored_reason=(policy.reason if not policy.storable else ("size" if too_big else ""))
+                        shareable=decision.shareable, storable=storable and admitted, negative=decision.negative,
+                        not_stored_reason=(decision.reason if isinstance(decision, Pass) else "")
                         or ("" if admitted else "admission"),
                         stale_first=fallback is not None and fallback.stale_first)
         storable = storable and admitted
@@ -774,14 +738,9 @@ class Engine:
             revision = "sha256:" + sha[:16]
         if storable and fill.written > self.config.max_object_size and resp.status == 200:
             self._remember_unstored(req.target, 200, "size")  # no Content-Length: found too big at the end
-        if storable and fill.written <= self.config.max_object_size and head_sent:
-            meta = EntryMeta(
-                target=req.target, revision=revision or "", status=resp.status, headers=headers,
-                size=fill.written, sha256=sha, blocks=fill.block_sums(), request_time=request_time,
-                response_time=self.clock(), source="upstream", negative=policy.negative,
-                vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
-                key_revision=explicit or "",
-            )
+        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size and head_sent:
+            meta = decision.meta(revision=revision or "", size=fill.written, sha256=sha, blocks=fill.block_sums(),
+                                 request_time=request_time, response_time=self.clock())
             await self._install_async(flight, meta)
 
     def _remember_unstored(self, target: str, status: int, reason: str) -> bool:
@@ -830,10 +789,12 @@ class Engine:
         if flight.upstream_answer is not None:
             answer, flight.upstream_answer = flight.upstream_answer, None
             await answer.discard()
-        headers = _db_headers(obj, self.config.revision_header)
-        storable = obj.size is None or obj.size <= self.config.max_object_size
-        if not storable:
-            self._remember_unstored(req.target, 200, "size")
+        row = DatabaseRow(req.target, obj.path, obj.size, obj.revision, obj.content_type, obj.updated_at, obj.tags)
+        decision = on_database_row(row, self.config)
+        headers = database_headers(row)
+        storable = isinstance(decision, Store)
+        if isinstance(decision, Pass):
+            self._remember_unstored(req.target, 200, decision.reason)
             if await self._database_window(flight, req, obj, headers):
                 return
         # a published revision is the truth being installed: not weighed against the tail
@@ -859,20 +820,16 @@ class Engine:
         if obj.size is not None and fill.written != obj.size:
             raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
         revision = flight.revision = revision or "sha256:" + sha[:16]
-        adopt = published is not None and revision != published
+        adopt = adopts_published(published, revision)
         if adopt:
             # The database is the source of truth: a publish naming a revision that
             # neither origin has must not turn caching off for the path until the next
             # publish (every request passed through): the row wins and is stored.
             log.warning("%s: published revision %r is on neither origin; storing the database's %r",
                         req.target, published, revision)
-        if storable and fill.written <= self.config.max_object_size:
-            meta = EntryMeta(
-                target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
-                sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
-                source="db", tags=obj.tags,
-                key_revision=revision,
-            )
+        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size:
+            meta = decision.meta(revision=revision, size=fill.written, sha256=sha, blocks=fill.block_sums(),
+                                 request_time=request_time, response_time=self.clock())
             await self._install_async(flight, meta, adopt_published=adopt)
 
     async def _database_window(self, flight: _Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
@@ -941,8 +898,11 @@ class Engine:
                                  upstream_failure=flight.upstream_error_kind, database=database)
         answer, flight.upstream_answer = flight.upstream_answer, None
         if decision.action == "upstream" and answer is not None:
-            revision = revision_from(answer.headers, self.config.revision_header)
-            await self._pump_upstream(flight, req, answer, revision, published, fallback=decision)
+            head = self._answer_of(req, answer)
+            passed = on_upstream_answer(head, published=published, has_database=self.db is not None,
+                                        settings=self.config, fallback=decision, forward_range=flight.forward_range)
+            assert not isinstance(passed, FallBack)  # with `fallback` given, it never falls back again
+            await self._pump_upstream(flight, req, answer, head.revision, passed, fallback=decision)
             return
         if answer is not None:
             await answer.discard()
@@ -977,20 +937,17 @@ class Engine:
 
     async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
-        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
-        # "Absent" is remembered for everyone only when this request could not have
-        # caused it: not after our own upstream request failed as a request (rather
-        # than refused or timed out), which a client's odd fields might provoke.
-        storable = flight.upstream_error_kind != "error"
-        fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=storable,
-                                      storable=storable, negative=True))
+        decision = on_not_found(req.target, source, upstream_error_kind=flight.upstream_error_kind)
+        storable = isinstance(decision, Store)
+        fill.head.set_result(FillHead(404, NOT_FOUND_HEADERS, source, None, len(NOT_FOUND_BODY),
+                                      shareable=decision.shareable, storable=storable, negative=True))
         await fill.write(NOT_FOUND_BODY)
         sha = fill.finish()
-        if not storable:
+        if not isinstance(decision, Store):
             return
         now = self.clock()
-        meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
-                         sha256=sha, blocks=fill.block_sums(), request_time=now, response_time=now, source=source, negative=True)
+        meta = decision.meta(revision="", size=len(NOT_FOUND_BODY), sha256=sha, blocks=fill.block_sums(),
+                             request_time=now, response_time=now)
         flight.tags = ()
         await self._install_async(flight, meta)
 
@@ -1032,8 +989,7 @@ class Engine:
                 meta = replace(meta, soft_stale=True)
             if adopt_published:
                 self.store.set_published(meta.target, meta.revision)
-            published = self.store.get_published(meta.target)
-            if published is not None and not meta.negative and meta.revision != published:
+            if published_conflict(self.store.get_published(meta.target), meta.revision, negative=meta.negative):
                 return None, evicted
             try:
                 evicted = self.store.commit(flight.fill.temp_path, meta)
@@ -1134,28 +1090,6 @@ def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:
     if names is None:
         return False
     return _vary_values(names, leader) == _vary_values(names, mine)
-
-
-def _content_length(headers: Headers) -> int | None:
-    raw = headers.get("content-length")
-    if raw is None or not raw.strip().isdigit():
-        return None
-    return int(raw.strip())
-
-
-def _surrogate_keys(headers: Headers) -> tuple[str, ...]:
-    keys: list[str] = []
-    for name in ("surrogate-key", "xkey"):
-        for value in headers.get_all(name):
-            keys.extend(value.split())
-    return tuple(dict.fromkeys(keys))
-
-
-def _db_headers(obj: DbObject, revision_header: str) -> Headers:
-    pairs = [("Content-Type", obj.content_type or guess_content_type(obj.path))]
-    if obj.updated_at is not None:
-        pairs.append(("Last-Modified", format_http_date(obj.updated_at)))
-    return Headers(pairs)
 
 
 def _first(headers: Headers, name: str) -> str | None:
