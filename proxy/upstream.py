@@ -127,7 +127,7 @@ def no_cookie_jar() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-def stateless_client(*, timeout: float) -> httpx.AsyncClient:
+def stateless_client(*, timeout: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """An httpx client that sends only the fields it is given and keeps nothing between
     requests (no cookies, no default Accept / Accept-Encoding / User-Agent / Connection,
     no proxy or netrc from the environment).
@@ -143,6 +143,7 @@ def stateless_client(*, timeout: float) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
         cookies=no_cookie_jar(),
+        transport=transport,  # None: httpx's own; tests pass an httpx.MockTransport (no sockets)
     )
     for name in list(client.headers.keys()):
         del client.headers[name]
@@ -150,9 +151,10 @@ def stateless_client(*, timeout: float) -> httpx.AsyncClient:
 
 
 class Upstream:
-    def __init__(self, base_url: str, *, timeout: float, forward: tuple[str, ...] = ()) -> None:
+    def __init__(self, base_url: str, *, timeout: float, forward: tuple[str, ...] = (),
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = stateless_client(timeout=timeout)
+        self._client = stateless_client(timeout=timeout, transport=transport)
         self._allowed = forwarding(forward)  # parsed once (--forward-header)
 
     async def get(self, target: str, request_headers: Headers,
