@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from mediaedge.coalesce import Busy, Coalescer, Flight
 from mediaedge.errors import FillFailed, OriginError, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from mediaedge.epochs import Epochs, Verdict
@@ -29,7 +30,7 @@ from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.decide import (
-    NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, EntryFacts, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
+    NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
     adopts_published, content_length, database_headers, entry_age, entry_facts, on_database_row, on_lookup, on_not_found,
     on_upstream_answer, published_conflict, renewed, serves_fresh, surrogate_keys,
 )
@@ -67,10 +68,6 @@ class EngineConfig:
     browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
 
 
-class _Busy(Exception):
-    """A fetch already serves `coalesce_max_waiters` requests."""
-
-
 @dataclass(frozen=True)
 class MediaRequest:
     method: str  # GET or HEAD
@@ -98,33 +95,6 @@ class _Lookup:
     pointer: Pointer | None
 
 
-@dataclass
-class _Flight:
-    """A registered fill and what the joiners need to know about it."""
-
-    fill: Fill
-    leader_headers: Headers
-    task: asyncio.Task[None] | None = None
-    upstream_failure: str | None = None  # why the upstream was not used (for error lines)
-    upstream_status: int | None = None
-    db_object: DbObject | None = None  # already looked up (published-revision check)
-    upstream_error_kind: str | None = None  # refused | timeout | error
-    epoch: int = 0  # Epochs.epoch when the fill began (proxy/epochs.py)
-    tags: tuple[str, ...] | None = None  # surrogate keys, once the origin's head is known
-    revision: str | None = None  # the revision being fetched, once known
-    # The upstream's 404/410/5xx, head read and body not, held while the database is
-    # asked: passed on to the client when the database has no row (policy/fallback.py).
-    upstream_answer: UpstreamResponse | None = None
-    revalidating: EntryMeta | None = None  # the expired entry this fetch revalidates (conditional GET / row revision)
-    resident: bool = False  # the target had an entry when the fill began (admission: it replaces it)
-    # The database failed this fetch already (its revalidation probe): not asked again, so a
-    # locked table costs a request one --db-timeout, not two.
-    db_problem: str | None = None
-    # A seek into something the edge will not store: the client's Range (and If-Range) go to
-    # the upstream and its answer is passed on, never stored (mediaedge.policy.seek).
-    forward_range: bool = False
-
-
 class Engine:
     def __init__(
         self,
@@ -142,13 +112,11 @@ class Engine:
         self.db = db
         self.stats = stats
         self.clock = clock
-        self._flights: dict[str, _Flight] = {}
-        self._jobs_by_target: dict[str, set[Job]] = {}
         self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
         # Invalidations applied while fills run, checked at commit under store_lock and
         # before joining a running fill (proxy/epochs.py); and the epoch of each running fill.
         self.epochs = Epochs()
-        self._running: dict[int, int] = {}
+        self.flights = Coalescer(self.epochs, max_waiters=config.coalesce_max_waiters)
         self.hot = HotEntries()
         self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = browser_cache_control(config.browser_ttl)
@@ -170,7 +138,7 @@ class Engine:
             return None
         now = self.clock()
         fresh = hot.fresh
-        age = serves_fresh(EntryFacts._make(hot[3:]), now, self.config)  # on_lookup's Serve rule
+        age = serves_fresh(hot, now)  # on_lookup's Serve rule
         if age is None:
             return None
         self.store.touch(req.target)  # admission counts (memory only)
@@ -202,7 +170,7 @@ class Engine:
         else:
             generation = self.hot.generation
             found = await self._lookup_async(req)
-            if found.entry is None and self.hot.generation != generation and req.target not in self._flights:
+            if found.entry is None and self.hot.generation != generation and not self.flights.running(req.target):
                 # A fill for this target committed while we looked: look again rather
                 # than start a second origin fetch for something now stored.
                 found = await self._lookup_async(req)
@@ -286,7 +254,7 @@ class Engine:
             body = self._verified_window(entry.file, meta, start, end)
         else:
             body = FileBody(entry.file, start, end - start)  # entries from before block sums
-        reply.job = self._track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
+        reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
         entry.file = None  # the job owns it now
         return reply
 
@@ -349,7 +317,7 @@ class Engine:
                 flight, joined, handle = self._flight_for(req, alone=True, forward_range=True)
             else:
                 flight, joined, handle = self._flight_for(req, revalidate=revalidate)
-        except _Busy as e:
+        except Busy as e:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
             if stale is not None:
@@ -364,7 +332,7 @@ class Engine:
                 handle.close()
 
     async def _reply_from_flight(
-        self, req: MediaRequest, stale: Entry | None, now: float, flight: _Flight, joined: bool, handle: SpoolHandle
+        self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight, joined: bool, handle: SpoolHandle
     ) -> Reply:
         # Joining a fill whose body is already complete and checked is reading the
         # entry being committed: report it as the hit it is about to be.
@@ -423,7 +391,7 @@ class Engine:
             if small and (head.negative or flight.fill.done):
                 reply.body = await _collect(flight.fill.reader(mine, start, end))
             else:
-                reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
+                reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
 
     def _error_reply(self, target: str, status: int, message: str) -> Reply:
@@ -454,52 +422,35 @@ class Engine:
                            now=self.clock()).forward
 
     def _flight_for(self, req: MediaRequest, *, alone: bool = False, forward_range: bool = False,
-                    revalidate: EntryMeta | None = None) -> tuple[_Flight, bool, SpoolHandle]:
+                    revalidate: EntryMeta | None = None) -> tuple[Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
         Returns the flight, whether it was joined, and this reader's own spool handle
         (taken now, while the fill's descriptor is certainly open)."""
-        private = "authorization" in req.headers or "cookie" in req.headers
-        if not alone and not private:
-            flight = self._joinable(req.target)
-            if flight is not None:
-                if flight.fill.waiting >= self.config.coalesce_max_waiters:
-                    raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
-                return flight, True, flight.fill.open_handle()
+        shared = not alone and "authorization" not in req.headers and "cookie" not in req.headers
+        if shared:
+            joined = self.flights.join(req.target)
+            if joined is not None:
+                return joined, True, joined.fill.open_handle()
         if alone and not forward_range and revalidate is None:
             forward_range = self._forwards_range(req)
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
-        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch, revalidating=revalidate,
-                         forward_range=forward_range)
-        self._running[id(flight)] = flight.epoch
-        if not alone and not private:
-            self._flights[req.target] = flight
+        flight = self.flights.begin(req.target, fill, req.headers, shared=shared, revalidating=revalidate,
+                                    forward_range=forward_range)
         handle = fill.open_handle()
         flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
         return flight, False, handle
 
-    def _joinable(self, target: str) -> _Flight | None:
-        """The running fill a new request may share: none if an event applied since it
-        began may cover it (nobody joins an invalidated fetch after the webhook's 200)."""
-        flight = self._flights.get(target)
-        if flight is None or flight.fill.spilled:
-            return None
-        if flight.fill.waiting == 0 and not flight.fill.may_store():
-            return None  # an unstored fetch nobody reads any more: it is being stopped
-        if self.epochs.verdict(flight.epoch, target, flight.tags, flight.revision)[0] is not Verdict.CURRENT:
-            return None
-        return flight
-
     def _start_refresh(self, req: MediaRequest, revalidate: EntryMeta | None = None) -> None:
         """stale-while-revalidate / soft purge: one background fetch per target (a
         revalidation when `revalidate`, the stored entry, has a validator)."""
-        if self._joinable(req.target) is not None:
+        if self.flights.joinable(req.target) is not None:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
         self._flight_for(bg, revalidate=revalidate)[2].close()
 
     # ---------------------------------------------------------------- the fetch
-    async def _run_fill(self, flight: _Flight, req: MediaRequest) -> None:
+    async def _run_fill(self, flight: Flight, req: MediaRequest) -> None:
         fill = flight.fill
         try:
             published = await asyncio.to_thread(self.store.get_published, req.target)
@@ -519,14 +470,11 @@ class Engine:
                 answer, flight.upstream_answer = flight.upstream_answer, None
                 await answer.aclose()
             fill.settled.set()
-            if self._flights.get(req.target) is flight:
-                del self._flights[req.target]
-            self._running.pop(id(flight), None)
-            self.epochs.prune(min(self._running.values(), default=None))
+            self.flights.end(req.target, flight)
             fill.close()
             _unlink_quiet(fill.temp_path)
 
-    async def _try_upstream(self, flight: _Flight, req: MediaRequest, published: str | None) -> bool:
+    async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
         try:
@@ -579,7 +527,7 @@ class Engine:
         return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
                               headers=meta.headers, has_revision_probe=probe).ok
 
-    async def _upstream_get(self, flight: _Flight, req: MediaRequest) -> UpstreamResponse | None:
+    async def _upstream_get(self, flight: Flight, req: MediaRequest) -> UpstreamResponse | None:
         """The upstream's answer for this fetch; None when it was a revalidation the
         upstream answered 304 and the stored entry was renewed. A 304 that does not
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
@@ -608,7 +556,7 @@ class Engine:
         log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
         return await self.upstream.get(req.target, req.headers)
 
-    async def _revalidate_db(self, flight: _Flight, req: MediaRequest) -> bool:
+    async def _revalidate_db(self, flight: Flight, req: MediaRequest) -> bool:
         """An expired entry from the database origin: its row's revision is read (not its
         blob); unchanged → the entry is renewed (True). Else the usual fetch runs."""
         stored = flight.revalidating
@@ -629,7 +577,7 @@ class Engine:
         self._count_fetch("db", "notmodified")
         return True
 
-    async def _renew(self, flight: _Flight, meta: EntryMeta, source: str) -> bool:
+    async def _renew(self, flight: Flight, meta: EntryMeta, source: str) -> bool:
         """Store the renewed metadata and tell the fetch's readers to serve the entry."""
         self.hot.drop(meta.target)
         if not await asyncio.to_thread(self._commit_renewal, flight, meta):
@@ -641,7 +589,7 @@ class Engine:
         flight.fill.finish()
         return True
 
-    def _commit_renewal(self, flight: _Flight, meta: EntryMeta) -> bool:
+    def _commit_renewal(self, flight: Flight, meta: EntryMeta) -> bool:
         """Renew the stored entry unless something overtook the revalidation (worker
         thread, under `store_lock` as commits are): an invalidation since it began, a
         newer entry for the target, a published revision other than the entry's."""
@@ -683,7 +631,7 @@ class Engine:
         return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
 
     async def _pump_upstream(
-        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
+        self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
         decision: Store | Pass, fallback: Fallback | None = None,
     ) -> None:
         """Stream the upstream's answer to the client, and into the cache when `decision`
@@ -749,7 +697,7 @@ class Engine:
             self.unstored.put(target, note)
         return note is not None
 
-    async def _not_stored(self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
+    async def _not_stored(self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
         """A whole answer the edge will not store: remembered for later seeks, and when the
         fetch is for a Range request, dropped after its head (its requests are re-sent with
         their Range: `rerouted`) rather than read whole to send a window."""
@@ -757,20 +705,18 @@ class Engine:
         if not abandon_fetch(method=req.method, request_headers=req.headers, status=resp.status, reason=reason):
             return
         await resp.aclose()
-        if self._flights.get(req.target) is flight:
-            del self._flights[req.target]  # nobody joins it from now on
+        self.flights.close_to_joiners(req.target, flight)  # nobody joins it from now on
         flight.fill.rerouted = True
         raise _failed(f"not stored ({reason}): the Range goes to the origin", 502)
 
-    async def _copy_chunks(self, fill: Fill, chunks: object, unread: _Flight | None = None) -> None:
+    async def _copy_chunks(self, fill: Fill, chunks: object, unread: Flight | None = None) -> None:
         """Copy the upstream's body into the fill; `unread`: stop once nobody reads it (a
         fetch that is not stored), and let nobody join it from then on."""
         try:
             async for chunk in chunks:  # type: ignore[attr-defined]
                 await fill.write(chunk)
                 if unread is not None and fill.waiting == 0:
-                    if self._flights.get(fill.target) is unread:
-                        del self._flights[fill.target]
+                    self.flights.close_to_joiners(fill.target, unread)
                     raise _failed("not stored and nobody reads it any more", 502)
         except (UpstreamError, FillFailed):
             raise
@@ -779,7 +725,7 @@ class Engine:
 
             raise wrap_stream_errors(e) from e
 
-    async def _from_database(self, flight: _Flight, req: MediaRequest, published: str | None) -> None:
+    async def _from_database(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
         fill = flight.fill
         request_time = self.clock()
         database, obj, problem = await self._ask_database(flight, req)
@@ -832,7 +778,7 @@ class Engine:
                                  request_time=request_time, response_time=self.clock())
             await self._install_async(flight, meta, adopt_published=adopt)
 
-    async def _database_window(self, flight: _Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
+    async def _database_window(self, flight: Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
         """A Range request for a row the edge will not store: just the window is read from
         the database and answered 206 (or 416), never stored. False: serve it whole."""
         if obj.size is None or not is_range_request(req.method, req.headers):
@@ -862,14 +808,14 @@ class Engine:
             raise _failed(f"database returned {fill.written} of {window.length} bytes", 502)
         return True
 
-    def _admitted(self, flight: _Flight, target: str, length: int | None) -> bool:
+    def _admitted(self, flight: Flight, target: str, length: int | None) -> bool:
         """Admission at the head (memory only): refused, the response is served as a miss
         and not stored (mediaedge.policy.admission)."""
         decision = self.store.admission(target, length, resident=flight.resident)
         if not decision.admit:
             log.debug("%s: not stored (admission: %s)", target, decision.reason)
         return decision.admit
-    async def _ask_database(self, flight: _Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
+    async def _ask_database(self, flight: Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
         """What the database origin says: found (with the row), notfound, failed or none."""
         if flight.db_object is not None:
             self._count_fetch("db", "ok")
@@ -889,7 +835,7 @@ class Engine:
         self._count_fetch("db", "ok")
         return "found", obj, ""
 
-    async def _not_in_database(self, flight: _Flight, req: MediaRequest, published: str | None,
+    async def _not_in_database(self, flight: Flight, req: MediaRequest, published: str | None,
                                database: Database, problem: str) -> None:
         """No row (or no answer from the database): what the upstream said decides
         (mediaedge.policy.fallback). Stale entries are served by the requests that hold
@@ -935,7 +881,7 @@ class Engine:
             if close is not None:
                 close()  # ends the read's snapshot now, also when the fill was aborted
 
-    async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
+    async def _negative(self, flight: Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
         decision = on_not_found(req.target, source, upstream_error_kind=flight.upstream_error_kind)
         storable = isinstance(decision, Store)
@@ -951,7 +897,7 @@ class Engine:
         flight.tags = ()
         await self._install_async(flight, meta)
 
-    async def _install_async(self, flight: _Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
+    async def _install_async(self, flight: Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
         fill = flight.fill
         if fill.spilled:
             if self.stats is not None and hasattr(self.stats, "disk_error"):
@@ -967,7 +913,7 @@ class Engine:
             # A soft purge arrived during the fill: stored stale, and one refetch runs.
             self._start_refresh(MediaRequest("GET", meta.target, flight.leader_headers))
 
-    def _install(self, flight: _Flight, meta: EntryMeta, adopt_published: bool) -> tuple[Verdict | None, list[str]]:
+    def _install(self, flight: Flight, meta: EntryMeta, adopt_published: bool) -> tuple[Verdict | None, list[str]]:
         """Commit a finished fill and point the target at it (worker thread): how it was
         committed (None: not at all) and the targets evicted to make room.
 
@@ -1004,21 +950,6 @@ class Engine:
         return standing, evicted
 
     # ---------------------------------------------------------------- bookkeeping
-    def _track(self, target: str, job: Job) -> Job:
-        jobs = self._jobs_by_target.setdefault(target, set())
-        jobs.add(job)
-        previous = job.on_done
-
-        def done(sent: int, completed: bool) -> None:
-            jobs.discard(job)
-            if not jobs:
-                self._jobs_by_target.pop(target, None)
-            if previous is not None:
-                previous(sent, completed)
-
-        job.on_done = done
-        return job
-
     def _count_fetch(self, origin: str, outcome: str) -> None:
         if self.stats is not None:
             self.stats.origin_fetch(origin, outcome)  # type: ignore[attr-defined]
@@ -1029,20 +960,12 @@ class Engine:
         for t in targets:
             self.hot.drop(t)
             self.unstored.drop(t)  # a new revision may be storable: fetched whole once more
-            self._flights.pop(t, None)  # the commit-time check (proxy/epochs.py) keeps it from being stored
-            if abort:
-                for job in list(self._jobs_by_target.get(t, ())):
-                    job.abort()
+        self.flights.forget(targets, abort=abort)
 
     def flights_matching(self, prefix: str | None, tag: str | None = None) -> list[str]:
         """Targets with a running fill or download under `prefix`, or a running fill
         tagged `tag` (tags of stored entries come from the store)."""
-        if prefix is not None:
-            running = set(self._flights) | set(self._jobs_by_target)
-            return [t for t in running if t.startswith(prefix)]
-        if tag is not None:
-            return [t for t, f in self._flights.items() if f.tags is not None and tag in f.tags]
-        return []
+        return self.flights.matching(prefix, tag)
 
     def prewarm(self, req: MediaRequest) -> None:
         """Fetch a newly published revision in the background so the first visitor hits."""
@@ -1051,7 +974,7 @@ class Engine:
     async def aclose(self) -> None:
         """Cut every fetch in flight (shutdown): tasks cancelled, database copies in worker
         threads stopped at their next chunk; nothing of theirs is committed."""
-        for flight in list(self._flights.values()):
+        for flight in self.flights.shared():
             flight.fill.abort()
             if flight.task is not None:
                 flight.task.cancel()

@@ -117,7 +117,7 @@ class Rig:
     async def settled(self) -> None:
         """Every background fetch finished (bounded)."""
         for _ in range(500):
-            tasks = [f.task for f in self.engine._flights.values() if f.task is not None]
+            tasks = [f.task for f in self.engine.flights.shared() if f.task is not None]
             if not tasks:
                 return
             await asyncio.wait(tasks, timeout=5)

@@ -97,7 +97,7 @@ def test_serves_fresh_is_on_lookups_serve_rule():
              facts(negative=True, status=404)]
     for f in cases:
         for dt in (0, 5, 30, 61, 100000):
-            age = serves_fresh(f, T0 + dt, SETTINGS)
+            age = serves_fresh(f, T0 + dt)
             d = on_lookup(f, T0 + dt, SETTINGS)
             assert (age is not None) == isinstance(d, Serve)
             if age is not None:

@@ -146,15 +146,32 @@ def on_lookup(facts: EntryFacts | None, now: float, settings: DecideSettings, *,
     return Fetch(stale_fallback, state)
 
 
-def serves_fresh(facts: EntryFacts, now: float, settings: DecideSettings) -> float | None:
-    """The hot path's question: the entry's age when it is served as a plain hit, else None
-    (the same rule as `on_lookup`'s `Serve`, without building a decision)."""
+class FactsView(Protocol):
+    """EntryFacts' fields, read-only: memory-tier entries (proxy/hot.py) have them too."""
+
+    @property
+    def date(self) -> float | None: ...
+    @property
+    def age_header(self) -> float | None: ...
+    @property
+    def fresh(self) -> Freshness: ...
+    @property
+    def request_time(self) -> float: ...
+    @property
+    def response_time(self) -> float: ...
+    @property
+    def soft_stale(self) -> bool: ...
+
+
+def serves_fresh(facts: FactsView, now: float) -> float | None:
+    """The hot path's question: the entry's age when it is served as a plain hit, else None.
+    The same rule as `on_lookup`'s `Serve` (fresh means age < lifetime, negative or not),
+    without building a decision: it runs on every hot hit."""
     if facts.soft_stale:
         return None
-    age = entry_age(facts, now)
-    if entry_state(age, facts.fresh, facts.negative, settings.grace) != "fresh":
-        return None
-    return age
+    age = current_age(date=facts.date, age_header=facts.age_header, request_time=facts.request_time,
+                      response_time=facts.response_time, now=now)
+    return age if age < facts.fresh.lifetime else None
 
 
 # ------------------------------------------------------------------ "published revision wins"
