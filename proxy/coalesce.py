@@ -17,7 +17,7 @@ from mediaedge.headers import Headers
 from mediaedge.origins.db import DbObject
 from mediaedge.storage import EntryMeta
 from mediaedge.streamserver import Job
-from mediaedge.upstream import UpstreamResponse
+from mediaedge.origins.http import UpstreamResponse
 
 
 class Busy(Exception):

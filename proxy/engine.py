@@ -19,13 +19,15 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from mediaedge.coalesce import Busy, Coalescer, Flight
+# re-exported: the addon and older callers import them from here
+from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
 from mediaedge.errors import FillFailed, OriginError, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
 from mediaedge.epochs import Epochs, Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntries, HotEntry
-from mediaedge.origins import MediaDatabase
+from mediaedge.origins import Failed, MediaDatabase, NotFound
 from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
@@ -45,7 +47,8 @@ from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, i
 from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
 from mediaedge.streamserver import FileBody, Job
 from mediaedge.unstored import UnstoredTargets
-from mediaedge.upstream import Upstream, UpstreamResponse
+from mediaedge.origins.http import Upstream, UpstreamResponse
+from mediaedge.origins.rows import find_row
 
 log = logging.getLogger("mediaedge.engine")
 
@@ -53,40 +56,6 @@ VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NO_HEADERS = Headers()
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    revision_header: str = "X-Media-Revision"
-    default_ttl: float = 86400.0
-    negative_ttl: float = 10.0
-    grace: float = 86400.0
-    max_object_size: int = 128 << 20
-    upstream_timeout: float = 10.0
-    coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
-    coalesce_max_waiters: int = 1000  # requests one fetch serves at once
-    browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
-
-
-@dataclass(frozen=True)
-class MediaRequest:
-    method: str  # GET or HEAD
-    target: str  # canonical path?query (mediaedge.policy.target.normalize_target)
-    headers: Headers
-
-
-@dataclass
-class Reply:
-    """What the addon sends: an in-memory body, or a streaming job."""
-
-    status: int
-    headers: Headers
-    body: bytes = b""
-    job: Job | None = None
-    result: str = "miss"  # hit | stale | miss | pass | error
-    source: str | None = None  # cache | upstream | db
-    target: str = ""
-    wire: list[tuple[bytes, bytes]] | None = None  # headers already encoded (hot hits); then `headers` is unused
 
 
 @dataclass
@@ -477,12 +446,11 @@ class Engine:
     async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
-        try:
-            resp = await self._upstream_get(flight, req)
-        except UpstreamError as e:
+        resp = await self._upstream_get(flight, req)
+        if isinstance(resp, Failed):
             self._count_fetch("upstream", "error")
-            flight.upstream_failure = str(e)
-            flight.upstream_error_kind = e.kind
+            flight.upstream_failure = resp.message
+            flight.upstream_error_kind = resp.kind
             return False
         if resp is None:
             return True  # not modified: the stored entry was renewed
@@ -500,13 +468,10 @@ class Engine:
             # Published revision wins when the database has the file; media only the app
             # has (no row) is served from the app rather than turned into a 404 for everyone.
             assert self.db is not None and decision.otherwise is not None
-            try:
-                obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
-            except OriginError:
-                obj = None
-            if obj is not None:
+            row = await find_row(self.db, self._db_key(req.target))
+            if isinstance(row, DbObject):
                 await resp.aclose()
-                flight.db_object = obj
+                flight.db_object = row
                 return False
             decision = decision.otherwise
         await self._pump_upstream(flight, req, resp, answer.revision, decision)
@@ -527,7 +492,7 @@ class Engine:
         return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
                               headers=meta.headers, has_revision_probe=probe).ok
 
-    async def _upstream_get(self, flight: Flight, req: MediaRequest) -> UpstreamResponse | None:
+    async def _upstream_get(self, flight: Flight, req: MediaRequest) -> UpstreamResponse | Failed | None:
         """The upstream's answer for this fetch; None when it was a revalidation the
         upstream answered 304 and the stored entry was renewed. A 304 that does not
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
@@ -535,15 +500,15 @@ class Engine:
         if flight.forward_range:
             wanted = tuple((name, value) for name in ("Range", "If-Range")
                            for value in req.headers.get_all(name)[:1])
-            return await self.upstream.get(req.target, req.headers, wanted)
+            return await self.upstream.fetch(req.target, req.headers, wanted)
         stored = flight.revalidating
         fields = conditional_fields(stored.headers) if stored is not None and stored.source == "upstream" else ()
         if not fields:
-            return await self.upstream.get(req.target, req.headers)
+            return await self.upstream.fetch(req.target, req.headers)
         assert stored is not None
         request_time = self.clock()
-        resp = await self.upstream.get(req.target, req.headers, fields)
-        if resp.status != 304:
+        resp = await self.upstream.fetch(req.target, req.headers, fields)
+        if isinstance(resp, Failed) or resp.status != 304:
             return resp  # a 200 replaces the entry as any fill does; failures fall back as usual
         await resp.discard()
         matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
@@ -554,7 +519,7 @@ class Engine:
                 self._count_fetch("upstream", "notmodified")
                 return None
         log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
-        return await self.upstream.get(req.target, req.headers)
+        return await self.upstream.fetch(req.target, req.headers)
 
     async def _revalidate_db(self, flight: Flight, req: MediaRequest) -> bool:
         """An expired entry from the database origin: its row's revision is read (not its
@@ -709,21 +674,15 @@ class Engine:
         flight.fill.rerouted = True
         raise _failed(f"not stored ({reason}): the Range goes to the origin", 502)
 
-    async def _copy_chunks(self, fill: Fill, chunks: object, unread: Flight | None = None) -> None:
+    async def _copy_chunks(self, fill: Fill, chunks: AsyncIterator[bytes], unread: Flight | None = None) -> None:
         """Copy the upstream's body into the fill; `unread`: stop once nobody reads it (a
-        fetch that is not stored), and let nobody join it from then on."""
-        try:
-            async for chunk in chunks:  # type: ignore[attr-defined]
-                await fill.write(chunk)
-                if unread is not None and fill.waiting == 0:
-                    self.flights.close_to_joiners(fill.target, unread)
-                    raise _failed("not stored and nobody reads it any more", 502)
-        except (UpstreamError, FillFailed):
-            raise
-        except Exception as e:  # httpx read errors mid-body
-            from mediaedge.upstream import wrap_stream_errors
-
-            raise wrap_stream_errors(e) from e
+        fetch that is not stored), and let nobody join it from then on. A cut body raises
+        UpstreamError (translated at the origin's boundary, origins/http.py)."""
+        async for chunk in chunks:
+            await fill.write(chunk)
+            if unread is not None and fill.waiting == 0:
+                self.flights.close_to_joiners(fill.target, unread)
+                raise _failed("not stored and nobody reads it any more", 502)
 
     async def _from_database(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
         fill = flight.fill
@@ -824,16 +783,15 @@ class Engine:
             return "none", None, "no database origin"
         if flight.db_problem is not None:
             return "failed", None, flight.db_problem
-        try:
-            obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
-        except OriginError as e:
+        row = await find_row(self.db, self._db_key(req.target))
+        if isinstance(row, Failed):
             self._count_fetch("db", "error")
-            return "failed", None, f"database origin: {e}"
-        if obj is None:
+            return "failed", None, row.message
+        if isinstance(row, NotFound):
             self._count_fetch("db", "notfound")
-            return "notfound", None, "database origin: not found"
+            return "notfound", None, row.reason
         self._count_fetch("db", "ok")
-        return "found", obj, ""
+        return "found", row, ""
 
     async def _not_in_database(self, flight: Flight, req: MediaRequest, published: str | None,
                                database: Database, problem: str) -> None:

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mediaedge.engine import Engine, MediaRequest
+from mediaedge.contract import MediaRequest
+from mediaedge.engine import Engine
 from mediaedge.headers import Headers
 from mediaedge.invalidation_log import Accepted, InvalidationLog
 from mediaedge.pools import in_database_thread

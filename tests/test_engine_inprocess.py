@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from mediaedge.engine import Engine, EngineConfig, MediaRequest, Reply
-from mediaedge.errors import OriginError
+from mediaedge.errors import FillFailed, OriginError
 from mediaedge.headers import Headers
 from mediaedge.origins.db import DbObject, RevisionProbe
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import FileBody
-from mediaedge.upstream import Upstream
+from mediaedge.origins.http import Upstream
 
 T0 = 1_700_000_000.0
 TARGET = "/media/a.jpg"
@@ -289,6 +289,30 @@ def test_both_origins_failing_without_stale_is_a_502(tmp_path):
         rig.db.failing = True
         reply, _ = await rig.get()
         assert (reply.status, reply.result) == (502, "error")
+
+    run(tmp_path, t)
+
+
+class CutStream(httpx.AsyncByteStream):
+    """A body reset by the peer after its first bytes."""
+
+    async def __aiter__(self):  # type: ignore[override]
+        yield BODY[:100]
+        raise httpx.ReadError("connection reset by peer")
+
+
+def test_a_body_cut_mid_way_cuts_the_reply_and_stores_nothing(tmp_path):
+    async def t(rig: Rig) -> None:
+        rig.upstream.answers[TARGET] = lambda request: httpx.Response(
+            200, headers=[("Content-Length", str(len(BODY))), ("X-Media-Revision", "r1")], stream=CutStream())
+        reply = await rig.engine.handle(MediaRequest("GET", TARGET, Headers()))
+        with pytest.raises(FillFailed):
+            await body_of(reply)
+        await rig.settled()
+        assert rig.store.get_pointer(TARGET) is None
+        rig.upstream.answers[TARGET] = ok()
+        _, body = await rig.get()
+        assert body == BODY and len(rig.upstream.requests) == 2
 
     run(tmp_path, t)
 
