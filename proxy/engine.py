@@ -12,21 +12,20 @@ import asyncio
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
 from mediaedge.errors import FillFailed, OriginError, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
-from mediaedge.epochs import Epochs, Verdict
+from mediaedge.epochs import Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
-from mediaedge.hot import HotEntries, HotEntry
+from mediaedge.hot import HotEntry
 from mediaedge.origins import Failed, MediaDatabase, NotFound
 from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
@@ -34,7 +33,7 @@ from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.decide import (
     NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
     adopts_published, content_length, database_headers, entry_age, entry_facts, on_database_row, on_lookup, on_not_found,
-    on_upstream_answer, published_conflict, renewed, serves_fresh, surrogate_keys,
+    on_upstream_answer, renewed, serves_fresh, surrogate_keys,
 )
 from mediaedge.policy.freshness import Freshness, ttl_left
 from mediaedge.policy.fallback import Database, Fallback, after_origins
@@ -43,10 +42,9 @@ from mediaedge.policy.seek import abandon_fetch, database_window, is_range_reque
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
 from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
-from mediaedge.respond import HTTP_DATES, browser_cache_control, hit_template, is_plain, plan_response
-from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
+from mediaedge.respond import HTTP_DATES, is_plain, plan_response
+from mediaedge.storage import CacheStore, Entry, EntryMeta
 from mediaedge.streamserver import FileBody, Job
-from mediaedge.unstored import UnstoredTargets
 from mediaedge.origins.http import Upstream, UpstreamResponse
 from mediaedge.origins.rows import find_row
 
@@ -56,12 +54,6 @@ VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NO_HEADERS = Headers()
-
-
-@dataclass
-class _Lookup:
-    entry: Entry | None
-    pointer: Pointer | None
 
 
 class Engine:
@@ -81,14 +73,17 @@ class Engine:
         self.db = db
         self.stats = stats
         self.clock = clock
-        self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
-        # Invalidations applied while fills run, checked at commit under store_lock and
+        # The cache's state has one owner (proxy/cache.py): disk store, memory tier, epochs, lock.
+        self.cache = Cache(store, config)
+        # Aliases kept for older callers; the invalidator goes through `cache` and `flights`.
+        self.store_lock = self.cache.lock
+        # Invalidations applied while fills run, checked at commit under the cache's lock and
         # before joining a running fill (proxy/epochs.py); and the epoch of each running fill.
-        self.epochs = Epochs()
+        self.epochs = self.cache.epochs
         self.flights = Coalescer(self.epochs, max_waiters=config.coalesce_max_waiters)
-        self.hot = HotEntries()
-        self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
-        self.browser_cache_control = browser_cache_control(config.browser_ttl)
+        self.hot = self.cache.hot
+        self.unstored = self.cache.unstored  # targets whose last fetch was not stored (seeks)
+        self.browser_cache_control = self.cache.browser_cache_control
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
 
@@ -102,9 +97,11 @@ class Engine:
         equals `plan_response`)."""
         if not self.ready.is_set() or not is_plain(req.headers):
             return None
-        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
-        if hot is None:
-            return None
+        hot = self.cache.probe(req.target, req.headers)
+        return None if hot is None else self._hot_reply(req, hot)
+
+    def _hot_reply(self, req: MediaRequest, hot: HotEntry) -> Reply | None:
+        """A plain request's answer from a memory-tier entry, when it is fresh."""
         now = self.clock()
         fresh = hot.fresh
         age = serves_fresh(hot, now)  # on_lookup's Serve rule
@@ -117,37 +114,20 @@ class Engine:
         return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else hot.body, result="hit",
                      source="cache", target=req.target, wire=wire)
 
-    def _hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
-        """What the memory tier keeps of a small entry: everything `hot_hit` needs, computed once."""
-        facts = entry_facts(meta, self.config)
-        template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
-                                revision=meta.revision or None, revision_header=self.config.revision_header,
-                                browser_cache_control=self.browser_cache_control)
-        return HotEntry(meta.to_json(), body, template, *facts)
-
     async def handle(self, req: MediaRequest) -> Reply:
         if not self.ready.is_set():
             await self.ready.wait()
-        fast = self.hot_hit(req)
-        if fast is not None:
-            return fast
-        self.store.touch(req.target)  # admission counts (memory only; hot_hit counted its own)
+        hot = self.cache.probe(req.target, req.headers)  # the one memory-tier probe of this request
+        if hot is not None and is_plain(req.headers):
+            fast = self._hot_reply(req, hot)
+            if fast is not None:
+                return fast
+        self.store.touch(req.target)  # admission counts (memory only; a hot reply counted its own)
         now = self.clock()
-        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is not None:
-            found = _Lookup(Entry(EntryMeta.from_json(hot.meta_json), body=hot.body), None)
+            entry: Entry | None = Entry(EntryMeta.from_json(hot.meta_json), body=hot.body)
         else:
-            generation = self.hot.generation
-            found = await self._lookup_async(req)
-            if found.entry is None and self.hot.generation != generation and not self.flights.running(req.target):
-                # A fill for this target committed while we looked: look again rather
-                # than start a second origin fetch for something now stored.
-                found = await self._lookup_async(req)
-            if found.entry is not None and found.entry.body is not None and found.pointer is not None:
-                meta = found.entry.meta
-                self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (),
-                             self._hot_entry(meta, found.entry.body), generation)
-        entry = found.entry
+            entry = (await self.cache.lookup(req.target, req.headers, running=self.flights.running)).entry
         if entry is None:
             return await self._from_fill(req, None, now)
         meta = entry.meta
@@ -166,21 +146,6 @@ class Engine:
         finally:
             if stale_fallback is not None:
                 stale_fallback.close()
-
-    # ---------------------------------------------------------------- lookups
-    async def _lookup_async(self, req: MediaRequest) -> _Lookup:
-        try:
-            return await asyncio.to_thread(self._lookup, req)
-        except Exception as e:  # a broken cache degrades to a miss, never a failed response
-            log.warning("cache lookup failed for %s: %s", req.target, e)
-            return _Lookup(None, None)
-
-    def _lookup(self, req: MediaRequest) -> _Lookup:
-        pointer = self.store.get_pointer(req.target)
-        if pointer is None:
-            return _Lookup(None, None)
-        values = _vary_values(pointer.vary, req.headers)
-        return _Lookup(self.store.open_entry(req.target, pointer.revision, values), pointer)
 
     # ---------------------------------------------------------------- hits
     def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
@@ -275,8 +240,7 @@ class Engine:
 
     async def _drop_damaged(self, meta: EntryMeta, where: str) -> None:
         log.warning("cache entry for %s is damaged on disk (%s): dropped, download cut", meta.target, where)
-        await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
-        self.hot.drop(meta.target)
+        await self.cache.drop_damaged(meta)
 
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,
@@ -544,32 +508,13 @@ class Engine:
 
     async def _renew(self, flight: Flight, meta: EntryMeta, source: str) -> bool:
         """Store the renewed metadata and tell the fetch's readers to serve the entry."""
-        self.hot.drop(meta.target)
-        if not await asyncio.to_thread(self._commit_renewal, flight, meta):
+        if not await self.cache.renew(meta, epoch=flight.epoch, aborted=lambda: flight.fill.aborted):
             return False
-        self.hot.drop(meta.target)
         flight.tags, flight.revision = meta.tags, meta.revision
         flight.fill.head.set_result(FillHead(meta.status, meta.headers, source, meta.revision, meta.size,
                                              shareable=True, storable=True, renewed=True))
         flight.fill.finish()
         return True
-
-    def _commit_renewal(self, flight: Flight, meta: EntryMeta) -> bool:
-        """Renew the stored entry unless something overtook the revalidation (worker
-        thread, under `store_lock` as commits are): an invalidation since it began, a
-        newer entry for the target, a published revision other than the entry's."""
-        with self.store_lock:
-            if flight.fill.aborted:
-                return False
-            standing, _ = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
-            if standing is not Verdict.CURRENT:
-                return False
-            pointer = self.store.get_pointer(meta.target)
-            if pointer is None or pointer.revision != meta.key_revision:
-                return False
-            if published_conflict(self.store.get_published(meta.target), meta.revision):
-                return False
-            return self.store.update_meta(meta)
 
     async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """A fetch of this request's own, joined by no one (what it joined was not for it)."""
@@ -584,7 +529,7 @@ class Engine:
                              joined: bool) -> Reply:
         """A request whose fetch ended in a renewal: the renewed entry, from the cache
         (a hit, counted in `revalidated`). Gone again already (purged): fetch alone."""
-        found = await self._lookup_async(req)
+        found = await self.cache.read(req.target, req.headers)
         if found.entry is None:
             return await self._fetch_alone(req, stale, now)
         entry = found.entry
@@ -861,51 +806,11 @@ class Engine:
             if self.stats is not None and hasattr(self.stats, "disk_error"):
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
-        self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
-        self.unstored.drop(meta.target)  # stored after all: seeks are served from the cache
-        committed, evicted = await asyncio.to_thread(self._install, flight, meta, adopt_published)
-        self.hot.drop(meta.target)
-        for target in evicted:
-            self.hot.drop(target)  # never serve from memory what the disk has evicted
+        committed = await self.cache.commit(fill.temp_path, meta, epoch=flight.epoch, aborted=lambda: fill.aborted,
+                                            adopt_published=adopt_published)
         if committed is Verdict.STALE:
             # A soft purge arrived during the fill: stored stale, and one refetch runs.
             self._start_refresh(MediaRequest("GET", meta.target, flight.leader_headers))
-
-    def _install(self, flight: Flight, meta: EntryMeta, adopt_published: bool) -> tuple[Verdict | None, list[str]]:
-        """Commit a finished fill and point the target at it (worker thread): how it was
-        committed (None: not at all) and the targets evicted to make room.
-
-        Under `store_lock`, the lock invalidations are applied under, so an event is
-        wholly before this commit (its mark is seen here) or wholly after it (it drops
-        what this commit stored): a fill that began before a matching event is never
-        committed as current (proxy/epochs.py)."""
-        evicted: list[str] = []
-        with self.store_lock:
-            if flight.fill.aborted:
-                return None, evicted  # the node is stopping: nothing is committed
-            standing, mark = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
-            if standing is Verdict.INVALID:
-                log.info("%s: not stored, invalidated during the fetch (%s event)", meta.target, mark and mark.kind)
-                return None, evicted
-            if standing is Verdict.STALE:
-                if self.store.get_pointer(meta.target) is not None:
-                    return None, evicted  # something as new or newer is stored: keep it
-                meta = replace(meta, soft_stale=True)
-            if adopt_published:
-                self.store.set_published(meta.target, meta.revision)
-            if published_conflict(self.store.get_published(meta.target), meta.revision, negative=meta.negative):
-                return None, evicted
-            try:
-                evicted = self.store.commit(flight.fill.temp_path, meta)
-                old = self.store.get_pointer(meta.target)
-                self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
-                if old is not None and old.revision != meta.key_revision:
-                    # readers of the old revision keep their open files to the end
-                    self.store.delete_revision(meta.target, old.revision)
-            except OSError as e:
-                log.warning("could not store %s (serving without storing): %s", meta.target, e)
-                return None, evicted
-        return standing, evicted
 
     # ---------------------------------------------------------------- bookkeeping
     def _count_fetch(self, origin: str, outcome: str) -> None:
@@ -915,9 +820,7 @@ class Engine:
     # ---------------------------------------------------------------- invalidation
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:
         """New requests must not join fills that began before an invalidation."""
-        for t in targets:
-            self.hot.drop(t)
-            self.unstored.drop(t)  # a new revision may be storable: fetched whole once more
+        self.cache.forget(targets)  # a new revision may be storable: fetched whole once more
         self.flights.forget(targets, abort=abort)
 
     def flights_matching(self, prefix: str | None, tag: str | None = None) -> list[str]:

@@ -399,3 +399,69 @@ def test_hot_hit_and_handle_agree(tmp_path, method):
         assert rig.engine.hot_hit(req) is None
 
     run(tmp_path, t)
+
+
+# ------------------------------------------------------------------ invalidation (cache facade + coalescer)
+def invalidator(rig: Rig) -> Any:
+    from mediaedge.invalidation import Invalidator
+
+    return Invalidator(rig.engine, None, node="test")  # type: ignore[arg-type]  # apply() needs no log
+
+
+def test_a_purge_during_a_fetch_keeps_it_from_being_stored(tmp_path):
+    from mediaedge.webhook import PurgeEvent
+
+    async def t(rig: Rig) -> None:
+        rig.upstream.answers[TARGET] = ok()
+        rig.upstream.gate = asyncio.Event()
+        first = asyncio.create_task(rig.get())
+        for _ in range(200):  # bounded: until the fetch has reached the origin
+            if rig.upstream.requests:
+                break
+            await asyncio.sleep(0.01)
+        await invalidator(rig).apply(PurgeEvent(path=TARGET))
+        rig.upstream.gate.set()
+        reply, body = await asyncio.wait_for(first, 10)
+        assert body == BODY  # the request in flight still gets its answer
+        await rig.settled()
+        assert rig.store.get_pointer(TARGET) is None  # but it was not stored
+        again, _ = await rig.get()
+        assert again.result == "miss" and len(rig.upstream.requests) == 2
+
+    run(tmp_path, t)
+
+
+def test_a_purge_drops_the_memory_tier_entry(tmp_path):
+    from mediaedge.webhook import PurgeEvent
+
+    async def t(rig: Rig) -> None:
+        rig.upstream.answers[TARGET] = ok()
+        await rig.get()
+        await rig.settled()
+        await rig.get()
+        req = MediaRequest("GET", TARGET, Headers())
+        assert rig.engine.hot_hit(req) is not None
+        await invalidator(rig).apply(PurgeEvent(prefix="/media/"))
+        assert rig.engine.hot_hit(req) is None
+        reply, _ = await rig.get()
+        assert reply.result == "miss" and len(rig.upstream.requests) == 2
+
+    run(tmp_path, t)
+
+
+def test_a_publish_of_another_revision_drops_the_entry_and_the_next_fetch_stores_it(tmp_path):
+    from mediaedge.webhook import PublishEvent
+
+    async def t(rig: Rig) -> None:
+        rig.upstream.answers[TARGET] = ok(BODY, revision="r1")
+        await rig.get()
+        await rig.settled()
+        await invalidator(rig).apply(PublishEvent(TARGET, "r2"))
+        rig.upstream.answers[TARGET] = ok(b"v2" * 50, revision="r2")
+        reply, body = await rig.get()
+        assert (reply.result, body) == ("miss", b"v2" * 50)
+        await rig.settled()
+        hit, body = await rig.get()
+        assert (hit.result, body) == ("hit", b"v2" * 50)
+
+    run(tmp_path, t)
