@@ -12,124 +12,50 @@ import asyncio
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from mediaedge.cache import Cache
+from mediaedge.coalesce import Busy, Coalescer, Flight
+# re-exported: the addon and older callers import them from here
+from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
 from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
 from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
-from mediaedge.epochs import Epochs, Verdict
+from mediaedge.epochs import Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
-from mediaedge.hot import HotEntries, HotEntry
-from mediaedge.origins.contenttype import guess_content_type
-from mediaedge.origins import MediaDatabase
+from mediaedge.hot import HotEntry
+from mediaedge.origins import Failed, MediaDatabase, NotFound
 from mediaedge.origins.db import DbObject
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
-from mediaedge.policy.freshness import Freshness, classify, current_age, freshness, ttl_left
-from mediaedge.policy.httpdate import format_http_date, parse_http_date
-from mediaedge.policy.armour import deception_armour
-from mediaedge.policy.fallback import Database, Fallback, after_origins, asks_database
+from mediaedge.policy.decide import (
+    NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
+    adopts_published, content_length, database_headers, entry_age, entry_facts, on_database_row, on_lookup, on_not_found,
+    on_upstream_answer, renewed, serves_fresh, surrogate_keys,
+)
+from mediaedge.policy.freshness import Freshness, ttl_left
+from mediaedge.policy.fallback import Database, Fallback, after_origins
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
 from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
-from mediaedge.policy.storable import Storability, storability
 from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
 from mediaedge.pools import in_database_thread
-from mediaedge.respond import HTTP_DATES, Plan, browser_cache_control, hit_template, is_plain, plan_response
+from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
 from mediaedge.slices import Slices
-from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
+from mediaedge.storage import CacheStore, Entry, EntryMeta
 from mediaedge.streamserver import FileBody, Job
-from mediaedge.zerocopy import FileWindow  # zerocopy hook
-from mediaedge.unstored import UnstoredTargets
-from mediaedge.upstream import Upstream, UpstreamResponse
+from mediaedge.zerocopy import FileWindow
+from mediaedge.origins.http import Upstream, UpstreamResponse
+from mediaedge.origins.rows import find_row
 
 log = logging.getLogger("mediaedge.engine")
 
 VERIFY_CHUNK = 1 << 20
 SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
-NOT_FOUND_BODY = b"not found\n"
 NO_HEADERS = Headers()
-STRIPPED_FROM_ORIGIN = ("surrogate-key", "xkey", "surrogate-control", "set-cookie2")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    revision_header: str = "X-Media-Revision"
-    default_ttl: float = 86400.0
-    negative_ttl: float = 10.0
-    grace: float = 86400.0
-    max_object_size: int = 128 << 20
-    upstream_timeout: float = 10.0
-    coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
-    coalesce_max_waiters: int = 1000  # requests one fetch serves at once
-    browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
-    slice_size: int = 0  # objects from the upstream over this are served slice by slice (proxy/slices.py); 0: off
-
-
-_Facts = tuple[float | None, float | None, Freshness]  # Date, Age header, freshness
-
-
-class _Busy(Exception):
-    """A fetch already serves `coalesce_max_waiters` requests."""
-
-
-@dataclass(frozen=True)
-class MediaRequest:
-    method: str  # GET or HEAD
-    target: str  # canonical path?query (mediaedge.policy.target.normalize_target)
-    headers: Headers
-
-
-@dataclass
-class Reply:
-    """What the addon sends: an in-memory body, or a streaming job."""
-
-    status: int
-    headers: Headers
-    body: bytes = b""
-    job: Job | None = None
-    result: str = "miss"  # hit | stale | miss | pass | error
-    source: str | None = None  # cache | upstream | db
-    target: str = ""
-    wire: list[tuple[bytes, bytes]] | None = None  # headers already encoded (hot hits); then `headers` is unused
-
-
-@dataclass
-class _Lookup:
-    entry: Entry | None
-    pointer: Pointer | None
-
-
-@dataclass
-class _Flight:
-    """A registered fill and what the joiners need to know about it."""
-
-    fill: Fill
-    leader_headers: Headers
-    task: asyncio.Task[None] | None = None
-    upstream_failure: str | None = None  # why the upstream was not used (for error lines)
-    upstream_status: int | None = None
-    db_object: DbObject | None = None  # already looked up (published-revision check)
-    upstream_error_kind: str | None = None  # refused | timeout | error
-    epoch: int = 0  # Epochs.epoch when the fill began (proxy/epochs.py)
-    tags: tuple[str, ...] | None = None  # surrogate keys, once the origin's head is known
-    revision: str | None = None  # the revision being fetched, once known
-    # The upstream's 404/410/5xx, head read and body not, held while the database is
-    # asked: passed on to the client when the database has no row (policy/fallback.py).
-    upstream_answer: UpstreamResponse | None = None
-    revalidating: EntryMeta | None = None  # the expired entry this fetch revalidates (conditional GET / row revision)
-    resident: bool = False  # the target had an entry when the fill began (admission: it replaces it)
-    # The database failed this fetch already (its revalidation probe): not asked again, so a
-    # locked table costs a request one --db-timeout, not two.
-    db_problem: str | None = None
-    # A seek into something the edge will not store: the client's Range (and If-Range) go to
-    # the upstream and its answer is passed on, never stored (mediaedge.policy.seek).
-    forward_range: bool = False
 
 
 class Engine:
@@ -149,19 +75,20 @@ class Engine:
         self.db = db
         self.stats = stats
         self.clock = clock
-        self._flights: dict[str, _Flight] = {}
-        self._jobs_by_target: dict[str, set[Job]] = {}
-        self.store_lock = threading.Lock()  # commit vs invalidation, across worker threads
-        # Invalidations applied while fills run, checked at commit under store_lock and
+        # The cache's state has one owner (proxy/cache.py): disk store, memory tier, epochs, lock.
+        self.cache = Cache(store, config)
+        # Aliases kept for older callers; the invalidator goes through `cache` and `flights`.
+        self.store_lock = self.cache.lock
+        # Invalidations applied while fills run, checked at commit under the cache's lock and
         # before joining a running fill (proxy/epochs.py); and the epoch of each running fill.
-        self.epochs = Epochs()
-        self._running: dict[int, int] = {}
-        self.hot = HotEntries()
-        self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
-        self.browser_cache_control = browser_cache_control(config.browser_ttl)
-        # [slices hook 1/6] slice caching's driver (proxy/slices.py), sharing our epochs and store lock
+        self.epochs = self.cache.epochs
+        self.flights = Coalescer(self.epochs, max_waiters=config.coalesce_max_waiters)
+        self.hot = self.cache.hot
+        self.unstored = self.cache.unstored  # targets whose last fetch was not stored (seeks)
+        self.browser_cache_control = self.cache.browser_cache_control
+        # Slice caching's driver (proxy/slices.py), sharing our epochs, lock and running fetches.
         self.slices = Slices(store=store, upstream=upstream, epochs=self.epochs, store_lock=self.store_lock,
-                             running=self._running, slice_size=config.slice_size,
+                             running=self.flights.epochs_running, slice_size=config.slice_size,
                              max_object_size=config.max_object_size, revision_header=config.revision_header,
                              clock=clock, fresh=self._slice_fresh, on_evicted=self._evicted,
                              count_fetch=self._count_fetch)
@@ -178,14 +105,15 @@ class Engine:
         equals `plan_response`)."""
         if not self.ready.is_set() or not is_plain(req.headers):
             return None
-        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
-        if hot is None:
-            return None
-        fresh = hot.fresh
+        hot = self.cache.probe(req.target, req.headers)
+        return None if hot is None else self._hot_reply(req, hot)
+
+    def _hot_reply(self, req: MediaRequest, hot: HotEntry) -> Reply | None:
+        """A plain request's answer from a memory-tier entry, when it is fresh."""
         now = self.clock()
-        age = current_age(date=hot.date, age_header=hot.age_header, request_time=hot.request_time,
-                          response_time=hot.response_time, now=now)
-        if hot.soft_stale or self._state_at(age, fresh, hot.negative) != "fresh":
+        fresh = hot.fresh
+        age = serves_fresh(hot, now)  # on_lookup's Serve rule
+        if age is None:
             return None
         self.store.touch(req.target)  # admission counts (memory only)
         template = hot.template
@@ -194,106 +122,39 @@ class Engine:
         return Reply(template.status, NO_HEADERS, b"" if req.method == "HEAD" else hot.body, result="hit",
                      source="cache", target=req.target, wire=wire)
 
-    def _hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
-        """What the memory tier keeps of a small entry: everything `hot_hit` needs, computed once."""
-        date, age_header, fresh = self._facts(meta)
-        template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
-                                revision=meta.revision or None, revision_header=self.config.revision_header,
-                                browser_cache_control=self.browser_cache_control)
-        return HotEntry(meta.to_json(), body, template, date, age_header, fresh, meta.request_time,
-                        meta.response_time, meta.negative, meta.soft_stale)
-
     async def handle(self, req: MediaRequest) -> Reply:
         if not self.ready.is_set():
             await self.ready.wait()
-        fast = self.hot_hit(req)
-        if fast is not None:
-            return fast
-        self.store.touch(req.target)  # admission counts (memory only; hot_hit counted its own)
+        hot = self.cache.probe(req.target, req.headers)  # the one memory-tier probe of this request
+        if hot is not None and is_plain(req.headers):
+            fast = self._hot_reply(req, hot)
+            if fast is not None:
+                return fast
+        self.store.touch(req.target)  # admission counts (memory only; a hot reply counted its own)
         now = self.clock()
-        hot = self.hot.get(req.target, lambda vary: _vary_values(vary, req.headers))
         if hot is not None:
-            found = _Lookup(Entry(EntryMeta.from_json(hot.meta_json), body=hot.body), None)
+            entry: Entry | None = Entry(EntryMeta.from_json(hot.meta_json), body=hot.body)
         else:
-            generation = self.hot.generation
-            found = await self._lookup_async(req)
-            if found.entry is None and self.hot.generation != generation and req.target not in self._flights:
-                # A fill for this target committed while we looked: look again rather
-                # than start a second origin fetch for something now stored.
-                found = await self._lookup_async(req)
-            if found.entry is not None and found.entry.body is not None and found.pointer is not None:
-                meta = found.entry.meta
-                self.hot.put(req.target, found.pointer.vary, meta.vary_values if meta.vary else (),
-                             self._hot_entry(meta, found.entry.body), generation)
-        stale_fallback: Entry | None = None
-        if found.entry is not None:
-            entry = found.entry
-            state, age, fresh = self._state_of(entry.meta, now)
-            if state == "fresh" and not entry.meta.soft_stale:
-                return self._serve_entry(req, entry, age, fresh, "hit")
-            revalidate = entry.meta if self._revalidatable(entry.meta) else None
-            if state in ("fresh", "stale-while-revalidate") or entry.meta.soft_stale and state != "expired":
-                self._start_refresh(req, revalidate)
-                return self._serve_entry(req, entry, age, fresh, "stale")
-            if state == "stale-if-error":
-                stale_fallback = entry
-            else:
-                entry.close()
-        else:
-            revalidate = None
-            # [slices hook 2/6] a miss for an object known to be sliced: served from its slices
-            sliced = await self._from_slices(req)
-            if sliced is not None:
-                return sliced
+            entry = (await self.cache.lookup(req.target, req.headers, running=self.flights.running)).entry
+        if entry is None:
+            sliced = await self._from_slices(req)  # an object known to be sliced: from its slices
+            return sliced if sliced is not None else await self._from_fill(req, None, now)
+        meta = entry.meta
+        decision = on_lookup(entry_facts(meta, self.config), now, self.config,
+                             revalidatable=self._revalidatable(meta))
+        if isinstance(decision, Serve):
+            return self._serve_entry(req, entry, decision.age, decision.fresh, "hit")
+        if isinstance(decision, ServeStale):
+            self._start_refresh(req, meta if decision.revalidate else None)
+            return self._serve_entry(req, entry, decision.age, decision.fresh, "stale")
+        stale_fallback = entry if decision.stale_fallback else None
+        if stale_fallback is None:
+            entry.close()
         try:
-            return await self._from_fill(req, stale_fallback, now, revalidate)
+            return await self._from_fill(req, stale_fallback, now, meta if isinstance(decision, Revalidate) else None)
         finally:
             if stale_fallback is not None:
                 stale_fallback.close()
-
-    # ---------------------------------------------------------------- lookups
-    async def _lookup_async(self, req: MediaRequest) -> _Lookup:
-        try:
-            # A small entry is looked up right here, without the hop to a worker thread
-            # (mediaedge.policy.lookup: the hop cost more than the lookup); None: the thread.
-            quick = self.store.lookup_inline(req.target, lambda vary: _vary_values(vary, req.headers))
-            if quick is not None:
-                pointer, entry = quick
-                return _Lookup(entry, pointer)
-            return await asyncio.to_thread(self._lookup, req)
-        except Exception as e:  # a broken cache degrades to a miss, never a failed response
-            log.warning("cache lookup failed for %s: %s", req.target, e)
-            return _Lookup(None, None)
-
-    def _lookup(self, req: MediaRequest) -> _Lookup:
-        pointer = self.store.get_pointer(req.target)
-        if pointer is None:
-            return _Lookup(None, None)
-        values = _vary_values(pointer.vary, req.headers)
-        return _Lookup(self.store.open_entry(req.target, pointer.revision, values), pointer)
-
-    def _facts(self, meta: EntryMeta) -> _Facts:
-        """What an entry's state depends on besides the clock (kept with hot entries)."""
-        date = parse_http_date(_first(meta.headers, "date"))
-        age_header = delta_seconds(_first(meta.headers, "age"))
-        if meta.negative:
-            return date, age_header, Freshness(self.config.negative_ttl, "negative", 0.0, None, False)
-        # A database row says nothing about freshness; the Last-Modified we derive from
-        # its updated_at must not turn into a (short) heuristic lifetime: --default-ttl.
-        headers = meta.headers.without("last-modified") if meta.source == "db" else meta.headers
-        return date, age_header, freshness(headers, default_ttl=self.config.default_ttl,
-                                           response_time=meta.response_time)
-
-    def _state_of(self, meta: EntryMeta, now: float) -> tuple[str, float, Freshness]:
-        date, age_header, fresh = self._facts(meta)
-        age = current_age(date=date, age_header=age_header, request_time=meta.request_time,
-                          response_time=meta.response_time, now=now)
-        return self._state_at(age, fresh, meta.negative), age, fresh
-
-    def _state_at(self, age: float, fresh: Freshness, negative: bool) -> str:
-        if negative:
-            return "fresh" if age < fresh.lifetime else "expired"
-        return classify(age, fresh, grace=self.config.grace)
 
     # ---------------------------------------------------------------- hits
     def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
@@ -336,8 +197,8 @@ class Engine:
             body = self._verified_window(entry.file, meta, start, end)
         else:
             body = FileBody(entry.file, start, end - start)  # entries from before block sums
-        reply.job = self._track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
-        if not isinstance(body, FileBody):  # zerocopy hook: the file and its sums, for sendfile to the client
+        reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
+        if not isinstance(body, FileBody):  # the file and its sums, for sendfile to the client (proxy/zerocopy.py)
             reply.job.source = FileWindow(entry.file, meta.size, start, end, meta.sha256, meta.blocks,
                                           lambda where: self._drop_damaged(meta, where))
         entry.file = None  # the job owns it now
@@ -391,8 +252,7 @@ class Engine:
 
     async def _drop_damaged(self, meta: EntryMeta, where: str) -> None:
         log.warning("cache entry for %s is damaged on disk (%s): dropped, download cut", meta.target, where)
-        await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
-        self.hot.drop(meta.target)
+        await self.cache.drop_damaged(meta)
 
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,
@@ -402,7 +262,7 @@ class Engine:
                 flight, joined, handle = self._flight_for(req, alone=True, forward_range=True)
             else:
                 flight, joined, handle = self._flight_for(req, revalidate=revalidate)
-        except _Busy as e:
+        except Busy as e:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
             if stale is not None:
@@ -417,7 +277,7 @@ class Engine:
                 handle.close()
 
     async def _reply_from_flight(
-        self, req: MediaRequest, stale: Entry | None, now: float, flight: _Flight, joined: bool, handle: SpoolHandle
+        self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight, joined: bool, handle: SpoolHandle
     ) -> Reply:
         # Joining a fill whose body is already complete and checked is reading the
         # entry being committed: report it as the hit it is about to be.
@@ -476,22 +336,22 @@ class Engine:
             if small and (head.negative or flight.fill.done):
                 reply.body = await _collect(flight.fill.reader(mine, start, end))
             else:
-                reply.job = self._track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
+                reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
         return reply
 
     def _error_reply(self, target: str, status: int, message: str) -> Reply:
         return _error_reply(target, status, message, date=HTTP_DATES.text(self.clock()))
 
     def _serve_stale(self, req: MediaRequest, stale: Entry, now: float) -> Reply:
-        _, age, fresh = self._state_of(stale.meta, now)
-        return self._serve_entry(req, stale, age, fresh, "stale")
+        facts = entry_facts(stale.meta, self.config)
+        return self._serve_entry(req, stale, entry_age(facts, now), facts.fresh, "stale")
 
     async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """The fetch this request waited on turned out not storable and was dropped after its
         head: a Range request goes to the origin with its Range (mediaedge.policy.seek),
-        any other asks again (a whole fetch, which is never dropped so)."""
-        # [slices hook 3/6] dropped because the object is to be served slice by slice (and
-        # when its slices cannot be had after all: fetched whole, stored as any object)
+        any other asks again (a whole fetch, which is never dropped so). Dropped because the
+        object is to be served slice by slice: from its slices (fetched whole when they
+        cannot be had after all)."""
         if self.slices.known(req.target) is not None:
             sliced = await self._from_slices(req)
             return sliced if sliced is not None else await self._from_fill(req, stale, now)
@@ -512,52 +372,35 @@ class Engine:
                            now=self.clock()).forward
 
     def _flight_for(self, req: MediaRequest, *, alone: bool = False, forward_range: bool = False,
-                    revalidate: EntryMeta | None = None) -> tuple[_Flight, bool, SpoolHandle]:
+                    revalidate: EntryMeta | None = None) -> tuple[Flight, bool, SpoolHandle]:
         """Join the running fill for this target, or start one (coalescing).
 
         Returns the flight, whether it was joined, and this reader's own spool handle
         (taken now, while the fill's descriptor is certainly open)."""
-        private = "authorization" in req.headers or "cookie" in req.headers
-        if not alone and not private:
-            flight = self._joinable(req.target)
-            if flight is not None:
-                if flight.fill.waiting >= self.config.coalesce_max_waiters:
-                    raise _Busy(f"{flight.fill.waiting} requests already wait on this object's fetch")
-                return flight, True, flight.fill.open_handle()
+        shared = not alone and "authorization" not in req.headers and "cookie" not in req.headers
+        if shared:
+            joined = self.flights.join(req.target)
+            if joined is not None:
+                return joined, True, joined.fill.open_handle()
         if alone and not forward_range and revalidate is None:
             forward_range = self._forwards_range(req)
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
-        flight = _Flight(fill, req.headers, epoch=self.epochs.epoch, revalidating=revalidate,
-                         forward_range=forward_range)
-        self._running[id(flight)] = flight.epoch
-        if not alone and not private:
-            self._flights[req.target] = flight
+        flight = self.flights.begin(req.target, fill, req.headers, shared=shared, revalidating=revalidate,
+                                    forward_range=forward_range)
         handle = fill.open_handle()
         flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
         return flight, False, handle
 
-    def _joinable(self, target: str) -> _Flight | None:
-        """The running fill a new request may share: none if an event applied since it
-        began may cover it (nobody joins an invalidated fetch after the webhook's 200)."""
-        flight = self._flights.get(target)
-        if flight is None or flight.fill.spilled:
-            return None
-        if flight.fill.waiting == 0 and not flight.fill.may_store():
-            return None  # an unstored fetch nobody reads any more: it is being stopped
-        if self.epochs.verdict(flight.epoch, target, flight.tags, flight.revision)[0] is not Verdict.CURRENT:
-            return None
-        return flight
-
     def _start_refresh(self, req: MediaRequest, revalidate: EntryMeta | None = None) -> None:
         """stale-while-revalidate / soft purge: one background fetch per target (a
         revalidation when `revalidate`, the stored entry, has a validator)."""
-        if self._joinable(req.target) is not None:
+        if self.flights.joinable(req.target) is not None:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
         self._flight_for(bg, revalidate=revalidate)[2].close()
 
     # ---------------------------------------------------------------- the fetch
-    async def _run_fill(self, flight: _Flight, req: MediaRequest) -> None:
+    async def _run_fill(self, flight: Flight, req: MediaRequest) -> None:
         fill = flight.fill
         try:
             published = await asyncio.to_thread(self.store.get_published, req.target)
@@ -577,47 +420,57 @@ class Engine:
                 answer, flight.upstream_answer = flight.upstream_answer, None
                 await answer.aclose()
             fill.settled.set()
-            if self._flights.get(req.target) is flight:
-                del self._flights[req.target]
-            self._running.pop(id(flight), None)
-            self.epochs.prune(min(self._running.values(), default=None))
+            self.flights.end(req.target, flight)
             fill.close()
             _unlink_quiet(fill.temp_path)
 
-    async def _try_upstream(self, flight: _Flight, req: MediaRequest, published: str | None) -> bool:
+    async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
-        try:
-            resp = await self._upstream_get(flight, req)
-        except UpstreamError as e:
+        resp = await self._upstream_get(flight, req)
+        if isinstance(resp, Failed):
             self._count_fetch("upstream", "error")
-            flight.upstream_failure = str(e)
-            flight.upstream_error_kind = e.kind
+            flight.upstream_failure = resp.message
+            flight.upstream_error_kind = resp.kind
             return False
         if resp is None:
             return True  # not modified: the stored entry was renewed
-        if asks_database(resp.status, upstream_failed=False):
+        answer = self._answer_of(req, resp)
+        decision = on_upstream_answer(answer, published=published, has_database=self.db is not None,
+                                      settings=self.config, forward_range=flight.forward_range)
+        if isinstance(decision, FallBack) and decision.otherwise is None:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
-            flight.upstream_failure = f"upstream answered {resp.status}"
+            flight.upstream_failure = decision.reason
             flight.upstream_status = resp.status
             flight.upstream_answer = resp  # its body is read only if the client is to get it
             return False
-        revision = revision_from(resp.headers, self.config.revision_header)
         self._count_fetch("upstream", "ok")
-        if published is not None and resp.status == 200 and revision != published and self.db is not None:
-            # Published revision wins: the app server lags; the database is the truth —
-            # when it has the file. Media only the app has (no row) is served from the
-            # app, unstored, rather than turned into a 404 for everyone.
-            try:
-                obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
-            except OriginError:
-                obj = None
-            if obj is not None:
+        if isinstance(decision, FallBack):
+            # Published revision wins when the database has the file; media only the app
+            # has (no row) is served from the app rather than turned into a 404 for everyone.
+            assert self.db is not None and decision.otherwise is not None
+            row = await find_row(self.db, self._db_key(req.target))
+            if isinstance(row, DbObject):
                 await resp.aclose()
-                flight.db_object = obj
+                flight.db_object = row
                 return False
-        await self._pump_upstream(flight, req, resp, revision, published)
+            decision = decision.otherwise
+        if not flight.forward_range and self._learns_slices(req, resp, decision, answer.revision):
+            # An object over --slice-size: this whole answer is dropped after its head and
+            # every request of this fetch is served slice by slice (`_rerouted`).
+            await resp.aclose()
+            self.flights.close_to_joiners(req.target, flight)
+            flight.fill.rerouted = True
+            raise _failed("served slice by slice", 502)
+        await self._pump_upstream(flight, req, resp, answer.revision, decision)
         return True
+
+    def _answer_of(self, req: MediaRequest, resp: UpstreamResponse) -> UpstreamAnswer:
+        """The upstream's head as the decisions see it."""
+        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
+        return UpstreamAnswer(req.target, resp.status, resp.headers, req.headers,
+                              revision_from(resp.headers, self.config.revision_header), explicit,
+                              content_length(resp.headers))
 
     # ---------------------------------------------------------------- revalidation
     def _revalidatable(self, meta: EntryMeta) -> bool:
@@ -627,7 +480,7 @@ class Engine:
         return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
                               headers=meta.headers, has_revision_probe=probe).ok
 
-    async def _upstream_get(self, flight: _Flight, req: MediaRequest) -> UpstreamResponse | None:
+    async def _upstream_get(self, flight: Flight, req: MediaRequest) -> UpstreamResponse | Failed | None:
         """The upstream's answer for this fetch; None when it was a revalidation the
         upstream answered 304 and the stored entry was renewed. A 304 that does not
         answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
@@ -636,28 +489,28 @@ class Engine:
             # the client's Range and validators: the upstream's 206/416/304 is passed on
             wanted = tuple((name, value) for name in ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
                            for value in req.headers.get_all(name)[:1])
-            return await self.upstream.get(req.target, req.headers, wanted)
+            return await self.upstream.fetch(req.target, req.headers, wanted)
         stored = flight.revalidating
         fields = conditional_fields(stored.headers) if stored is not None and stored.source == "upstream" else ()
         if not fields:
-            return await self.upstream.get(req.target, req.headers)
+            return await self.upstream.fetch(req.target, req.headers)
         assert stored is not None
         request_time = self.clock()
-        resp = await self.upstream.get(req.target, req.headers, fields)
-        if resp.status != 304:
+        resp = await self.upstream.fetch(req.target, req.headers, fields)
+        if isinstance(resp, Failed) or resp.status != 304:
             return resp  # a 200 replaces the entry as any fill does; failures fall back as usual
         await resp.discard()
         matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
         if matches.ok:
-            renewed = replace(stored, headers=updated_headers(stored.headers, resp.headers),
-                              request_time=request_time, response_time=self.clock(), soft_stale=False)
-            if await self._renew(flight, renewed, "upstream"):
+            fresh = renewed(stored, headers=updated_headers(stored.headers, resp.headers),
+                            request_time=request_time, response_time=self.clock())
+            if await self._renew(flight, fresh, "upstream"):
                 self._count_fetch("upstream", "notmodified")
                 return None
         log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
-        return await self.upstream.get(req.target, req.headers)
+        return await self.upstream.fetch(req.target, req.headers)
 
-    async def _revalidate_db(self, flight: _Flight, req: MediaRequest) -> bool:
+    async def _revalidate_db(self, flight: Flight, req: MediaRequest) -> bool:
         """An expired entry from the database origin: its row's revision is read (not its
         blob); unchanged → the entry is renewed (True). Else the usual fetch runs."""
         stored = flight.revalidating
@@ -673,40 +526,20 @@ class Engine:
         if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
             return False
         now = self.clock()
-        if not await self._renew(flight, replace(stored, request_time=now, response_time=now, soft_stale=False), "db"):
+        if not await self._renew(flight, renewed(stored, request_time=now, response_time=now), "db"):
             return False
         self._count_fetch("db", "notmodified")
         return True
 
-    async def _renew(self, flight: _Flight, meta: EntryMeta, source: str) -> bool:
+    async def _renew(self, flight: Flight, meta: EntryMeta, source: str) -> bool:
         """Store the renewed metadata and tell the fetch's readers to serve the entry."""
-        self.hot.drop(meta.target)
-        if not await asyncio.to_thread(self._commit_renewal, flight, meta):
+        if not await self.cache.renew(meta, epoch=flight.epoch, aborted=lambda: flight.fill.aborted):
             return False
-        self.hot.drop(meta.target)
         flight.tags, flight.revision = meta.tags, meta.revision
         flight.fill.head.set_result(FillHead(meta.status, meta.headers, source, meta.revision, meta.size,
                                              shareable=True, storable=True, renewed=True))
         flight.fill.finish()
         return True
-
-    def _commit_renewal(self, flight: _Flight, meta: EntryMeta) -> bool:
-        """Renew the stored entry unless something overtook the revalidation (worker
-        thread, under `store_lock` as commits are): an invalidation since it began, a
-        newer entry for the target, a published revision other than the entry's."""
-        with self.store_lock:
-            if flight.fill.aborted:
-                return False
-            standing, _ = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
-            if standing is not Verdict.CURRENT:
-                return False
-            pointer = self.store.get_pointer(meta.target)
-            if pointer is None or pointer.revision != meta.key_revision:
-                return False
-            published = self.store.get_published(meta.target)
-            if published is not None and meta.revision != published:
-                return False
-            return self.store.update_meta(meta)
 
     async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """A fetch of this request's own, joined by no one (what it joined was not for it)."""
@@ -721,60 +554,37 @@ class Engine:
                              joined: bool) -> Reply:
         """A request whose fetch ended in a renewal: the renewed entry, from the cache
         (a hit, counted in `revalidated`). Gone again already (purged): fetch alone."""
-        found = await self._lookup_async(req)
+        found = await self.cache.read(req.target, req.headers)
         if found.entry is None:
             return await self._fetch_alone(req, stale, now)
         entry = found.entry
-        _, age, fresh = self._state_of(entry.meta, self.clock())
+        facts = entry_facts(entry.meta, self.config)
+        age, fresh = entry_age(facts, self.clock()), facts.fresh
         if self.stats is not None and hasattr(self.stats, "revalidated"):
             self.stats.revalidated()
         text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
         return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
 
     async def _pump_upstream(
-        self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None, published: str | None,
-        fallback: Fallback | None = None,
+        self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
+        decision: Store | Pass, fallback: Fallback | None = None,
     ) -> None:
-        """Stream the upstream's answer to the client and into the cache when storable:
-        a representation, or (`fallback`) its own 404/410/5xx after the database had no row."""
+        """Stream the upstream's answer to the client, and into the cache when `decision`
+        says Store: a representation, or (`fallback`) its own 404/410/5xx after the
+        database had no row."""
         fill = flight.fill
         request_time = self.clock()
         headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
-        policy = storability(method="GET", status=resp.status, request_headers=req.headers,
-                             response_headers=resp.headers,
-                             explicit_only=fallback is not None and fallback.explicit_only)
-        if policy.storable:
-            armour = deception_armour(target=req.target, status=resp.status, response_headers=resp.headers)
-            if armour is not None:
-                # Not stored and not shared with joiners: likely someone's page (fwd=bypass).
-                log.warning("not storing %s (deception armour): %s", req.target, armour)
-                policy = Storability(False, "deception", policy.negative)
-        length = _content_length(resp.headers)
-        too_big = length is not None and length > self.config.max_object_size
-        storable = policy.storable and not too_big
-        # [slices hook 4/6] an object over --slice-size: this whole answer is dropped after its
-        # head and every request of this fetch is served slice by slice (`_rerouted`)
-        if fallback is None and not flight.forward_range and self._learns_slices(req, resp, policy, revision,
-                                                                               published):
-            await resp.aclose()
-            if self._flights.get(req.target) is flight:
-                del self._flights[req.target]
-            flight.fill.rerouted = True
-            raise _failed("served slice by slice", 502)
-        if flight.forward_range:
-            storable = False  # a seek passed on: the upstream's 206/416/200 as it came, never stored
-            policy = Storability(False, "range", policy.negative)
-        elif fallback is None and not storable:
-            await self._not_stored(flight, req, resp,
-                                   policy.reason if not policy.storable else ("size" if too_big else ""))
-        if published is not None and revision is not None and revision != published and not policy.negative:
-            storable = False
+        if isinstance(decision, Pass):
+            if decision.reason == "deception":
+                log.warning("not storing %s (deception armour): %s", req.target, decision.detail)
+            if decision.remember:
+                await self._not_stored(flight, req, resp, decision.reason)
+        storable = isinstance(decision, Store)
+        length = content_length(resp.headers)
         admitted = not storable or self._admitted(flight, req.target, length)
         representation = resp.status == 200  # only a 200 gets a revision from its content
-        tags = _surrogate_keys(resp.headers)
-        flight.tags = tags
-        vary = vary_names(resp.headers) or ()
-        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
+        flight.tags = surrogate_keys(resp.headers)
         chunks = resp.chunks()
         head_sent = False
         if representation and revision is None and length is not None and length <= HASH_BEFORE_HEAD:
@@ -786,8 +596,8 @@ class Engine:
             sha = ""
         flight.revision = revision
         head = FillHead(resp.status, headers, "upstream", revision, length,
-                        shareable=policy.shareable, storable=storable and admitted, negative=policy.negative,
-                        not_stored_reason=(policy.reason if not policy.storable else ("size" if too_big else ""))
+                        shareable=decision.shareable, storable=storable and admitted, negative=decision.negative,
+                        not_stored_reason=(decision.reason if isinstance(decision, Pass) else "")
                         or ("" if admitted else "admission"),
                         stale_first=fallback is not None and fallback.stale_first)
         storable = storable and admitted
@@ -811,14 +621,9 @@ class Engine:
             revision = "sha256:" + sha[:16]
         if storable and fill.written > self.config.max_object_size and resp.status == 200:
             self._remember_unstored(req.target, 200, "size")  # no Content-Length: found too big at the end
-        if storable and fill.written <= self.config.max_object_size and head_sent:
-            meta = EntryMeta(
-                target=req.target, revision=revision or "", status=resp.status, headers=headers,
-                size=fill.written, sha256=sha, blocks=fill.block_sums(), request_time=request_time,
-                response_time=self.clock(), source="upstream", negative=policy.negative,
-                vary=vary, vary_values=_vary_values(vary, flight.leader_headers), tags=tags,
-                key_revision=explicit or "",
-            )
+        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size and head_sent:
+            meta = decision.meta(revision=revision or "", size=fill.written, sha256=sha, blocks=fill.block_sums(),
+                                 request_time=request_time, response_time=self.clock())
             await self._install_async(flight, meta)
 
     def _remember_unstored(self, target: str, status: int, reason: str) -> bool:
@@ -827,7 +632,7 @@ class Engine:
             self.unstored.put(target, note)
         return note is not None
 
-    async def _not_stored(self, flight: _Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
+    async def _not_stored(self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
         """A whole answer the edge will not store: remembered for later seeks, and when the
         fetch is for a Range request, dropped after its head (its requests are re-sent with
         their Range: `rerouted`) rather than read whole to send a window."""
@@ -835,29 +640,21 @@ class Engine:
         if not abandon_fetch(method=req.method, request_headers=req.headers, status=resp.status, reason=reason):
             return
         await resp.aclose()
-        if self._flights.get(req.target) is flight:
-            del self._flights[req.target]  # nobody joins it from now on
+        self.flights.close_to_joiners(req.target, flight)  # nobody joins it from now on
         flight.fill.rerouted = True
         raise _failed(f"not stored ({reason}): the Range goes to the origin", 502)
 
-    async def _copy_chunks(self, fill: Fill, chunks: object, unread: _Flight | None = None) -> None:
+    async def _copy_chunks(self, fill: Fill, chunks: AsyncIterator[bytes], unread: Flight | None = None) -> None:
         """Copy the upstream's body into the fill; `unread`: stop once nobody reads it (a
-        fetch that is not stored), and let nobody join it from then on."""
-        try:
-            async for chunk in chunks:  # type: ignore[attr-defined]
-                await fill.write(chunk)
-                if unread is not None and fill.waiting == 0:
-                    if self._flights.get(fill.target) is unread:
-                        del self._flights[fill.target]
-                    raise _failed("not stored and nobody reads it any more", 502)
-        except (UpstreamError, FillFailed):
-            raise
-        except Exception as e:  # httpx read errors mid-body
-            from mediaedge.upstream import wrap_stream_errors
+        fetch that is not stored), and let nobody join it from then on. A cut body raises
+        UpstreamError (translated at the origin's boundary, origins/http.py)."""
+        async for chunk in chunks:
+            await fill.write(chunk)
+            if unread is not None and fill.waiting == 0:
+                self.flights.close_to_joiners(fill.target, unread)
+                raise _failed("not stored and nobody reads it any more", 502)
 
-            raise wrap_stream_errors(e) from e
-
-    async def _from_database(self, flight: _Flight, req: MediaRequest, published: str | None) -> None:
+    async def _from_database(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
         fill = flight.fill
         request_time = self.clock()
         database, obj, problem = await self._ask_database(flight, req)
@@ -867,10 +664,12 @@ class Engine:
         if flight.upstream_answer is not None:
             answer, flight.upstream_answer = flight.upstream_answer, None
             await answer.discard()
-        headers = _db_headers(obj, self.config.revision_header)
-        storable = obj.size is None or obj.size <= self.config.max_object_size
-        if not storable:
-            self._remember_unstored(req.target, 200, "size")
+        row = DatabaseRow(req.target, obj.path, obj.size, obj.revision, obj.content_type, obj.updated_at, obj.tags)
+        decision = on_database_row(row, self.config)
+        headers = database_headers(row)
+        storable = isinstance(decision, Store)
+        if isinstance(decision, Pass):
+            self._remember_unstored(req.target, 200, decision.reason)
             if await self._database_window(flight, req, obj, headers):
                 return
         # a published revision is the truth being installed: not weighed against the tail
@@ -896,23 +695,19 @@ class Engine:
         if obj.size is not None and fill.written != obj.size:
             raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
         revision = flight.revision = revision or "sha256:" + sha[:16]
-        adopt = published is not None and revision != published
+        adopt = adopts_published(published, revision)
         if adopt:
             # The database is the source of truth: a publish naming a revision that
             # neither origin has must not turn caching off for the path until the next
             # publish (every request passed through): the row wins and is stored.
             log.warning("%s: published revision %r is on neither origin; storing the database's %r",
                         req.target, published, revision)
-        if storable and fill.written <= self.config.max_object_size:
-            meta = EntryMeta(
-                target=req.target, revision=revision, status=200, headers=headers, size=fill.written,
-                sha256=sha, blocks=fill.block_sums(), request_time=request_time, response_time=self.clock(),
-                source="db", tags=obj.tags,
-                key_revision=revision,
-            )
+        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size:
+            meta = decision.meta(revision=revision, size=fill.written, sha256=sha, blocks=fill.block_sums(),
+                                 request_time=request_time, response_time=self.clock())
             await self._install_async(flight, meta, adopt_published=adopt)
 
-    async def _database_window(self, flight: _Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
+    async def _database_window(self, flight: Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
         """A Range request for a row the edge will not store: just the window is read from
         the database and answered 206 (or 416), never stored. False: serve it whole."""
         if obj.size is None or not is_range_request(req.method, req.headers):
@@ -942,14 +737,14 @@ class Engine:
             raise _failed(f"database returned {fill.written} of {window.length} bytes", 502)
         return True
 
-    def _admitted(self, flight: _Flight, target: str, length: int | None) -> bool:
+    def _admitted(self, flight: Flight, target: str, length: int | None) -> bool:
         """Admission at the head (memory only): refused, the response is served as a miss
         and not stored (mediaedge.policy.admission)."""
         decision = self.store.admission(target, length, resident=flight.resident)
         if not decision.admit:
             log.debug("%s: not stored (admission: %s)", target, decision.reason)
         return decision.admit
-    async def _ask_database(self, flight: _Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
+    async def _ask_database(self, flight: Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
         """What the database origin says: found (with the row), notfound, failed or none."""
         if flight.db_object is not None:
             self._count_fetch("db", "ok")
@@ -958,18 +753,17 @@ class Engine:
             return "none", None, "no database origin"
         if flight.db_problem is not None:
             return "failed", None, flight.db_problem
-        try:
-            obj = await in_database_thread(self.db.lookup, self._db_key(req.target))
-        except OriginError as e:
+        row = await find_row(self.db, self._db_key(req.target))
+        if isinstance(row, Failed):
             self._count_fetch("db", "error")
-            return "failed", None, f"database origin: {e}"
-        if obj is None:
+            return "failed", None, row.message
+        if isinstance(row, NotFound):
             self._count_fetch("db", "notfound")
-            return "notfound", None, "database origin: not found"
+            return "notfound", None, row.reason
         self._count_fetch("db", "ok")
-        return "found", obj, ""
+        return "found", row, ""
 
-    async def _not_in_database(self, flight: _Flight, req: MediaRequest, published: str | None,
+    async def _not_in_database(self, flight: Flight, req: MediaRequest, published: str | None,
                                database: Database, problem: str) -> None:
         """No row (or no answer from the database): what the upstream said decides
         (mediaedge.policy.fallback). Stale entries are served by the requests that hold
@@ -978,8 +772,11 @@ class Engine:
                                  upstream_failure=flight.upstream_error_kind, database=database)
         answer, flight.upstream_answer = flight.upstream_answer, None
         if decision.action == "upstream" and answer is not None:
-            revision = revision_from(answer.headers, self.config.revision_header)
-            await self._pump_upstream(flight, req, answer, revision, published, fallback=decision)
+            head = self._answer_of(req, answer)
+            passed = on_upstream_answer(head, published=published, has_database=self.db is not None,
+                                        settings=self.config, fallback=decision, forward_range=flight.forward_range)
+            assert not isinstance(passed, FallBack)  # with `fallback` given, it never falls back again
+            await self._pump_upstream(flight, req, answer, head.revision, passed, fallback=decision)
             return
         if answer is not None:
             await answer.discard()
@@ -1012,87 +809,47 @@ class Engine:
             if close is not None:
                 close()  # ends the read's snapshot now, also when the fill was aborted
 
-    async def _negative(self, flight: _Flight, req: MediaRequest, source: str) -> None:
+    async def _negative(self, flight: Flight, req: MediaRequest, source: str) -> None:
         fill = flight.fill
-        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
-        # "Absent" is remembered for everyone only when this request could not have
-        # caused it: not after our own upstream request failed as a request (rather
-        # than refused or timed out), which a client's odd fields might provoke.
-        storable = flight.upstream_error_kind != "error"
-        fill.head.set_result(FillHead(404, headers, source, None, len(NOT_FOUND_BODY), shareable=storable,
-                                      storable=storable, negative=True))
+        decision = on_not_found(req.target, source, upstream_error_kind=flight.upstream_error_kind)
+        storable = isinstance(decision, Store)
+        fill.head.set_result(FillHead(404, NOT_FOUND_HEADERS, source, None, len(NOT_FOUND_BODY),
+                                      shareable=decision.shareable, storable=storable, negative=True))
         await fill.write(NOT_FOUND_BODY)
         sha = fill.finish()
-        if not storable:
+        if not isinstance(decision, Store):
             return
         now = self.clock()
-        meta = EntryMeta(target=req.target, revision="", status=404, headers=headers, size=len(NOT_FOUND_BODY),
-                         sha256=sha, blocks=fill.block_sums(), request_time=now, response_time=now, source=source, negative=True)
+        meta = decision.meta(revision="", size=len(NOT_FOUND_BODY), sha256=sha, blocks=fill.block_sums(),
+                             request_time=now, response_time=now)
         flight.tags = ()
         await self._install_async(flight, meta)
 
-    async def _install_async(self, flight: _Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
+    async def _install_async(self, flight: Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
         fill = flight.fill
         if fill.spilled:
             if self.stats is not None and hasattr(self.stats, "disk_error"):
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
-        self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
-        self.unstored.drop(meta.target)  # stored after all: seeks are served from the cache
-        committed, evicted = await asyncio.to_thread(self._install, flight, meta, adopt_published)
-        self.hot.drop(meta.target)
-        for target in evicted:
-            self.hot.drop(target)  # never serve from memory what the disk has evicted
+        committed = await self.cache.commit(fill.temp_path, meta, epoch=flight.epoch, aborted=lambda: fill.aborted,
+                                            adopt_published=adopt_published)
         if committed is Verdict.STALE:
             # A soft purge arrived during the fill: stored stale, and one refetch runs.
             self._start_refresh(MediaRequest("GET", meta.target, flight.leader_headers))
 
-    def _install(self, flight: _Flight, meta: EntryMeta, adopt_published: bool) -> tuple[Verdict | None, list[str]]:
-        """Commit a finished fill and point the target at it (worker thread): how it was
-        committed (None: not at all) and the targets evicted to make room.
-
-        Under `store_lock`, the lock invalidations are applied under, so an event is
-        wholly before this commit (its mark is seen here) or wholly after it (it drops
-        what this commit stored): a fill that began before a matching event is never
-        committed as current (proxy/epochs.py)."""
-        evicted: list[str] = []
-        with self.store_lock:
-            if flight.fill.aborted:
-                return None, evicted  # the node is stopping: nothing is committed
-            standing, mark = self.epochs.verdict(flight.epoch, meta.target, meta.tags, meta.revision or None)
-            if standing is Verdict.INVALID:
-                log.info("%s: not stored, invalidated during the fetch (%s event)", meta.target, mark and mark.kind)
-                return None, evicted
-            if standing is Verdict.STALE:
-                if self.store.get_pointer(meta.target) is not None:
-                    return None, evicted  # something as new or newer is stored: keep it
-                meta = replace(meta, soft_stale=True)
-            if adopt_published:
-                self.store.set_published(meta.target, meta.revision)
-            published = self.store.get_published(meta.target)
-            if published is not None and not meta.negative and meta.revision != published:
-                return None, evicted
-            try:
-                evicted = self.store.commit(flight.fill.temp_path, meta)
-                old = self.store.get_pointer(meta.target)
-                self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
-                if old is not None and old.revision != meta.key_revision:
-                    # readers of the old revision keep their open files to the end
-                    self.store.delete_revision(meta.target, old.revision)
-            except OSError as e:
-                log.warning("could not store %s (serving without storing): %s", meta.target, e)
-                return None, evicted
-        return standing, evicted
-
-    # ---------------------------------------------------------------- slices [hook 6/6]
-    def _learns_slices(self, req: MediaRequest, resp: UpstreamResponse, policy: Storability, revision: str | None,
-                       published: str | None) -> bool:
-        """Is this whole answer's object to be served slice by slice (mediaedge.policy.slices)?"""
-        if _private(req) or (published is not None and revision != published):
+    # ---------------------------------------------------------------- bookkeeping
+    # ---------------------------------------------------------------- slices
+    def _learns_slices(self, req: MediaRequest, resp: UpstreamResponse, decision: Store | Pass,
+                       revision: str | None) -> bool:
+        """Is this whole answer's object to be served slice by slice (mediaedge.policy.slices)?
+        Stored objects and those only too big to store whole qualify; a private request or a
+        revision other than the published one does not."""
+        storable = isinstance(decision, Store) or decision.reason == "size"
+        if _private(req) or (isinstance(decision, Pass) and decision.reason == "published"):
             return False
-        return self.slices.learn(target=req.target, status=resp.status, length=_content_length(resp.headers),
-                                 headers=resp.headers.without(*STRIPPED_FROM_ORIGIN), storable=policy.storable,
-                                 tags=_surrogate_keys(resp.headers), revision=revision)
+        return self.slices.learn(target=req.target, status=resp.status, length=content_length(resp.headers),
+                                 headers=resp.headers.without(*STRIPPED_FROM_ORIGIN), storable=storable,
+                                 tags=surrogate_keys(resp.headers), revision=revision)
 
     async def _from_slices(self, req: MediaRequest) -> Reply | None:
         """A request for a sliced object, answered from its slices (proxy/slices.py). None:
@@ -1123,34 +880,20 @@ class Engine:
         if answer.window is None or window is None:
             await opened.body.aclose()
         else:
-            reply.job = self._track(req.target, Job(answer.status, answer.headers, opened.body))
+            reply.job = self.flights.track(req.target, Job(answer.status, answer.headers, opened.body))
         return reply
 
     def _slice_fresh(self, meta: EntryMeta) -> tuple[bool, float, float]:
         """May a stored slice be served (fresh), how old it is and its ttl left."""
-        state, age, fresh = self._state_of(meta, self.clock())
-        return state == "fresh", age, ttl_left(age, fresh)
+        facts, now = entry_facts(meta, self.config), self.clock()
+        age = entry_age(facts, now)
+        return isinstance(on_lookup(facts, now, self.config), Serve), age, ttl_left(age, facts.fresh)
 
     def _evicted(self, targets: list[str]) -> None:
         for target in targets:
             self.hot.drop(target)  # never serve from memory what the disk has evicted
 
     # ---------------------------------------------------------------- bookkeeping
-    def _track(self, target: str, job: Job) -> Job:
-        jobs = self._jobs_by_target.setdefault(target, set())
-        jobs.add(job)
-        previous = job.on_done
-
-        def done(sent: int, completed: bool) -> None:
-            jobs.discard(job)
-            if not jobs:
-                self._jobs_by_target.pop(target, None)
-            if previous is not None:
-                previous(sent, completed)
-
-        job.on_done = done
-        return job
-
     def _count_fetch(self, origin: str, outcome: str) -> None:
         if self.stats is not None:
             self.stats.origin_fetch(origin, outcome)  # type: ignore[attr-defined]
@@ -1158,24 +901,15 @@ class Engine:
     # ---------------------------------------------------------------- invalidation
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:
         """New requests must not join fills that began before an invalidation."""
+        self.cache.forget(targets)  # a new revision may be storable: fetched whole once more
         for t in targets:
-            self.hot.drop(t)
-            self.slices.forget(t)  # [slices hook 5/6] relearnt from the next whole fetch's head
-            self.unstored.drop(t)  # a new revision may be storable: fetched whole once more
-            self._flights.pop(t, None)  # the commit-time check (proxy/epochs.py) keeps it from being stored
-            if abort:
-                for job in list(self._jobs_by_target.get(t, ())):
-                    job.abort()
+            self.slices.forget(t)  # relearnt from the next whole fetch's head
+        self.flights.forget(targets, abort=abort)
 
     def flights_matching(self, prefix: str | None, tag: str | None = None) -> list[str]:
         """Targets with a running fill or download under `prefix`, or a running fill
         tagged `tag` (tags of stored entries come from the store)."""
-        if prefix is not None:
-            running = set(self._flights) | set(self._jobs_by_target)
-            return [t for t in running if t.startswith(prefix)]
-        if tag is not None:
-            return [t for t, f in self._flights.items() if f.tags is not None and tag in f.tags]
-        return []
+        return self.flights.matching(prefix, tag)
 
     def prewarm(self, req: MediaRequest) -> None:
         """Fetch a newly published revision in the background so the first visitor hits."""
@@ -1184,7 +918,7 @@ class Engine:
     async def aclose(self) -> None:
         """Cut every fetch in flight (shutdown): tasks cancelled, database copies in worker
         threads stopped at their next chunk; nothing of theirs is committed."""
-        for flight in list(self._flights.values()):
+        for flight in self.flights.shared():
             flight.fill.abort()
             if flight.task is not None:
                 flight.task.cancel()
@@ -1193,13 +927,13 @@ class Engine:
 
 
 # -------------------------------------------------------------------- helpers
-def _failed(message: str, status: int) -> FillFailed:
-    return FillFailed(message, status)
-
-
 def _private(req: MediaRequest) -> bool:
     """A request whose fetch is its own (credentials): never shares slices."""
     return "authorization" in req.headers or "cookie" in req.headers
+
+
+def _failed(message: str, status: int) -> FillFailed:
+    return FillFailed(message, status)
 
 
 def _error_reply(target: str, status: int, message: str, *, date: str) -> Reply:
@@ -1228,28 +962,6 @@ def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:
     if names is None:
         return False
     return _vary_values(names, leader) == _vary_values(names, mine)
-
-
-def _content_length(headers: Headers) -> int | None:
-    raw = headers.get("content-length")
-    if raw is None or not raw.strip().isdigit():
-        return None
-    return int(raw.strip())
-
-
-def _surrogate_keys(headers: Headers) -> tuple[str, ...]:
-    keys: list[str] = []
-    for name in ("surrogate-key", "xkey"):
-        for value in headers.get_all(name):
-            keys.extend(value.split())
-    return tuple(dict.fromkeys(keys))
-
-
-def _db_headers(obj: DbObject, revision_header: str) -> Headers:
-    pairs = [("Content-Type", obj.content_type or guess_content_type(obj.path))]
-    if obj.updated_at is not None:
-        pairs.append(("Last-Modified", format_http_date(obj.updated_at)))
-    return Headers(pairs)
 
 
 def _first(headers: Headers, name: str) -> str | None:

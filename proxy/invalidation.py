@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mediaedge.engine import Engine, MediaRequest
+from mediaedge.contract import MediaRequest
+from mediaedge.engine import Engine
 from mediaedge.headers import Headers
 from mediaedge.invalidation_log import Accepted, InvalidationLog
 from mediaedge.pools import in_database_thread
@@ -73,6 +74,9 @@ class Invalidator:
         self.retention = retention
         self._pruned_at = 0.0
         self.store = engine.store
+        # The invalidator talks to the cache facade and the coalescer, never to engine internals.
+        self.cache = engine.cache
+        self.flights = engine.flights
         self.log = log_
         self.node = node
         self.stats = stats
@@ -174,17 +178,14 @@ class Invalidator:
         entries = await asyncio.to_thread(self.store.entry_count)
         log.warning("invalidation log: this node last applied seq %d, but the oldest kept is %d "
                     "(--log-retention); dropping the whole cache (%d entries)", self._applied, oldest, entries)
-        with_lock = self.engine.store_lock
-
         def drop_all() -> None:
-            with with_lock:
-                self.engine.epochs.record("purge", prefix="")
-                self.store.clear()
-                self.store.clear_all_published()
-                self.store.set_applied_seq(oldest - 1)
+            self.cache.epochs.record("purge", prefix="")
+            self.store.clear()
+            self.store.clear_all_published()
+            self.store.set_applied_seq(oldest - 1)
 
-        await asyncio.to_thread(drop_all)
-        self.engine.hot.clear()
+        await asyncio.to_thread(self.cache.locked, drop_all)
+        self.cache.forget(everything=True, keep_unstored=True)
         if self.auth_decisions is not None:
             self.auth_decisions.clear()
         self._applied = oldest - 1
@@ -252,7 +253,7 @@ class Invalidator:
         Each event also leaves its mark for running fills (proxy/epochs.py) in the same
         locked step as its change to the store, so no commit can slip in between."""
         out: list[list[str]] = []
-        with self.engine.store_lock:
+        with self.cache.lock:
             for event in events:
                 self._mark(event)
                 if isinstance(event, PublishEvent):
@@ -275,20 +276,19 @@ class Invalidator:
     def _apply_on_loop(self, event: Event, targets: list[str]) -> None:
         """The loop half: running fills, downloads, the hot tier, prewarm, counters."""
         if isinstance(event, PublishEvent):
-            self.engine.forget_flights(targets, abort=False)
+            self.cache.forget(targets)
+            self.flights.forget(targets, abort=False)
             if event.prewarm:
                 self.engine.prewarm(MediaRequest("GET", event.path, Headers()))
         elif isinstance(event, DeleteEvent):
-            self.engine.forget_flights(targets, abort=event.abort_inflight)
+            self.cache.forget(targets)
+            self.flights.forget(targets, abort=event.abort_inflight)
         elif event.soft:
-            for t in targets:
-                self.engine.hot.drop(t)
+            self.cache.forget(targets, keep_unstored=True)
         else:
-            running = self.engine.flights_matching(event.prefix, event.tag)
-            self.engine.forget_flights(targets + running, abort=event.abort_inflight)
-            if event.prefix is not None:
-                self.engine.hot.drop_prefix(event.prefix)
-                self.engine.unstored.drop_prefix(event.prefix)
+            running = self.flights.matching(event.prefix, event.tag)
+            self.cache.forget(targets + running, prefix=event.prefix)
+            self.flights.forget(targets + running, abort=event.abort_inflight)
         if self.auth_decisions is not None:
             self.auth_decisions.drop(targets)
             if isinstance(event, PurgeEvent) and event.prefix is not None:
@@ -297,7 +297,7 @@ class Invalidator:
             self.stats.invalidation(event_kind(event))
 
     def _mark(self, event: Event) -> None:
-        epochs = self.engine.epochs
+        epochs = self.cache.epochs
         if isinstance(event, PublishEvent):
             epochs.record("publish", path=event.path, revision=event.revision)
         elif isinstance(event, DeleteEvent):

@@ -11,7 +11,7 @@ import time
 from typing import Protocol
 
 from mediaedge.accesslog import AccessLog, format_access_json, format_access_line
-from mediaedge.engine import Reply
+from mediaedge.contract import Reply
 from mediaedge.stats import StatsSink
 
 

@@ -23,7 +23,8 @@ from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
 from mediaedge.adminauth import CHALLENGE, authorized
 from mediaedge.config import Settings
 from mediaedge.dashboard import render_dashboard
-from mediaedge.engine import Engine, EngineConfig
+from mediaedge.contract import EngineConfig
+from mediaedge.engine import Engine
 from mediaedge.invalidation import Invalidator
 from mediaedge.invalidation_log import Accepted, InvalidationLog
 from mediaedge.metrics import NodeFacts, build_info, render_metrics
@@ -37,7 +38,7 @@ from mediaedge.readiness import Readiness, Remembered, readiness
 from mediaedge.stats import RESULTS, Stats, write_state
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
-from mediaedge.upstream import Upstream
+from mediaedge.origins.http import Upstream
 from mediaedge.webhook import parse_events, replay_key, verify, verify_head
 from mediaedge.errors import DatabaseError, OriginError, StartupError, WebhookError
 
@@ -84,12 +85,7 @@ class Runtime:
         upstream = Upstream(s.upstream, timeout=s.upstream_timeout, forward=s.forward_headers) if s.upstream else None
         set_cache_name(s.cache_name)
         self.engine = Engine(
-            EngineConfig(
-                revision_header=s.revision_header, default_ttl=s.default_ttl, negative_ttl=s.negative_ttl,
-                grace=s.grace, max_object_size=s.max_object_size, upstream_timeout=s.upstream_timeout,
-                coalesce_timeout=s.coalesce_timeout, coalesce_max_waiters=s.coalesce_max_waiters,
-                browser_ttl=s.browser_ttl, slice_size=s.slice_size,
-            ),
+            EngineConfig.from_settings(s),
             self.store, upstream=upstream, db=self.db, stats=self.stats,
         )
         if s.auth_url and s.auth_prefixes:

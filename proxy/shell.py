@@ -21,7 +21,7 @@ from mitmproxy.net.http import status_codes
 
 from mediaedge import clienthost, http1guard, zerocopy
 from mediaedge.config import Settings
-from mediaedge.engine import MediaRequest, Reply
+from mediaedge.contract import MediaRequest, Reply
 from mediaedge.errors import TargetError
 from mediaedge.headers import Headers
 from mediaedge.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer

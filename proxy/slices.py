@@ -387,23 +387,17 @@ class _Fetching(_Source):
         committed = False
         try:
             with open(self.temp_path, "wb") as spool:
-                try:
-                    async for chunk in self.resp.chunks():
-                        chunk = chunk[:length - pos]
-                        spool.write(chunk)
-                        digest.update(chunk)
-                        a, b = max(start - pos, 0), min(end - pos, len(chunk))
-                        pos += len(chunk)
-                        if a < b:
-                            yield chunk[a:b]
-                        if pos >= length:
-                            break
-                except UpstreamError:
-                    raise
-                except Exception as e:  # httpx read errors mid-body
-                    from mediaedge.upstream import wrap_stream_errors
-
-                    raise wrap_stream_errors(e) from e
+                # chunks() raises UpstreamError for a body cut mid-way (origins/http.py)
+                async for chunk in self.resp.chunks():
+                    chunk = chunk[:length - pos]
+                    spool.write(chunk)
+                    digest.update(chunk)
+                    a, b = max(start - pos, 0), min(end - pos, len(chunk))
+                    pos += len(chunk)
+                    if a < b:
+                        yield chunk[a:b]
+                    if pos >= length:
+                        break
             if pos != length:
                 raise FillFailed(f"upstream sent {pos} of {length} bytes of slice {self.index}", 502)
             meta = EntryMeta(

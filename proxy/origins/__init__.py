@@ -1,16 +1,35 @@
-"""Origins the edge reads media from when the upstream has none.
+"""The origins the edge reads media from, and what every origin answers.
 
-`MediaDatabase` is what the engine needs of a database origin; `DatabaseOrigin`
-(`db.py`: the native table and Magento's) and `SqlRouteOrigin` (`sqlroutes.py`: any
-CMS's table through `[[sql_route]]`) both provide it.
+`http.py` is the upstream (the app server); `MediaDatabase` is what the engine needs of
+a database origin: `DatabaseOrigin` (`db.py`: the native table and Magento's) and
+`SqlRouteOrigin` (`sqlroutes.py`: any CMS's table through `[[sql_route]]`) provide it.
+
+Each origin's errors are translated once, at its boundary, into these outcomes: an
+answer (the upstream's response, its body unread; a database row), `NotFound`, or
+`Failed(kind, status_hint)`; the engine never catches an origin library's exceptions.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from mediaedge.origins.db import DbObject, RevisionProbe
+
+
+class NotFound(NamedTuple):
+    """The origin has no such object."""
+
+    reason: str
+
+
+class Failed(NamedTuple):
+    """The origin could not answer: `kind` (refused, timeout, error, database) and the
+    status a client gets when nothing else can answer (502, 503, 504)."""
+
+    kind: str
+    status_hint: int
+    message: str
 
 
 class MediaDatabase(Protocol):

@@ -1,0 +1,194 @@
+"""The cache's state with one owner: the disk store, the memory tier, the invalidation
+epochs, the targets last fetched unstored, and the lock commits and invalidations take.
+
+`lookup` (memory tier, else the disk in a worker thread, then held in memory), `commit`
+(a finished fill, unless an invalidation or a published revision forbids it) and `renew`
+(a revalidated entry) are the engine's; `locked` and `forget` are the invalidator's
+(proxy/invalidation.py): the store's half of an event under the lock, then the memory's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from mediaedge.contract import EngineConfig
+from mediaedge.epochs import Epochs, Verdict
+from mediaedge.headers import Headers
+from mediaedge.hot import HotEntries, HotEntry
+from mediaedge.policy.decide import entry_facts, published_conflict
+from mediaedge.policy.target import vary_values
+from mediaedge.respond import browser_cache_control, hit_template
+from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
+from mediaedge.unstored import UnstoredTargets
+
+log = logging.getLogger("mediaedge.cache")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Found:
+    entry: Entry | None
+    pointer: Pointer | None
+
+
+class Cache:
+    def __init__(self, store: CacheStore, config: EngineConfig) -> None:
+        self.store = store
+        self.config = config
+        self.hot = HotEntries()
+        # Invalidations applied while fills run, checked at commit under `lock` and
+        # before joining a running fill (proxy/epochs.py).
+        self.epochs = Epochs()
+        self.lock = threading.Lock()  # commit vs invalidation, across worker threads
+        self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
+        self.browser_cache_control = browser_cache_control(config.browser_ttl)
+
+    # ---------------------------------------------------------------- lookups
+    def probe(self, target: str, headers: Headers) -> HotEntry | None:
+        """The memory tier's entry for this request's variant (no thread hop)."""
+        return self.hot.get(target, lambda vary: vary_values(vary, headers))
+
+    async def lookup(self, target: str, headers: Headers, *, running: Callable[[str], bool]) -> Found:
+        """The stored entry for this request's variant, from the disk (worker thread); a
+        small body is then held in memory. `running(target)`: a fetch for it is in flight."""
+        generation = self.hot.generation
+        found = await self.read(target, headers)
+        if found.entry is None and self.hot.generation != generation and not running(target):
+            # A fill for this target committed while we looked: look again rather
+            # than start a second origin fetch for something now stored.
+            found = await self.read(target, headers)
+        if found.entry is not None and found.entry.body is not None and found.pointer is not None:
+            meta = found.entry.meta
+            self.hot.put(target, found.pointer.vary, meta.vary_values if meta.vary else (),
+                         self.hot_entry(meta, found.entry.body), generation)
+        return found
+
+    async def read(self, target: str, headers: Headers) -> Found:
+        """The stored entry from the disk only; a broken cache is a miss. A small entry is
+        read right here, without the hop to a worker thread, while such reads stay cheap
+        (storage.lookup_inline, mediaedge.policy.lookup); anything else on a worker thread."""
+        try:
+            quick = self.store.lookup_inline(target, lambda vary: vary_values(vary, headers))
+            if quick is not None:
+                return Found(quick[1], quick[0])
+            return await asyncio.to_thread(self._lookup, target, headers)
+        except Exception as e:  # noqa: BLE001 - a broken cache degrades to a miss, never a failed response
+            log.warning("cache lookup failed for %s: %s", target, e)
+            return Found(None, None)
+
+    def _lookup(self, target: str, headers: Headers) -> Found:
+        pointer = self.store.get_pointer(target)
+        if pointer is None:
+            return Found(None, None)
+        values = vary_values(pointer.vary, headers)
+        return Found(self.store.open_entry(target, pointer.revision, values), pointer)
+
+    def hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
+        """What the memory tier keeps of a small entry: everything a hot hit needs, computed once."""
+        facts = entry_facts(meta, self.config)
+        template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
+                                revision=meta.revision or None, revision_header=self.config.revision_header,
+                                browser_cache_control=self.browser_cache_control)
+        return HotEntry(meta.to_json(), body, template, *facts)
+
+    # ---------------------------------------------------------------- commits
+    async def commit(self, temp_path: str, meta: EntryMeta, *, epoch: int, aborted: Callable[[], bool],
+                     adopt_published: bool = False) -> Verdict | None:
+        """Commit a finished fill and point the target at it: how it was committed (None:
+        not at all). The memory tier never serves what this replaced or evicted."""
+        self.hot.drop(meta.target)  # a lookup running now must not re-insert the old entry
+        self.unstored.drop(meta.target)  # stored after all: seeks are served from the cache
+        committed, evicted = await asyncio.to_thread(self._commit, temp_path, meta, epoch, aborted, adopt_published)
+        self.hot.drop(meta.target)
+        for target in evicted:
+            self.hot.drop(target)  # never serve from memory what the disk has evicted
+        return committed
+
+    def _commit(self, temp_path: str, meta: EntryMeta, epoch: int, aborted: Callable[[], bool],
+                adopt_published: bool) -> tuple[Verdict | None, list[str]]:
+        """Worker thread. Under `lock`, the lock invalidations are applied under, so an
+        event is wholly before this commit (its mark is seen here) or wholly after it (it
+        drops what this commit stored): a fill that began before a matching event is never
+        committed as current (proxy/epochs.py)."""
+        evicted: list[str] = []
+        with self.lock:
+            if aborted():
+                return None, evicted  # the node is stopping: nothing is committed
+            standing, mark = self.epochs.verdict(epoch, meta.target, meta.tags, meta.revision or None)
+            if standing is Verdict.INVALID:
+                log.info("%s: not stored, invalidated during the fetch (%s event)", meta.target, mark and mark.kind)
+                return None, evicted
+            if standing is Verdict.STALE:
+                if self.store.get_pointer(meta.target) is not None:
+                    return None, evicted  # something as new or newer is stored: keep it
+                meta = replace(meta, soft_stale=True)
+            if adopt_published:
+                self.store.set_published(meta.target, meta.revision)
+            if published_conflict(self.store.get_published(meta.target), meta.revision, negative=meta.negative):
+                return None, evicted
+            try:
+                evicted = self.store.commit(temp_path, meta)
+                old = self.store.get_pointer(meta.target)
+                self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
+                if old is not None and old.revision != meta.key_revision:
+                    # readers of the old revision keep their open files to the end
+                    self.store.delete_revision(meta.target, old.revision)
+            except OSError as e:
+                log.warning("could not store %s (serving without storing): %s", meta.target, e)
+                return None, evicted
+        return standing, evicted
+
+    async def renew(self, meta: EntryMeta, *, epoch: int, aborted: Callable[[], bool]) -> bool:
+        """Store a revalidated entry's new metadata unless something overtook the
+        revalidation: an invalidation since it began, a newer entry for the target, a
+        published revision other than the entry's."""
+        self.hot.drop(meta.target)
+        renewed = await asyncio.to_thread(self._renew, meta, epoch, aborted)
+        if renewed:
+            self.hot.drop(meta.target)
+        return renewed
+
+    def _renew(self, meta: EntryMeta, epoch: int, aborted: Callable[[], bool]) -> bool:
+        with self.lock:
+            if aborted():
+                return False
+            standing, _ = self.epochs.verdict(epoch, meta.target, meta.tags, meta.revision or None)
+            if standing is not Verdict.CURRENT:
+                return False
+            pointer = self.store.get_pointer(meta.target)
+            if pointer is None or pointer.revision != meta.key_revision:
+                return False
+            if published_conflict(self.store.get_published(meta.target), meta.revision):
+                return False
+            return self.store.update_meta(meta)
+
+    async def drop_damaged(self, meta: EntryMeta) -> None:
+        """An entry whose bytes failed their check: gone from disk and memory."""
+        await asyncio.to_thread(self.store.delete_revision, meta.target, meta.key_revision)
+        self.hot.drop(meta.target)
+
+    # ---------------------------------------------------------------- invalidation
+    def locked(self, change: Callable[[], T]) -> T:
+        """Run the store's half of an invalidation under the commit lock (worker thread)."""
+        with self.lock:
+            return change()
+
+    def forget(self, targets: Iterable[str] = (), *, prefix: str | None = None,
+               everything: bool = False, keep_unstored: bool = False) -> None:
+        """The memory's half of an invalidation: the memory tier never serves these again,
+        and (unless `keep_unstored`) a new revision of them may be storable."""
+        if everything:
+            self.hot.clear()
+        for t in targets:
+            self.hot.drop(t)
+            if not keep_unstored:
+                self.unstored.drop(t)
+        if prefix is not None:
+            self.hot.drop_prefix(prefix)
+            if not keep_unstored:
+                self.unstored.drop_prefix(prefix)
