@@ -359,7 +359,8 @@ class Supervisor:
                               invalidation_seq=seq)
         for key in ("evictions", "admission_refused"):
             snap[key] = sum(a["snapshot"].get(key, 0) for a in states)
-        snap["worker_pids"] = sorted(a["pid"] for a in states)
+        # extra: who answered, and how many media requests each served (the spread)
+        snap["worker_requests"] = {str(a["pid"]): a["snapshot"]["requests"] for a in states}
         return stats, snap, states
 
     async def _sync_all(self, *, but: int | None = None) -> int:
