@@ -275,8 +275,8 @@ class Supervisor:
         while not self.stopping:
             assert w.proc is not None
             code = await w.proc.wait()
-            if self.stopping:
-                return
+            if self.stopping or self._stopped.is_set():
+                return  # a Ctrl-C reaches the workers too (one process group): not a crash
             w.port = None
             w.failures = w.failures + 1 if time.monotonic() - w.started_at < 10 else 1
             delay = restart_delay(w.failures)
@@ -284,7 +284,7 @@ class Supervisor:
                         _exit_text(code), f" in {delay:g} s" if delay else "")
             if delay:
                 await asyncio.sleep(delay)
-            if self.stopping:
+            if self.stopping or self._stopped.is_set():
                 return
             await self._spawn(w)
             if await self._wait_ready(w):

@@ -183,12 +183,13 @@ def test_a_purge_request_reaches_every_worker_before_it_is_answered(node, upstre
     assert upstream.hits["/media/a.jpg"] - fetched <= 2  # one refetch per worker at most
 
 
-def test_sigterm_stops_every_worker_and_leaves_no_process(node) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_every_worker_and_leaves_no_process(node, sig) -> None:
     assert node.proc is not None
     pids = children(node.proc.pid)
     assert len(pids) == 2 and all(alive(p) for p in pids)
     started = time.monotonic()
-    assert node.stop(signal.SIGTERM) == 0
+    assert node.stop(sig) == 0
     assert time.monotonic() - started < 10
     wait_until(lambda: not any(alive(p) for p in pids), 5, 0.05, "every worker to be gone")
 
