@@ -223,3 +223,53 @@ def test_one_worker_is_one_process_with_no_supervisor(tmp_path, upstream) -> Non
     finally:
         assert edge.stop() == 0
     assert os.path.exists(os.path.join(edge.cache_dir, "stats.json"))
+
+
+def test_a_stampede_costs_at_most_one_origin_fetch_per_worker(node, upstream) -> None:
+    """The documented bound: coalescing is per worker (docs: README, --workers)."""
+    import threading
+
+    upstream.routes["/media/slow.jpg"] = Route(body=BODY, delay=0.5,
+                                               headers={"X-Media-Revision": "s1", "Content-Type": "image/jpeg"})
+    got: list[bytes] = []
+
+    def one() -> None:
+        got.append(node.get("/media/slow.jpg").content)
+
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == [BODY] * 24
+    assert 1 <= upstream.hits["/media/slow.jpg"] <= 2
+
+
+def test_a_bad_setting_stops_the_node_with_one_line(tmp_path) -> None:
+    edge = Edge(str(tmp_path), args=["--workers", "2"], origin_db="postgresql://u:p@127.0.0.1:1/none")
+    with pytest.raises(AssertionError, match="exited 1"):
+        edge.start(timeout=60)
+    edge.stop()
+    errors = [line for line in edge.log().splitlines() if "--origin-db" in line]
+    assert len(errors) == 1 and "Traceback" not in edge.log()  # said once, by the first worker
+
+
+def test_sighup_makes_every_worker_reopen_the_access_log(tmp_path, upstream) -> None:
+    log_path = str(tmp_path / "access.log")
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--workers", "2", "--access-log", log_path]).start()
+    try:
+        wait_until(lambda: edge.stats()["workers"] == 2, 60, 0.1, "both workers to report")
+        spread(edge, "/media/a.jpg", 2)
+        os.rename(log_path, log_path + ".1")  # logrotate's rename, then HUP
+        assert edge.proc is not None
+        edge.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: edge.log().count("access log") >= 2, 10, 0.05, "both workers to reopen")
+        before = edge.stats()["worker_requests"]
+        for _ in range(40):
+            assert edge.get("/media/a.jpg").status_code == 200
+        after = edge.stats()["worker_requests"]
+        assert all(after[p] > before[p] for p in before)  # both workers served after the HUP
+        with open(log_path) as f:
+            assert len(f.read().splitlines()) == 40  # every line in the new file, none lost
+    finally:
+        assert edge.stop() == 0
