@@ -38,9 +38,9 @@ from mediaedge.stats import RESULTS, Stats, write_state
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
 from mediaedge.upstream import Upstream
-from mediaedge.workers import WorkerEnv
 from mediaedge.webhook import Event, parse_events, replay_key, verify, verify_head
 from mediaedge.errors import DatabaseError, OriginError, StartupError, WebhookError
+from mediaedge.workers import WorkerEnv
 
 log = logging.getLogger("mediaedge")
 
@@ -111,11 +111,11 @@ class Runtime:
         if s.auth_url and s.auth_prefixes:
             self.access = Access(AuthClient(s.auth_url, timeout=s.upstream_timeout),
                                  AuthDecisions(s.auth_ttl, clock=time.monotonic))
-        self.invalidator = (Invalidator if self.worker is None else NodeInvalidator)(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
-                                       retention=s.log_retention,
-                                       auth_decisions=self.access.decisions if self.access else None)
-        if isinstance(self.invalidator, NodeInvalidator):
-            assert self.worker is not None
+        kind = Invalidator if self.worker is None else NodeInvalidator
+        self.invalidator = kind(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
+                                retention=s.log_retention,
+                                auth_decisions=self.access.decisions if self.access else None)
+        if isinstance(self.invalidator, NodeInvalidator) and self.worker is not None:
             self.invalidator.worker = self.worker
         missed = await self.invalidator.catch_up()
         if missed:

@@ -16,9 +16,9 @@ constant in 11 and the `tcp_timeout` option in 12 (`set_idle_timeout`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
-import dataclasses
 import signal
 import sys
 
@@ -39,6 +39,11 @@ log = logging.getLogger("mediaedge")
 # Where mitmproxy's reverse mode points when there is no upstream. Nothing ever
 # connects there: the addon answers every request itself in that case.
 NO_UPSTREAM = "http://127.0.0.1:9"
+
+
+# Fail with one clear line before mitmproxy logs a traceback about the port (a module
+# name of its own: tests switch it off to reach the race with mitmproxy's bind).
+_check_free = check_free
 
 
 # mitmproxy closes a connection with no activity for this long (its default: 10 min).
@@ -145,8 +150,8 @@ async def _serve(settings: Settings) -> int:
     host, port = settings.listen
     worker = WorkerEnv.from_environ()
     if worker is None:
-        check_free("--listen", host, port)
-        check_free("--admin-listen", *settings.admin_listen)
+        _check_free("--listen", host, port)
+        _check_free("--admin-listen", *settings.admin_listen)
     else:
         # A worker of --workers N: the port is shared (SO_REUSEPORT; the supervisor checked
         # it), and the admin plane is its private control endpoint (mediaedge.workers).
