@@ -273,3 +273,18 @@ def test_sighup_makes_every_worker_reopen_the_access_log(tmp_path, upstream) -> 
             assert len(f.read().splitlines()) == 40  # every line in the new file, none lost
     finally:
         assert edge.stop() == 0
+
+
+def test_the_node_admin_plane_keeps_its_token_and_readiness(tmp_path, upstream) -> None:
+    edge = Edge(str(tmp_path), upstream=upstream.url, args=["--workers", "2", "--admin-token", "tok"]).start()
+    try:
+        assert requests.get(edge.admin + "/stats", timeout=10).status_code == 401
+        auth = {"Authorization": "Bearer tok"}
+        wait_until(lambda: requests.get(edge.admin + "/stats", headers=auth, timeout=10).json()["workers"] == 2,
+                   60, 0.1, "both workers to report")
+        ready = requests.get(edge.admin + "/readyz", headers=auth, timeout=30)
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert requests.get(edge.admin + "/healthz", timeout=10).text == "ok\n"
+        assert requests.get(edge.admin + "/_worker/state", headers=auth, timeout=10).status_code == 404
+    finally:
+        assert edge.stop() == 0
