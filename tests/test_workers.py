@@ -288,3 +288,10 @@ def test_the_node_admin_plane_keeps_its_token_and_readiness(tmp_path, upstream) 
         assert requests.get(edge.admin + "/_worker/state", headers=auth, timeout=10).status_code == 404
     finally:
         assert edge.stop() == 0
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(node) -> None:
+    assert node.proc is not None
+    pids = children(node.proc.pid)
+    node.kill9()  # no chance to stop them: the kernel tells them (PR_SET_PDEATHSIG)
+    wait_until(lambda: not any(alive(p) for p in pids), 15, 0.05, "the orphaned workers to stop")
