@@ -624,15 +624,19 @@ def render(results: dict, images: list[str]) -> str:
         w("")
 
     wk = sc.get("workers")
-    if wk:
-        w("## Past one core: two processes on one cache")
+    if wk and "contenders" in wk:
+        w("## Past one core: `--workers 2`")
         w("")
-        w(f"{wk['note']}. The second process's first request for an object the first one stored: "
-          f"`{wk['second_worker_first_request']}`.")
+        w(f"{wk['note']}. Requests per worker process in the last run: `{wk.get('worker_requests')}`.")
         w("")
-        w("| one process, 16 conns | two processes, 8 conns each | gain |")
-        w("|---|---|---|")
-        w(f"| {_f(wk['one_process_rps'])} req/s | {_f(wk['two_processes_rps'])} req/s | {_ratio(wk['gain'])} |")
+        w("| contender | req/s | p50 | p99 |")
+        w("|---|---|---|---|")
+        for n, r in wk["contenders"].items():
+            md = r["median"]
+            w(f"| {n} | {_f(md['rps'])} | {_f(md['p50_ms'], 2)} | {_f(md['p99_ms'], 2)} ms |")
+        w("")
+        w(f"mediaedge 2 workers ÷ 1: {_ratio(wk.get('mediaedge_gain'))}; nginx 2 workers ÷ 1: "
+          f"{_ratio(wk.get('nginx_gain'))}.")
         w("")
 
     if results.get("errors") or results.get("skipped"):

@@ -698,42 +698,47 @@ class Bench:
         return out
 
     def s_workers(self) -> dict:
+        """`serve --workers 1` vs `--workers 2` (one node: one port, one cache directory, one
+        supervisor) at 16 connections, with nginx 1 vs 2 workers in the same run as what this
+        box allows. Nothing pinned: the workers and wrk share every core, as nginx does."""
         cfg = self.cfg
-        shared = os.path.join(self.workdir, "cache-workers")
-        a = self.pinned(self.edge("mediaedge-w1", cache=shared), "any")
-        b = self.pinned(self.edge("mediaedge-w2", cache=shared), "any")
-        self._start(a)
-        self._start(b)
+        one = self.pinned(self.edge("mediaedge-workers1", extra=["--workers", "1"]), "any")
+        two = self.pinned(self.edge("mediaedge-workers2", extra=["--workers", "2"]), "any")
+        contenders: list[procs.Server] = [one, two]
+        if self.nginx_ok:
+            for n in (1, 2):
+                nginx = self.pinned(procs.NginxServer(self.workdir, self.origin.port, workers=n), "any")
+                nginx.name = f"nginx-{n}w"
+                contenders.append(nginx)
+        self._start(*contenders)
         try:
-            procs.http_get(a.port, HOT)
-            st, h, _ = procs.http_get(b.port, HOT)
-            shared_hit = h.get("cache-status")
-            single, double = [], []
-            for _rep in range(cfg.repeats):
-                single.append(self.load(a, HOT, 16, cpus=self.all_cpus))
-                results: list[dict] = []
-
-                def drive(s: procs.Server, results: list[dict] = results) -> None:
-                    results.append(load.run_load(s.port, HOT, conns=8, duration=cfg.duration, cpus=self.all_cpus))
-
-                ts = [threading.Thread(target=drive, args=(s,)) for s in (a, b)]
-                with sysinfo.NoiseMonitor() as noise:
-                    for t in ts:
-                        t.start()
-                    for t in ts:
-                        t.join(cfg.duration + 90)
-                double.append({"rps": round(sum(r["rps"] for r in results), 1),
-                               "p99_ms": max(r["p99_ms"] for r in results), "per_worker": [r["rps"] for r in results],
-                               "foreign_cores": noise.foreign_cores})
+            for s in contenders:
+                st, _, _ = procs.http_get(s.port, HOT)
+                if st != 200:
+                    raise RuntimeError(f"priming {HOT} on {s.name}: status {st}")
+                if cfg.warmup:
+                    self.load(s, HOT, 16, duration=cfg.warmup, retry=False, cpus=self.all_cpus)
+            per: dict[str, list[dict]] = {s.name: [] for s in contenders}
+            for rep in range(cfg.repeats):
+                order = contenders[rep % len(contenders):] + contenders[:rep % len(contenders)]
+                for s in order:
+                    per[s.name].append(self.load(s, HOT, 16, cpus=self.all_cpus))
+            spread = two.stats().get("worker_requests")
         finally:
-            self._stop(a)
-            self._stop(b)
-        s1 = _median([r["rps"] for r in single])
-        s2 = _median([r["rps"] for r in double])
-        return {"note": "two `mediaedge serve` processes on one --cache-dir, each driven by its own wrk "
-                        "(8 conns each) vs one process at 16 conns; nothing pinned, 2 cores shared with wrk",
-                "second_worker_first_request": shared_hit, "one_process_rps": s1, "two_processes_rps": s2,
-                "gain": round(s2 / s1, 3) if s1 and s2 else None, "runs": {"one": single, "two": double}}
+            for s in contenders:
+                self._stop(s)
+        agg = {k: _agg(v) for k, v in per.items()}
+
+        def gain(a: str, b: str) -> float | None:
+            x = agg.get(a, {}).get("median", {}).get("rps")
+            y = agg.get(b, {}).get("median", {}).get("rps")
+            return round(y / x, 3) if x and y else None
+
+        return {"note": "`mediaedge serve --workers 1` vs `--workers 2` (one port, one --cache-dir) and nginx "
+                        "`worker_processes 1` vs `2`, each driven by wrk at 16 connections; nothing pinned, "
+                        "2 cores shared with wrk",
+                "conns": 16, "contenders": agg, "mediaedge_gain": gain("mediaedge-workers1", "mediaedge-workers2"),
+                "nginx_gain": gain("nginx-1w", "nginx-2w"), "worker_requests": spread}
 
     # ------------------------------------------------------------------ run
     def run(self, only: set[str] | None = None) -> dict:

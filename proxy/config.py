@@ -350,6 +350,13 @@ def _positive_int(value: object) -> int:
     return int(text)
 
 
+def parse_workers(value: object) -> int:
+    """`--workers`: a whole number of at least 1, or `auto` (one per core, os.cpu_count())."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    return _positive_int(value)
+
+
 def parse_cidrs(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """A list, or a comma-separated string, of networks like `127.0.0.1/32` or `::1`.
 
@@ -648,6 +655,14 @@ OPTIONS: tuple[Option, ...] = (
         "bytes, duration_ms, cache_status, revision).",
     ),
     Option(
+        "workers", "workers", "N", 1, "1", parse_workers,
+        "Serving processes sharing the --listen port (SO_REUSEPORT) and the --cache-dir; auto is "
+        "one per core. With more than one, a supervisor process holds --admin-listen and answers "
+        "for the node as a whole (counters summed over the workers, publish and purge applied in "
+        "every worker before the answer) and restarts a worker that dies. 1 runs one process, no "
+        "supervisor.",
+    ),
+    Option(
         "log-level", "log_level", "LEVEL", "info", "info", _choice(LOG_LEVELS),
         "Least severe message written to standard error: debug, info, warning or error.",
     ),
@@ -693,6 +708,7 @@ class Settings:
     admin_token: str | None = None
     access_log_format: str = "combined"
     log_level: str = "info"
+    workers: int = 1
     forward_headers: tuple[str, ...] = ()  # lower-cased; ("*",): every end-to-end field
     cache_name: str = "mediaedge"
     slice_size: int = 16 << 20  # 0: slicing off

@@ -39,8 +39,9 @@ from mediaedge.stats import RESULTS, Stats, write_state
 from mediaedge.storage import CacheStore
 from mediaedge.streamserver import StreamServer
 from mediaedge.origins.http import Upstream
-from mediaedge.webhook import parse_events, replay_key, verify, verify_head
+from mediaedge.webhook import Event, parse_events, replay_key, verify, verify_head
 from mediaedge.errors import DatabaseError, OriginError, StartupError, WebhookError
+from mediaedge.workers import WorkerEnv
 
 log = logging.getLogger("mediaedge")
 
@@ -48,9 +49,22 @@ SAMPLE_EVERY = 5.0
 SAVE_STATS_EVERY = 30.0
 
 
+class NodeInvalidator(Invalidator):
+    """A worker's invalidator (--workers): an accepted event (webhook, PURGE) is applied by
+    every other worker of the node too before the request that brought it is answered."""
+
+    worker: WorkerEnv
+
+    async def accept(self, events: list[Event], *, signature: str | None = None) -> Accepted:
+        result = await super().accept(events, signature=signature)
+        await self.worker.synced(result.seq)
+        return result
+
+
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: WorkerEnv | None = None) -> None:
         self.settings = settings
+        self.worker = worker  # set in a worker process of --workers N (mediaedge.workers)
         self.stream = StreamServer()
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,7 +90,9 @@ class Runtime:
         # MEDIAEDGE_BENCH_STATS=off: counters off, only to measure what they cost (bench/).
         stats_off = os.environ.get("MEDIAEDGE_BENCH_STATS") == "off"
         self.stats = (_NullStats if stats_off else Stats)(prefixes=s.media_prefixes)
-        self.stats_path = os.path.join(s.cache_dir, "stats.json")
+        # Workers share the cache directory: each keeps its own counters file.
+        name = "stats.json" if self.worker is None else f"stats-worker{self.worker.index}.json"
+        self.stats_path = os.path.join(s.cache_dir, name)
         await asyncio.to_thread(self.stats.restore, self.stats_path)
         try:
             self.access_log = AccessLog(s.access_log, s.access_log_format)
@@ -91,9 +107,12 @@ class Runtime:
         if s.auth_url and s.auth_prefixes:
             self.access = Access(AuthClient(s.auth_url, timeout=s.upstream_timeout),
                                  AuthDecisions(s.auth_ttl, clock=time.monotonic))
-        self.invalidator = Invalidator(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
-                                       retention=s.log_retention,
-                                       auth_decisions=self.access.decisions if self.access else None)
+        kind = Invalidator if self.worker is None else NodeInvalidator
+        self.invalidator = kind(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
+                                retention=s.log_retention,
+                                auth_decisions=self.access.decisions if self.access else None)
+        if isinstance(self.invalidator, NodeInvalidator) and self.worker is not None:
+            self.invalidator.worker = self.worker
         missed = await self.invalidator.catch_up()
         if missed:
             log.info("applied %d invalidation event(s) missed while down", missed)
@@ -159,6 +178,25 @@ class Runtime:
 
     # ------------------------------------------------------------------ admin plane
     def _routes(self) -> dict[tuple[str, str], Any]:
+        if self.worker is not None:  # the supervisor's control calls (mediaedge.workers)
+            return {**self._node_routes(), ("GET", "/_worker/state"): self._guarded(self._worker_state),
+                    ("POST", "/_worker/sync"): self._guarded(self._worker_sync)}
+        return self._node_routes()
+
+    async def _worker_state(self, _: AdminRequest) -> AdminResponse:
+        """Everything the supervisor sums into the node's /stats and /metrics."""
+        await self._refresh_fill()
+        lag_seconds, lag_events = await self.invalidator.lag()
+        return AdminResponse.json(200, {"pid": os.getpid(), "state": self.stats.state(),
+                                        "snapshot": self.snapshot(), "lag_seconds": lag_seconds,
+                                        "lag_events": lag_events})
+
+    async def _worker_sync(self, _: AdminRequest) -> AdminResponse:
+        """Apply the invalidation log up to its end now (another worker just accepted events)."""
+        applied = await self.invalidator.catch_up()
+        return AdminResponse.json(200, {"applied": applied, "seq": self.invalidator.latest_seq})
+
+    def _node_routes(self) -> dict[tuple[str, str], Any]:
         return {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/stats"): self._guarded(self._stats),

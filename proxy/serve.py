@@ -16,10 +16,10 @@ constant in 11 and the `tcp_timeout` option in 12 (`set_idle_timeout`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
-import socket
 import sys
 
 from mitmproxy import options
@@ -32,6 +32,7 @@ from mediaedge.errors import StartupError
 from mediaedge.config import Settings
 from mediaedge.shell import Shell
 from mediaedge.shutdown import ExitDeadline
+from mediaedge.workers import WorkerEnv, WorkerReady, check_free, reuse_port
 
 log = logging.getLogger("mediaedge")
 
@@ -40,17 +41,9 @@ log = logging.getLogger("mediaedge")
 NO_UPSTREAM = "http://127.0.0.1:9"
 
 
-def _check_free(setting: str, host: str, port: int) -> None:
-    """Fail with one clear line before mitmproxy logs a traceback about the port."""
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise StartupError(f"{setting}: cannot listen on {host}:{port}: {e.strerror or e}") from e
+# Fail with one clear line before mitmproxy logs a traceback about the port (a module
+# name of its own: tests switch it off to reach the race with mitmproxy's bind).
+_check_free = check_free
 
 
 # mitmproxy closes a connection with no activity for this long (its default: 10 min).
@@ -155,8 +148,15 @@ async def _serve(settings: Settings) -> int:
     skip_debug_typechecks()
     log.debug("settings (--log-level debug):\n%s", settings.describe())
     host, port = settings.listen
-    _check_free("--listen", host, port)
-    _check_free("--admin-listen", *settings.admin_listen)
+    worker = WorkerEnv.from_environ()
+    if worker is None:
+        _check_free("--listen", host, port)
+        _check_free("--admin-listen", *settings.admin_listen)
+    else:
+        # A worker of --workers N: the port is shared (SO_REUSEPORT; the supervisor checked
+        # it), and the admin plane is its private control endpoint (mediaedge.workers).
+        settings = dataclasses.replace(settings, admin_listen=("127.0.0.1", 0), admin_token=worker.token)
+        reuse_port(asyncio.get_running_loop(), port)
     addon = Shell(settings)
     opts = options.Options()
     set_idle_timeout(opts)
@@ -167,7 +167,11 @@ async def _serve(settings: Settings) -> int:
         f"(upstream {settings.upstream or 'none: database origin only'})",
         f"mediaedge: admin plane on http://{settings.admin_url.split('://', 1)[1]}",
     ])
-    needed = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), StartupCheck(), addon, announce]
+    needed: list[object] = [core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), StartupCheck(), addon]
+    if worker is None:
+        needed.append(announce)  # a worker's supervisor prints the node's lines
+    else:
+        needed.append(WorkerReady(worker, lambda: addon.rt.admin.port if addon.rt and addon.rt.admin else 0))
     if settings.upstream and settings.upstream.startswith("https:"):
         # TLS towards an https app server. Without an https upstream we leave TlsConfig
         # out: then a TLS ClientHello on the plain data port finds no certificate and the
@@ -195,7 +199,7 @@ async def _serve(settings: Settings) -> int:
     # Start the runtime ourselves, before the listeners, so startup errors are one line.
     from mediaedge.runtime import Runtime
 
-    addon.rt = Runtime(settings)
+    addon.rt = Runtime(settings, worker=worker)
     await addon.rt.start()
     gc.collect()
     gc.freeze()  # start-up objects (mitmproxy, policy tables) out of every later full collection
@@ -237,6 +241,11 @@ def run(settings: Settings) -> int:
         handler.addFilter(_QUIET_STARTUP)
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     try:
+        if settings.workers > 1 and WorkerEnv.from_environ() is None:
+            from mediaedge.workers import supervise
+
+            # The supervisor runs this same command (sys.argv) once per worker.
+            return asyncio.run(supervise(settings, sys.argv[1:]))
         return asyncio.run(_serve(settings))
     except KeyboardInterrupt:
         return 0

@@ -158,6 +158,7 @@ class Stats:
         self._missed = SpaceSaving(max(4 * top_k, 1))
         self._history: deque[dict[str, Any]] = deque(maxlen=math.ceil(history_seconds / sample_every) + 1)
         self._last_sample = self._sample_base()
+        self.workers = 1  # serving processes these counters are the total of (mediaedge.workers)
 
     # -- the hot path ---------------------------------------------------------
 
@@ -234,8 +235,8 @@ class Stats:
             "invalidations": sum(self._invalidations.values()),
             "since": iso8601(self._since),
             "denied": sum(self._denied.values()),
-            # One serving process answers for the node (--workers is not built yet: issue 17).
-            "workers": 1,
+            # How many serving processes answered (--workers: the supervisor sets the count).
+            "workers": self.workers,
             # extras
             "denied_by_reason": dict(self._denied),
             "cache_size": cache_size,
@@ -343,6 +344,16 @@ class Stats:
         return True
 
     @classmethod
+    def from_state(cls, data: Mapping[str, Any], *, disk_errors: int = 0, not_found: int = 0,
+                   **kwargs: Any) -> Stats:
+        """Counters resumed from `state()` (e.g. `merge_states` of every worker), plus the
+        two this-run-only counts that `state()` leaves out. Raises on a damaged state."""
+        stats = cls(**kwargs)
+        stats._apply_state(data)
+        stats._disk_errors, stats._not_found = disk_errors, not_found
+        return stats
+
+    @classmethod
     def load(cls, path: str, **kwargs: Any) -> Stats:
         stats = cls(**kwargs)
         stats.restore(path)
@@ -380,6 +391,62 @@ class Stats:
         self._history.clear()
         self._history.extend(history)
         self._last_sample = self._sample_base()
+
+
+def merge_states(states: list[Mapping[str, Any]], *, sample_every: float = 5.0) -> dict[str, Any]:
+    """The `Stats.state()` of several processes (--workers) as one: every counter and
+    histogram bucket summed, `since` the earliest, the missed-path summaries merged
+    (space-saving summaries add: counts and errors), history points of the same
+    sampling slot summed. Pure: the supervisor's /stats and /metrics are built on it."""
+    if not states:
+        return Stats().state()
+
+    def add(into: dict[str, Any], more: Mapping[str, Any]) -> None:
+        for key, value in more.items():
+            if isinstance(value, dict):
+                add(into.setdefault(key, {}), value)
+            elif isinstance(value, list) and key == "counts":
+                into[key] = [a + b for a, b in zip(into.get(key) or [0] * len(value), value)]
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                into[key] = into.get(key, 0) + value
+
+    summed: dict[str, Any] = {}
+    for key in ("totals", "prefixes", "origin_fetches", "invalidations", "denied", "durations"):
+        part: dict[str, Any] = {}
+        for state in states:
+            add(part, state.get(key, {}))
+        summed[key] = part
+    missed: dict[str, list[int]] = {}
+    for state in states:
+        for path, count, error in state.get("top_missed", []):
+            entry = missed.setdefault(path, [0, 0])
+            entry[0] += count
+            entry[1] += error
+    slots: dict[int, dict[str, Any]] = {}
+    for state in states:
+        for point in state.get("history", []):
+            slot = slots.setdefault(round(point["t"] / sample_every), {
+                "t": point["t"], "requests": 0, "hits": 0, "bytes": 0, "bytes_cache": 0,
+                "hit_ratio_total": point.get("hit_ratio_total"),
+                "byte_hit_ratio_total": point.get("byte_hit_ratio_total")})
+            slot["t"] = max(slot["t"], point["t"])
+            for key in ("requests", "hits", "bytes", "bytes_cache"):
+                slot[key] += point.get(key, 0)
+    history = []
+    for _, point in sorted(slots.items()):
+        point["hit_ratio"] = point["hits"] / point["requests"] if point["requests"] else None
+        point["byte_hit_ratio"] = point["bytes_cache"] / point["bytes"] if point["bytes"] else None
+        history.append(point)
+    return {
+        "version": STATE_VERSION,
+        "saved_at": max(_number(s.get("saved_at", 0)) for s in states),
+        "since": min(_number(s["since"]) for s in states),
+        **summed,
+        "coalesced": sum(_count(s.get("coalesced", 0)) for s in states),
+        "revalidated": sum(_count(s.get("revalidated", 0)) for s in states),
+        "top_missed": sorted(([p, c, e] for p, (c, e) in missed.items()), key=lambda i: -i[1]),
+        "history": history,
+    }
 
 
 def write_state(path: str, data: Mapping[str, Any]) -> None:
