@@ -44,6 +44,7 @@ from mediaedge.policy.target import decoded_path, etag_for_revision, revision_fr
 from mediaedge.pools import in_database_thread
 from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
 from mediaedge.slices import Slices
+from mediaedge.stats import StatsSink
 from mediaedge.storage import CacheStore, Entry, EntryMeta
 from mediaedge.streamserver import FileBody, Job
 from mediaedge.zerocopy import FileWindow
@@ -66,7 +67,7 @@ class Engine:
         *,
         upstream: Upstream | None,
         db: MediaDatabase | None,
-        stats: object | None = None,
+        stats: StatsSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -303,7 +304,7 @@ class Engine:
         if head.renewed:
             return await self._serve_renewed(req, stale, now, head, joined)
         if joined and not complete and self.stats is not None:
-            self.stats.coalesced()  # type: ignore[attr-defined]
+            self.stats.coalesced()
         # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
         fwd = "miss" if head.storable or head.negative or head.not_stored_reason == "admission" else "bypass"
         status_text = cache_status(
@@ -560,7 +561,7 @@ class Engine:
         entry = found.entry
         facts = entry_facts(entry.meta, self.config)
         age, fresh = entry_age(facts, self.clock()), facts.fresh
-        if self.stats is not None and hasattr(self.stats, "revalidated"):
+        if self.stats is not None:
             self.stats.revalidated()
         text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
         return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
@@ -828,7 +829,7 @@ class Engine:
     async def _install_async(self, flight: Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
         fill = flight.fill
         if fill.spilled:
-            if self.stats is not None and hasattr(self.stats, "disk_error"):
+            if self.stats is not None:
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
         committed = await self.cache.commit(fill.temp_path, meta, epoch=flight.epoch, aborted=lambda: fill.aborted,
@@ -896,7 +897,7 @@ class Engine:
     # ---------------------------------------------------------------- bookkeeping
     def _count_fetch(self, origin: str, outcome: str) -> None:
         if self.stats is not None:
-            self.stats.origin_fetch(origin, outcome)  # type: ignore[attr-defined]
+            self.stats.origin_fetch(origin, outcome)
 
     # ---------------------------------------------------------------- invalidation
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:
