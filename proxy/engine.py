@@ -36,7 +36,7 @@ from mediaedge.policy.decide import (
     on_upstream_answer, renewed, serves_fresh, surrogate_keys,
 )
 from mediaedge.policy.freshness import Freshness, ttl_left
-from mediaedge.policy.fallback import Database, Fallback, after_origins
+from mediaedge.policy.fallback import Database, Fallback, Origin, after_origins, next_origin, origin_chain
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
 from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
@@ -95,6 +95,12 @@ class Engine:
                              count_fetch=self._count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
+
+    @property
+    def origins(self) -> tuple[Origin, ...]:
+        """The fallback chain a miss walks, in order (mediaedge.policy.fallback), composed
+        from the origins the settings configured (runtime.py builds `upstream` and `db`)."""
+        return origin_chain(has_upstream=self.upstream is not None, has_database=self.db is not None)
 
     # ---------------------------------------------------------------- entry point
     def hot_hit(self, req: MediaRequest) -> Reply | None:
@@ -408,9 +414,7 @@ class Engine:
             if await self._revalidate_db(flight, req):
                 return
             flight.resident = await asyncio.to_thread(self.store.has_pointer, req.target)
-            if self.upstream is not None and await self._try_upstream(flight, req, published):
-                return
-            await self._from_database(flight, req, published)
+            await self._ask_origins(flight, req, published)
         except FillFailed as e:
             fill.fail(str(e), e.status)
         except Exception as e:  # noqa: BLE001 - a fill must fail cleanly whatever happened
@@ -425,6 +429,21 @@ class Engine:
             fill.close()
             _unlink_quiet(fill.temp_path)
 
+    async def _ask_origins(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
+        """The fallback chain's driver: each origin in `self.origins` until one answers
+        for the client (mediaedge.policy.fallback.next_origin); spent, `after_origins` decides."""
+        origin = next_origin(self.origins)
+        while origin is not None:
+            if origin == "db":
+                await self._from_database(flight, req, published)
+                return
+            if await self._try_upstream(flight, req, published):
+                return
+            origin = next_origin(self.origins, origin, upstream_status=flight.upstream_status,
+                                 upstream_failed=flight.upstream_error_kind is not None,
+                                 row_found=flight.db_object is not None)
+        await self._not_in_database(flight, req, published, "none", "no database origin")
+
     async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
@@ -437,7 +456,7 @@ class Engine:
         if resp is None:
             return True  # not modified: the stored entry was renewed
         answer = self._answer_of(req, resp)
-        decision = on_upstream_answer(answer, published=published, has_database=self.db is not None,
+        decision = on_upstream_answer(answer, published=published, has_database="db" in self.origins,
                                       settings=self.config, forward_range=flight.forward_range)
         if isinstance(decision, FallBack) and decision.otherwise is None:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
@@ -750,8 +769,7 @@ class Engine:
         if flight.db_object is not None:
             self._count_fetch("db", "ok")
             return "found", flight.db_object, ""
-        if self.db is None:
-            return "none", None, "no database origin"
+        assert self.db is not None  # asked only when the chain holds the database
         if flight.db_problem is not None:
             return "failed", None, flight.db_problem
         row = await find_row(self.db, self._db_key(req.target))
@@ -769,12 +787,12 @@ class Engine:
         """No row (or no answer from the database): what the upstream said decides
         (mediaedge.policy.fallback). Stale entries are served by the requests that hold
         them: on `FillFailed`, or on a head marked `stale_first`."""
-        decision = after_origins(has_upstream=self.upstream is not None, upstream_status=flight.upstream_status,
+        decision = after_origins(has_upstream="upstream" in self.origins, upstream_status=flight.upstream_status,
                                  upstream_failure=flight.upstream_error_kind, database=database)
         answer, flight.upstream_answer = flight.upstream_answer, None
         if decision.action == "upstream" and answer is not None:
             head = self._answer_of(req, answer)
-            passed = on_upstream_answer(head, published=published, has_database=self.db is not None,
+            passed = on_upstream_answer(head, published=published, has_database="db" in self.origins,
                                         settings=self.config, fallback=decision, forward_range=flight.forward_range)
             assert not isinstance(passed, FallBack)  # with `fallback` given, it never falls back again
             await self._pump_upstream(flight, req, answer, head.revision, passed, fallback=decision)
