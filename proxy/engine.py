@@ -9,7 +9,6 @@ decisions come from `mediaedge.policy.*` and `mediaedge.respond`, pure functions
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -20,8 +19,8 @@ from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
-from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
-from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
+from mediaedge.errors import DamagedEntry, FillFailed, OriginError, SliceUnusable, UpstreamError
+from mediaedge.digest import BLOCK, blocks_valid, checked_block, covering_blocks, verified_stream
 from mediaedge.epochs import Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
@@ -212,43 +211,21 @@ class Engine:
         return reply
 
     async def _verified_body(self, f: BinaryIO, meta: EntryMeta) -> AsyncIterator[bytes]:
-        h = hashlib.sha256()
-        left = meta.size
-        held = b""
+        """A whole-body hit from disk, its last piece held back until its SHA-256 matches."""
         try:
-            def read_hashed(n: int) -> bytes:  # worker thread: hashlib releases the GIL
-                data = f.read(n)
-                h.update(data)
-                return data
-
-            while left:
-                chunk = await asyncio.to_thread(read_hashed, min(left, VERIFY_CHUNK))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                if held:
-                    yield held
-                held = chunk
-            if left or h.hexdigest() != meta.sha256:
-                await self._drop_damaged(meta, "SHA-256")
-                raise FillFailed("damaged cache entry")
-            if held:
-                yield held
+            async for chunk in verified_stream(f, meta.size, meta.sha256, VERIFY_CHUNK):
+                yield chunk
+        except DamagedEntry as e:
+            await self._drop_damaged(meta, e.where)
+            raise FillFailed("damaged cache entry") from e
         finally:
             f.close()
 
     async def _verified_window(self, f: BinaryIO, meta: EntryMeta, start: int, end: int) -> AsyncIterator[bytes]:
-        def read_block(index: int) -> bytes | None:  # worker thread: zlib releases the GIL
-            f.seek(index * BLOCK)
-            data = f.read(min(BLOCK, meta.size - index * BLOCK))
-            return data if crc(data) == block_sum(meta.blocks, index) else None
-
+        """A Range hit from disk: only the blocks it covers, each checked before any byte of it goes."""
         try:
             for index in covering_blocks(start, end):
-                try:
-                    data = await asyncio.to_thread(read_block, index)
-                except ValueError:  # a trailer whose sums are not hex
-                    data = None
+                data = await asyncio.to_thread(checked_block, f, meta.size, meta.blocks, index)
                 if data is None:
                     await self._drop_damaged(meta, f"block {index}")
                     raise FillFailed("damaged cache entry")
