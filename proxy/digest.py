@@ -3,10 +3,13 @@
 Two checks, computed in one pass as the bytes arrive:
 
 * the SHA-256 of the whole body: a whole-body hit is hashed as it streams and its
-  last bytes are held back until the hash matches (proxy/engine.py);
+  last bytes are held back until the hash matches (`verified_stream`, used by
+  proxy/engine.py; proxy/zerocopy.py does the same with sendfile, holding back the
+  last byte while a thread hashes the file);
 * a CRC-32 per `BLOCK` bytes: a Range hit reads only the blocks its window covers and
   checks each before sending any byte of it, so a damaged byte inside a 5 GB video is
-  caught by a 20-byte range request too, at the price of reading at most two blocks.
+  caught by a 20-byte range request too, at the price of reading at most two blocks
+  (`checked_block`, used by the engine, slices and zero-copy sends).
   CRC-32 is enough here: it guards against disk damage, not against an attacker who
   can write the cache directory (who could rewrite the trailer as well).
 
@@ -15,8 +18,13 @@ in the entry's trailer (proxy/storage.py `EntryMeta.blocks`).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from mediaedge.errors import DamagedEntry
 
 BLOCK = 1 << 20
 
@@ -73,3 +81,41 @@ def blocks_valid(blocks: str, size: int) -> bool:
 
 def crc(data: bytes | memoryview) -> int:
     return zlib.crc32(data)
+
+
+def checked_block(f: BinaryIO, size: int, blocks: str, index: int) -> bytes | None:
+    """Worker thread (zlib releases the GIL): block `index` of a body of `size` bytes,
+    or None when it fails its CRC-32 or the trailer's sums are not hex."""
+    f.seek(index * BLOCK)
+    data = f.read(min(BLOCK, size - index * BLOCK))
+    try:
+        return data if crc(data) == block_sum(blocks, index) else None
+    except ValueError:
+        return None
+
+
+async def verified_stream(f: BinaryIO, size: int, sha256: str, chunk: int = BLOCK) -> AsyncIterator[bytes]:
+    """Hash while streaming, hold back the last piece: `f`'s `size` bytes in chunks, each
+    sent once the next one is read, the last only when the whole body's SHA-256 is
+    `sha256`; else `DamagedEntry`, so a damaged body is never delivered complete."""
+    h = hashlib.sha256()
+
+    def read_hashed(n: int) -> bytes:  # worker thread: hashlib releases the GIL
+        data = f.read(n)
+        h.update(data)
+        return data
+
+    left = size
+    held = b""
+    while left:
+        piece = await asyncio.to_thread(read_hashed, min(left, chunk))
+        if not piece:
+            break
+        left -= len(piece)
+        if held:
+            yield held
+        held = piece
+    if left or h.hexdigest() != sha256:
+        raise DamagedEntry("SHA-256")
+    if held:
+        yield held

@@ -9,7 +9,6 @@ decisions come from `mediaedge.policy.*` and `mediaedge.respond`, pure functions
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -20,8 +19,8 @@ from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
-from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
-from mediaedge.digest import BLOCK, block_sum, blocks_valid, covering_blocks, crc
+from mediaedge.errors import DamagedEntry, FillFailed, OriginError, SliceUnusable, UpstreamError
+from mediaedge.digest import BLOCK, blocks_valid, checked_block, covering_blocks, verified_stream
 from mediaedge.epochs import Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
@@ -36,7 +35,7 @@ from mediaedge.policy.decide import (
     on_upstream_answer, renewed, serves_fresh, surrogate_keys,
 )
 from mediaedge.policy.freshness import Freshness, ttl_left
-from mediaedge.policy.fallback import Database, Fallback, after_origins
+from mediaedge.policy.fallback import Database, Fallback, Origin, after_origins, next_origin, origin_chain
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
 from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
@@ -44,6 +43,7 @@ from mediaedge.policy.target import decoded_path, etag_for_revision, revision_fr
 from mediaedge.pools import in_database_thread
 from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
 from mediaedge.slices import Slices
+from mediaedge.stats import StatsSink
 from mediaedge.storage import CacheStore, Entry, EntryMeta
 from mediaedge.streamserver import FileBody, Job
 from mediaedge.zerocopy import FileWindow
@@ -66,7 +66,7 @@ class Engine:
         *,
         upstream: Upstream | None,
         db: MediaDatabase | None,
-        stats: object | None = None,
+        stats: StatsSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -94,6 +94,12 @@ class Engine:
                              count_fetch=self._count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
+
+    @property
+    def origins(self) -> tuple[Origin, ...]:
+        """The fallback chain a miss walks, in order (mediaedge.policy.fallback), composed
+        from the origins the settings configured (runtime.py builds `upstream` and `db`)."""
+        return origin_chain(has_upstream=self.upstream is not None, has_database=self.db is not None)
 
     # ---------------------------------------------------------------- entry point
     def hot_hit(self, req: MediaRequest) -> Reply | None:
@@ -205,43 +211,21 @@ class Engine:
         return reply
 
     async def _verified_body(self, f: BinaryIO, meta: EntryMeta) -> AsyncIterator[bytes]:
-        h = hashlib.sha256()
-        left = meta.size
-        held = b""
+        """A whole-body hit from disk, its last piece held back until its SHA-256 matches."""
         try:
-            def read_hashed(n: int) -> bytes:  # worker thread: hashlib releases the GIL
-                data = f.read(n)
-                h.update(data)
-                return data
-
-            while left:
-                chunk = await asyncio.to_thread(read_hashed, min(left, VERIFY_CHUNK))
-                if not chunk:
-                    break
-                left -= len(chunk)
-                if held:
-                    yield held
-                held = chunk
-            if left or h.hexdigest() != meta.sha256:
-                await self._drop_damaged(meta, "SHA-256")
-                raise FillFailed("damaged cache entry")
-            if held:
-                yield held
+            async for chunk in verified_stream(f, meta.size, meta.sha256, VERIFY_CHUNK):
+                yield chunk
+        except DamagedEntry as e:
+            await self._drop_damaged(meta, e.where)
+            raise FillFailed("damaged cache entry") from e
         finally:
             f.close()
 
     async def _verified_window(self, f: BinaryIO, meta: EntryMeta, start: int, end: int) -> AsyncIterator[bytes]:
-        def read_block(index: int) -> bytes | None:  # worker thread: zlib releases the GIL
-            f.seek(index * BLOCK)
-            data = f.read(min(BLOCK, meta.size - index * BLOCK))
-            return data if crc(data) == block_sum(meta.blocks, index) else None
-
+        """A Range hit from disk: only the blocks it covers, each checked before any byte of it goes."""
         try:
             for index in covering_blocks(start, end):
-                try:
-                    data = await asyncio.to_thread(read_block, index)
-                except ValueError:  # a trailer whose sums are not hex
-                    data = None
+                data = await asyncio.to_thread(checked_block, f, meta.size, meta.blocks, index)
                 if data is None:
                     await self._drop_damaged(meta, f"block {index}")
                     raise FillFailed("damaged cache entry")
@@ -303,7 +287,7 @@ class Engine:
         if head.renewed:
             return await self._serve_renewed(req, stale, now, head, joined)
         if joined and not complete and self.stats is not None:
-            self.stats.coalesced()  # type: ignore[attr-defined]
+            self.stats.coalesced()
         # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
         fwd = "miss" if head.storable or head.negative or head.not_stored_reason == "admission" else "bypass"
         status_text = cache_status(
@@ -407,9 +391,7 @@ class Engine:
             if await self._revalidate_db(flight, req):
                 return
             flight.resident = await asyncio.to_thread(self.store.has_pointer, req.target)
-            if self.upstream is not None and await self._try_upstream(flight, req, published):
-                return
-            await self._from_database(flight, req, published)
+            await self._ask_origins(flight, req, published)
         except FillFailed as e:
             fill.fail(str(e), e.status)
         except Exception as e:  # noqa: BLE001 - a fill must fail cleanly whatever happened
@@ -424,6 +406,21 @@ class Engine:
             fill.close()
             _unlink_quiet(fill.temp_path)
 
+    async def _ask_origins(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
+        """The fallback chain's driver: each origin in `self.origins` until one answers
+        for the client (mediaedge.policy.fallback.next_origin); spent, `after_origins` decides."""
+        origin = next_origin(self.origins)
+        while origin is not None:
+            if origin == "db":
+                await self._from_database(flight, req, published)
+                return
+            if await self._try_upstream(flight, req, published):
+                return
+            origin = next_origin(self.origins, origin, upstream_status=flight.upstream_status,
+                                 upstream_failed=flight.upstream_error_kind is not None,
+                                 row_found=flight.db_object is not None)
+        await self._not_in_database(flight, req, published, "none", "no database origin")
+
     async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
         """True when the upstream's answer was used; False: fall back to the database."""
         assert self.upstream is not None
@@ -436,7 +433,7 @@ class Engine:
         if resp is None:
             return True  # not modified: the stored entry was renewed
         answer = self._answer_of(req, resp)
-        decision = on_upstream_answer(answer, published=published, has_database=self.db is not None,
+        decision = on_upstream_answer(answer, published=published, has_database="db" in self.origins,
                                       settings=self.config, forward_range=flight.forward_range)
         if isinstance(decision, FallBack) and decision.otherwise is None:
             self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
@@ -560,7 +557,7 @@ class Engine:
         entry = found.entry
         facts = entry_facts(entry.meta, self.config)
         age, fresh = entry_age(facts, self.clock()), facts.fresh
-        if self.stats is not None and hasattr(self.stats, "revalidated"):
+        if self.stats is not None:
             self.stats.revalidated()
         text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
         return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
@@ -749,8 +746,7 @@ class Engine:
         if flight.db_object is not None:
             self._count_fetch("db", "ok")
             return "found", flight.db_object, ""
-        if self.db is None:
-            return "none", None, "no database origin"
+        assert self.db is not None  # asked only when the chain holds the database
         if flight.db_problem is not None:
             return "failed", None, flight.db_problem
         row = await find_row(self.db, self._db_key(req.target))
@@ -768,12 +764,12 @@ class Engine:
         """No row (or no answer from the database): what the upstream said decides
         (mediaedge.policy.fallback). Stale entries are served by the requests that hold
         them: on `FillFailed`, or on a head marked `stale_first`."""
-        decision = after_origins(has_upstream=self.upstream is not None, upstream_status=flight.upstream_status,
+        decision = after_origins(has_upstream="upstream" in self.origins, upstream_status=flight.upstream_status,
                                  upstream_failure=flight.upstream_error_kind, database=database)
         answer, flight.upstream_answer = flight.upstream_answer, None
         if decision.action == "upstream" and answer is not None:
             head = self._answer_of(req, answer)
-            passed = on_upstream_answer(head, published=published, has_database=self.db is not None,
+            passed = on_upstream_answer(head, published=published, has_database="db" in self.origins,
                                         settings=self.config, fallback=decision, forward_range=flight.forward_range)
             assert not isinstance(passed, FallBack)  # with `fallback` given, it never falls back again
             await self._pump_upstream(flight, req, answer, head.revision, passed, fallback=decision)
@@ -828,7 +824,7 @@ class Engine:
     async def _install_async(self, flight: Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
         fill = flight.fill
         if fill.spilled:
-            if self.stats is not None and hasattr(self.stats, "disk_error"):
+            if self.stats is not None:
                 self.stats.disk_error()
             return  # the cache disk failed during this fill: passed through, not stored
         committed = await self.cache.commit(fill.temp_path, meta, epoch=flight.epoch, aborted=lambda: fill.aborted,
@@ -896,7 +892,7 @@ class Engine:
     # ---------------------------------------------------------------- bookkeeping
     def _count_fetch(self, origin: str, outcome: str) -> None:
         if self.stats is not None:
-            self.stats.origin_fetch(origin, outcome)  # type: ignore[attr-defined]
+            self.stats.origin_fetch(origin, outcome)
 
     # ---------------------------------------------------------------- invalidation
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:

@@ -11,6 +11,7 @@ MediaedgeError              one line for the operator or the client (`one_line`)
  │    └── LookupTimeout     a lookup ran past --db-timeout (counts as the database failing)
  ├── UpstreamError          the upstream could not be asked; `kind`: refused, reset, timeout (502/504)
  ├── FillFailed             a fetch could not complete; readers cut their response short (502)
+ │    └── DamagedEntry      a cache file does not match the sums recorded at fill: response cut
  ├── WebhookError           a refused webhook request (401, 400, 413, 503); `body()` is its JSON
  ├── TargetError            a request target we refuse (400, 404, 414); also a ValueError
  └── StatsUnavailable       `mediaedge stats` could not reach the admin plane
@@ -103,6 +104,15 @@ class FillFailed(MediaedgeError):
 
     def __init__(self, message: str, status: int = 502) -> None:
         super().__init__(message, status)
+
+
+class DamagedEntry(FillFailed):
+    """A cache file does not match the sums recorded at fill (`where`: "SHA-256" or
+    "block N"): the entry is dropped and the response cut, never finished wrong."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__("damaged cache entry", 502)
+        self.where = where
 
 
 class SliceUnusable(FillFailed):

@@ -20,6 +20,7 @@ from mediaedge.engine import Engine
 from mediaedge.headers import Headers
 from mediaedge.invalidation_log import Accepted, InvalidationLog
 from mediaedge.pools import in_database_thread
+from mediaedge.stats import StatsSink
 from mediaedge.webhook import DeleteEvent, Event, PublishEvent, PurgeEvent, event_from_json, event_to_json
 
 log = logging.getLogger("mediaedge.invalidation")
@@ -63,7 +64,7 @@ def event_kind(e: Event) -> str:
 
 class Invalidator:
     def __init__(
-        self, engine: Engine, log_: InvalidationLog, *, node: str, stats: Any | None = None,
+        self, engine: Engine, log_: InvalidationLog, *, node: str, stats: StatsSink | None = None,
         clock: Callable[[], float] = time.time, retention: float = 7 * 86400.0,
         auth_decisions: Any | None = None,
     ) -> None:

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from mediaedge.digest import BLOCK, BodyDigest, block_sum, blocks_valid, covering_blocks, crc
+from mediaedge.digest import BLOCK, BodyDigest, blocks_valid, checked_block, covering_blocks
 from mediaedge.epochs import Epochs, Verdict
 from mediaedge.errors import FillFailed, SliceUnusable, UpstreamError
 from mediaedge.headers import Headers
@@ -344,9 +344,10 @@ class _Stored(_Source):
         checked = blocks_valid(meta.blocks, meta.size)
 
         def read_block(index: int) -> bytes | None:  # worker thread: zlib releases the GIL
-            f.seek(index * BLOCK)
-            data = f.read(min(BLOCK, meta.size - index * BLOCK))
-            return data if not checked or crc(data) == block_sum(meta.blocks, index) else None
+            if checked:
+                return checked_block(f, meta.size, meta.blocks, index)
+            f.seek(index * BLOCK)  # an entry with no block sums: read as it is
+            return f.read(min(BLOCK, meta.size - index * BLOCK))
 
         for index in covering_blocks(start, end):
             data = await asyncio.to_thread(read_block, index)

@@ -38,7 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from mediaedge.digest import BLOCK, block_sum, covering_blocks, crc
+from mediaedge.digest import checked_block, covering_blocks
+from mediaedge.errors import DamagedEntry as DamagedEntry  # re-exported: raised here
 
 log = logging.getLogger("mediaedge.zerocopy")
 
@@ -47,10 +48,6 @@ TOKEN_LEN = len(PREFIX) + 32
 THRESHOLD = 1 << 20
 HASH_CHUNK = 1 << 20
 _INSTALLED = "_mediaedge_zerocopy"
-
-
-class DamagedEntry(Exception):
-    """The cache file does not match the sums recorded at fill: the response is cut."""
 
 
 @dataclass
@@ -265,13 +262,8 @@ def _sha256(fd: int, size: int) -> str:
 
 def _bad_block(window: FileWindow) -> int | None:
     """Worker thread: the first block of the window that fails its CRC-32, else None."""
-    fd = window.file.fileno()
     for index in covering_blocks(window.start, window.end):
-        data = os.pread(fd, min(BLOCK, window.size - index * BLOCK), index * BLOCK)
-        try:
-            if crc(data) != block_sum(window.blocks, index):
-                return index
-        except ValueError:  # a trailer whose sums are not hex
+        if checked_block(window.file, window.size, window.blocks, index) is None:
             return index
     return None
 

@@ -251,6 +251,20 @@ def test_upstream_404_falls_back_to_the_database(tmp_path):
     run(tmp_path, t)
 
 
+def test_the_origin_chain_is_composed_from_the_origins_configured(tmp_path):
+    async def with_db(rig: Rig) -> None:
+        assert rig.engine.origins == ("upstream", "db")
+
+    async def without_db(rig: Rig) -> None:  # --origin-db none: the upstream's own 404 is final
+        assert rig.engine.origins == ("upstream",)
+        rig.upstream.answers[TARGET] = lambda request: response(404, [], b"app's 404")
+        reply, body = await rig.get()
+        assert (reply.status, body) == (404, b"app's 404")
+
+    run(tmp_path / "a", with_db)
+    run(tmp_path / "b", without_db, db=False)
+
+
 def test_upstream_refused_falls_back_to_the_database(tmp_path):
     async def t(rig: Rig) -> None:
         def refuse(request: httpx.Request) -> httpx.Response:

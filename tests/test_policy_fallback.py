@@ -1,7 +1,7 @@
 """mediaedge.policy.fallback: what a client gets after the upstream did X and the database said Y."""
 import pytest
 
-from mediaedge.policy.fallback import Fallback, after_origins, asks_database
+from mediaedge.policy.fallback import Fallback, after_origins, asks_database, next_origin, origin_chain
 
 
 @pytest.mark.parametrize("status, failed, expected", [
@@ -50,3 +50,44 @@ def test_after_origins_with_an_upstream(upstream_status, failure, database, expe
 ])
 def test_after_origins_without_an_upstream(database, expected):
     assert after_origins(has_upstream=False, upstream_status=None, upstream_failure=None, database=database) == expected
+
+
+@pytest.mark.parametrize("has_upstream, has_database, chain", [
+    (True, True, ("upstream", "db")),
+    (False, True, ("db",)),  # no --upstream
+    (True, False, ("upstream",)),  # --origin-db none
+    (False, False, ()),
+])
+def test_origin_chain_from_the_settings(has_upstream, has_database, chain):
+    assert origin_chain(has_upstream=has_upstream, has_database=has_database) == chain
+
+
+@pytest.mark.parametrize("chain, first", [(("upstream", "db"), "upstream"), (("db",), "db"), ((), None)])
+def test_the_first_origin_is_the_head_of_the_chain(chain, first):
+    assert next_origin(chain) == first
+
+
+@pytest.mark.parametrize("status, failed, row_found, expected", [
+    (200, False, False, None),  # the upstream's answer is the client's
+    (304, False, False, None),
+    (403, False, False, None),
+    (404, False, False, "db"),
+    (410, False, False, "db"),
+    (503, False, False, "db"),
+    (None, True, False, "db"),  # refused, reset, timed out
+    (200, False, True, "db"),  # published revision wins: the row found for it is served
+])
+def test_after_the_upstream(status, failed, row_found, expected):
+    chain = origin_chain(has_upstream=True, has_database=True)
+    assert next_origin(chain, "upstream", upstream_status=status, upstream_failed=failed,
+                       row_found=row_found) == expected
+
+
+@pytest.mark.parametrize("status, failed", [(404, False), (503, False), (None, True)])
+def test_without_a_database_the_chain_ends_after_the_upstream(status, failed):
+    assert next_origin(("upstream",), "upstream", upstream_status=status, upstream_failed=failed) is None
+
+
+def test_the_database_is_the_last_word():
+    assert next_origin(("upstream", "db"), "db") is None
+    assert next_origin(("db",), "db") is None

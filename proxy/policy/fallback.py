@@ -1,8 +1,11 @@
 """What a client gets for a media miss, from what the upstream did and what the database said.
 
-Pure. The engine asks the upstream first; `asks_database` says whether its answer
-sends us on to the database origin; once the database has answered, `after_origins`
-says what the client gets (contract section 2, "Fallback"):
+Pure. The origins a miss asks are data, composed once from the settings by
+`origin_chain` (`("upstream", "db")`; no `--upstream`: `("db",)`; `--origin-db none`:
+`("upstream",)`); the engine's driver asks `next_origin` which one is next given
+what the previous one answered (`asks_database` says whether the upstream's answer
+sends us on); once the chain is spent, `after_origins` says what the client gets
+(contract section 2, "Fallback"):
 
 | upstream                  | database            | client gets                                          |
 |---------------------------|---------------------|------------------------------------------------------|
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Database = Literal["found", "notfound", "failed", "none"]
+Origin = Literal["upstream", "db"]
 Action = Literal["database", "upstream", "not-found", "error"]
 
 # Statuses after which the database origin is read (RFC 9110 15.5.5, 15.5.11, 15.6).
@@ -51,6 +55,31 @@ def asks_database(upstream_status: int | None, upstream_failed: bool) -> bool:
     if upstream_failed:
         return True
     return upstream_status is not None and (upstream_status in NOT_THERE or upstream_status >= 500)
+
+
+def origin_chain(*, has_upstream: bool, has_database: bool) -> tuple[Origin, ...]:
+    """The origins a miss asks, in order: the app first (it knows its own media best),
+    then the database (the source of truth for files the app no longer serves)."""
+    chain: tuple[Origin, ...] = ("upstream",) if has_upstream else ()
+    return chain + (("db",) if has_database else ())
+
+
+def next_origin(chain: tuple[Origin, ...], previous: Origin | None = None, *, upstream_status: int | None = None,
+                upstream_failed: bool = False, row_found: bool = False) -> Origin | None:
+    """The origin to ask after `previous` (None: the first), or None when the chain is
+    spent and `after_origins` decides.
+
+    After the upstream: on only when its answer is not the client's, i.e. it failed,
+    said 404/410/5xx (`asks_database`), or a published revision it does not have was
+    found as a database row (`row_found`: published revision wins). The database is
+    the last origin: its answer, row or not, is final.
+    """
+    if previous is None:
+        return chain[0] if chain else None
+    if previous == "upstream" and not (row_found or asks_database(upstream_status, upstream_failed)):
+        return None
+    rest = chain[chain.index(previous) + 1:] if previous in chain else ()
+    return rest[0] if rest else None
 
 
 def after_origins(*, has_upstream: bool, upstream_status: int | None, upstream_failure: str | None,
