@@ -36,6 +36,7 @@ from typing import TypeVar
 
 import h11
 
+from mediaedge.adminauth import CHALLENGE, authorized
 from mediaedge.errors import WebhookError
 from mediaedge.shutdown import close_server
 from mediaedge.webhook import MAX_BODY
@@ -104,6 +105,18 @@ def body_reservation(headers: dict[str, str]) -> int:
     if declared.isdigit():
         return min(int(declared), MAX_BODY + 1)
     return MAX_BODY + 1 if "chunked" in headers.get("transfer-encoding", "").lower() else 0
+
+
+def token_guard(token: str | None, handler: Handler, *, query_ok: bool = False) -> Handler:
+    """`handler` behind --admin-token (mediaedge.adminauth): 401 with a Bearer challenge.
+    One spelling for the one-process admin plane and the --workers supervisor's."""
+    async def guarded(req: AdminRequest) -> AdminResponse:
+        if not authorized(token, req.headers, req.path, query_ok=query_ok):
+            where = "Authorization: Bearer TOKEN" + (" or ?token=TOKEN" if query_ok else "")
+            refusal = AdminResponse.json(401, {"error": f"admin token required ({where}; --admin-token)"})
+            return AdminResponse(401, refusal.body, refusal.content_type, headers=(("www-authenticate", CHALLENGE),))
+        return await handler(req)
+    return guarded
 
 
 def busy(what: str) -> AdminResponse:

@@ -19,8 +19,7 @@ from typing import Any
 
 from mediaedge.access import Access, AuthClient, AuthDecisions
 from mediaedge.accesslog import AccessLog
-from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
-from mediaedge.adminauth import CHALLENGE, authorized
+from mediaedge.admin import AdminRequest, AdminResponse, AdminServer, token_guard
 from mediaedge.config import Settings
 from mediaedge.dashboard import render_dashboard
 from mediaedge.contract import EngineConfig
@@ -208,14 +207,8 @@ class Runtime:
 
     def _guarded(self, handler: Callable[[AdminRequest], Awaitable[AdminResponse]], *,
                  query_ok: bool = False) -> Callable[[AdminRequest], Awaitable[AdminResponse]]:
-        """`handler` behind --admin-token (mediaedge.adminauth); 401 with a Bearer challenge."""
-        async def guarded(req: AdminRequest) -> AdminResponse:
-            if not authorized(self.settings.admin_token, req.headers, req.path, query_ok=query_ok):
-                where = "Authorization: Bearer TOKEN" + (" or ?token=TOKEN" if query_ok else "")
-                refusal = AdminResponse.json(401, {"error": f"admin token required ({where}; --admin-token)"})
-                return AdminResponse(401, refusal.body, refusal.content_type, headers=(("www-authenticate", CHALLENGE),))
-            return await handler(req)
-        return guarded
+        """`handler` behind --admin-token (mediaedge.admin.token_guard)."""
+        return token_guard(self.settings.admin_token, handler, query_ok=query_ok)
 
     def rate_snapshot(self) -> Snapshot:
         """The counts behind the dashboard's last-hour rates, now (mediaedge.rates)."""

@@ -39,8 +39,8 @@ from typing import Any
 
 import httpx
 
-from mediaedge.admin import AdminRequest, AdminResponse, AdminServer
-from mediaedge.adminauth import CHALLENGE, authorized
+from mediaedge.admin import AdminRequest, AdminResponse, AdminServer, token_guard
+from mediaedge.adminauth import authorized
 from mediaedge.config import Settings, format_hostport
 from mediaedge.errors import StartupError, WebhookError
 from mediaedge.metrics import NodeFacts, build_info, render_metrics
@@ -413,14 +413,8 @@ class Supervisor:
 
     def _admin_guard(self, handler: Callable[[AdminRequest], Awaitable[AdminResponse]], *,
                      query_ok: bool = False) -> Callable[[AdminRequest], Awaitable[AdminResponse]]:
-        """As the one-process admin plane: `handler` behind --admin-token (mediaedge.adminauth)."""
-        async def guarded(req: AdminRequest) -> AdminResponse:
-            if not authorized(self.settings.admin_token, req.headers, req.path, query_ok=query_ok):
-                where = "Authorization: Bearer TOKEN" + (" or ?token=TOKEN" if query_ok else "")
-                refusal = AdminResponse.json(401, {"error": f"admin token required ({where}; --admin-token)"})
-                return AdminResponse(401, refusal.body, refusal.content_type, headers=(("www-authenticate", CHALLENGE),))
-            return await handler(req)
-        return guarded
+        """`handler` behind --admin-token (mediaedge.admin.token_guard)."""
+        return token_guard(self.settings.admin_token, handler, query_ok=query_ok)
 
     async def _healthz(self, _: AdminRequest) -> AdminResponse:
         return AdminResponse.text(200, "ok\n")
