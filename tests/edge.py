@@ -36,10 +36,21 @@ def venv_executable(name: str) -> str | None:
     return shutil.which(name)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on now and that this process has not handed out
+    before: the kernel may give the same ephemeral port to two binds in a row, and two
+    calls for one command line (`--listen` and `--admin-listen`) must not collide."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port after 100 tries")
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import free_port
 from mediaedge import statscli
 from mediaedge.stats import Stats
 
@@ -79,12 +80,6 @@ class Admin:
 def admin():
     with Admin(json.dumps(CANNED).encode()) as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:
