@@ -31,6 +31,7 @@ from mediaedge.origins.db import DatabaseOrigin
 from mediaedge.origins.sqlroutes import SqlRouteOrigin
 from mediaedge.policy.access import Gates
 from mediaedge.policy.cachestatus import set_cache_name
+from mediaedge.privatemedia import PrivateMedia
 from mediaedge.pools import in_database_thread, install_cache_pool
 from mediaedge.rates import MinuteRing, Snapshot
 from mediaedge.readiness import Readiness, Remembered, readiness
@@ -106,6 +107,7 @@ class Runtime:
         if s.auth_url and s.auth_prefixes:
             self.access = Access(AuthClient(s.auth_url, timeout=s.upstream_timeout),
                                  AuthDecisions(s.auth_ttl, clock=time.monotonic))
+        self.private = PrivateMedia(self.gates, s.signing_keys, self.access, self.stats)
         kind = Invalidator if self.worker is None else NodeInvalidator
         self.invalidator = kind(self.engine, self.invalidation_log, node=s.node_id, stats=self.stats,
                                 retention=s.log_retention,

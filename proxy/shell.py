@@ -5,7 +5,8 @@ answer made here, large ones and fills by pointing the flow at the in-process st
 server (`flow.response.stream = True` in `responseheaders`). Everything else goes to
 the upstream untouched. What is not translation lives in core services this calls:
 PURGE (`mediaedge.purge`), invalidation after unsafe methods (`mediaedge.unsafe`),
-counting and the access log (`mediaedge.record`). `mediaedge serve` adds `Shell` to
+the private-media gate (`mediaedge.privatemedia`), counting and the access log
+(`mediaedge.record`). `mediaedge serve` adds `Shell` to
 its master; `addons/mediaedge.py` adds the mitmdump options on top of it.
 """
 from __future__ import annotations
@@ -24,12 +25,10 @@ from mediaedge.config import Settings
 from mediaedge.contract import MediaRequest, Reply
 from mediaedge.errors import TargetError
 from mediaedge.headers import Headers
-from mediaedge.policy.access import DENIED_CACHE_STATUS_DETAIL, PRIVATE_CACHE_CONTROL, AuthAnswer
-from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.fields import has_control_characters, target_has_control_characters
 from mediaedge.policy.hop import connection_options
-from mediaedge.policy.signing import Denied, verify
 from mediaedge.policy.target import is_media, looks_media, normalize_target
+from mediaedge.privatemedia import Asking, Refusal, make_private
 from mediaedge.purge import answer_purge
 from mediaedge.record import count, log_access
 from mediaedge.respond import HTTP_DATES, wire_pairs
@@ -42,14 +41,12 @@ META_STREAM = "mediaedge_stream"
 META_UNSAFE = "mediaedge_unsafe_target"
 META_PASSED = "mediaedge_passed"  # forwarded to the upstream by mitmproxy (not media)
 
-DENIED_CACHE_STATUS = cache_status(fwd="bypass", detail=DENIED_CACHE_STATUS_DETAIL)
-AUTH_ERROR_CACHE_STATUS = cache_status(fwd="bypass", detail="auth-error")
-
 
 class Shell:
     """The mitmproxy hooks of a node: flows in, `MediaRequest`s to the engine, `Reply`s
-    back out as responses. PURGE, unsafe-method invalidation and counting/logging are
-    core services (`mediaedge.purge`, `.unsafe`, `.record`) called from here."""
+    back out as responses. PURGE, unsafe-method invalidation, the private-media gate and
+    counting/logging are core services (`mediaedge.purge`, `.unsafe`, `.privatemedia`,
+    `.record`) called from here."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings  # given by `mediaedge serve`; by the options under mitmdump
@@ -91,9 +88,9 @@ class Shell:
             except TargetError:
                 target = None
             if target is not None and is_media(target, self.rt.settings.media_prefixes):
-                gates = self.rt.gates
-                if gates.any:
-                    if gates.needs_signature(target) or gates.needs_auth(target):
+                private = self.rt.private
+                if private.any:
+                    if private.gated(target):
                         return self._private(flow, method, target, started)
                     if self._private_in_disguise(flow, started):
                         return None
@@ -104,95 +101,47 @@ class Shell:
                     return None
         if req is not None:
             return self._media(flow, req, started)
-        if self.rt.gates.any and method in ("GET", "HEAD") and self._private_in_disguise(flow, started):
+        if self.rt.private.any and method in ("GET", "HEAD") and self._private_in_disguise(flow, started):
             return None
         return self._request(flow, method, started)
 
     # ------------------------------------------------------------------ private media
     def _private(self, flow: http.HTTPFlow, method: str, target: str, started: float) -> Awaitable[None] | None:
-        """A media request under --signed-prefix or --auth-prefix (mediaedge.policy.access).
-
-        Refusals are answered here and reach no origin. An allowed request is served
-        like any other from the shared entry: without exp/kid/sig in its target, and
-        without the Cookie and Authorization that allowed it (they would make it
-        uncacheable and uncoalesced); what goes out says `Cache-Control: private`."""
-        rt = self.rt
-        assert rt is not None
-        raw = flow.request.path
-        if rt.gates.needs_signature(target):
-            verdict = verify(raw, rt.settings.signing_keys, time.time())
-            if isinstance(verdict, Denied):
-                self._deny(flow, 403, verdict.text, verdict.reason, started, raw)
-                return None
-            try:
-                target = _normalize(verdict.target)
-            except TargetError as e:  # the path is the one already accepted; only a query could fail
-                self._answer(flow, e.status, f"{e}\n", result="error", started=started, target=raw)
-                return None
+        """A media request under --signed-prefix or --auth-prefix: `mediaedge.privatemedia`
+        decides (refused, admitted, or the app to ask); this only answers the flow."""
+        assert self.rt is not None
         headers = Headers(flow.request.headers.items(multi=True))  # type: ignore[arg-type]
-        if rt.gates.needs_auth(target):
-            assert rt.access is not None
-            key = rt.access.decisions.key(headers, raw)
-            answer = rt.access.remembered(key)
-            if answer is None:
-                return self._ask_app(flow, method, target, headers, raw, key, started)
-            if not answer.allow:
-                self._refuse(flow, answer, started, raw)
-                return None
-        req = MediaRequest(method, target, headers.without("cookie", "authorization"))
-        reply = rt.engine.hot_hit(req)
+        verdict = self.rt.private.admit(method, target, flow.request.path, headers)
+        if isinstance(verdict, Refusal):
+            self._refuse(flow, verdict, started)
+            return None
+        if isinstance(verdict, Asking):
+            return self._private_asked(flow, verdict, started)
+        reply = self.rt.engine.hot_hit(verdict.request)
         if reply is not None:
             self._apply(flow, reply, started, private=True)
             return None
-        return self._media(flow, req, started, private=True)
+        return self._media(flow, verdict.request, started, private=True)
+
+    async def _private_asked(self, flow: http.HTTPFlow, asking: Asking, started: float) -> None:
+        verdict = await asking.answer()
+        if isinstance(verdict, Refusal):
+            self._refuse(flow, verdict, started)
+            return
+        await self._media(flow, verdict.request, started, private=True)
 
     def _private_in_disguise(self, flow: http.HTTPFlow, started: float) -> bool:
-        """A GET/HEAD whose target is not under a private prefix as written, but is to a
-        lenient app (`/MEDIA/P/x`, `/media/%2570/x`: case ignored, decoded until stable,
-        as mediaedge.policy.target.looks_media reads it). Forwarded or served as public, it
-        would reach the app ungated; it is refused instead (no real link is spelled so)."""
+        """Refused when the target spells a private prefix to a lenient app (`mediaedge.privatemedia`)."""
         assert self.rt is not None
-        raw, gates = flow.request.path, self.rt.gates
-        if _looks_under(raw, gates.signed):
-            self._deny(flow, 403, "bad signature", "signature", started, raw)
-            return True
-        if _looks_under(raw, gates.auth):
-            self._deny(flow, 403, "forbidden", "auth", started, raw)
-            return True
-        return False
+        refusal = self.rt.private.in_disguise(flow.request.path)
+        if refusal is None:
+            return False
+        self._refuse(flow, refusal, started)
+        return True
 
-    async def _ask_app(self, flow: http.HTTPFlow, method: str, target: str, headers: Headers, raw: str,
-                       key: bytes, started: float) -> None:
-        rt = self.rt
-        assert rt is not None and rt.access is not None
-        answer = await rt.access.decide(key, headers, raw, method, target)
-        if not answer.allow:
-            self._refuse(flow, answer, started, raw)
-            return
-        await self._media(flow, MediaRequest(method, target, headers.without("cookie", "authorization")), started,
-                          private=True)
-
-    def _refuse(self, flow: http.HTTPFlow, answer: AuthAnswer, started: float, raw: str) -> None:
-        if answer.refused:
-            self._deny(flow, answer.status, answer.reason, "auth", started, raw,
-                       www_authenticate=answer.www_authenticate)
-            return
-        log.warning("auth for %s failed closed: %s", raw, answer.reason)
-        self._answer(flow, 503, "access check unavailable\n", result="error", started=started, target=raw,
-                     extra={"Cache-Status": AUTH_ERROR_CACHE_STATUS,
-                            "Cache-Control": "no-store"})
-
-    def _deny(self, flow: http.HTTPFlow, status: int, text: str, reason: str, started: float, raw: str, *,
-              www_authenticate: str | None = None) -> None:
-        """A refusal of a signature or by the app: counted in errors and denied, logged with its reason."""
-        assert self.rt is not None
-        extra = {"Cache-Status": DENIED_CACHE_STATUS,
-                 "Cache-Control": "no-store"}
-        if www_authenticate:
-            extra["WWW-Authenticate"] = www_authenticate
-        self.rt.stats.denied(reason)
-        self._answer(flow, status, text + "\n", result="error", started=started, target=raw, extra=extra,
-                     denied=reason)
+    def _refuse(self, flow: http.HTTPFlow, refusal: Refusal, started: float) -> None:
+        self._answer(flow, refusal.status, refusal.text, result="error", started=started, target=refusal.target,
+                     extra=refusal.fields, denied=refusal.denied)
 
     async def _media(self, flow: http.HTTPFlow, req: MediaRequest, started: float, private: bool = False) -> None:
         assert self.rt is not None
@@ -283,7 +232,7 @@ class Shell:
         assert self.rt is not None
         rt = self.rt
         if private:
-            _make_private(reply)
+            make_private(reply)
         pairs = reply.wire if reply.wire is not None else wire_pairs(reply.headers)
         if reply.job is None:
             now = time.time()
@@ -377,19 +326,7 @@ def _drop_connection_options(response: http.Response) -> None:
             del response.headers[name]
 
 
-def _make_private(reply: Reply) -> None:
-    """`Cache-Control: private` in place of the origin's (mediaedge.policy.access)."""
-    if reply.wire is not None:
-        reply.wire = [p for p in reply.wire if p[0].lower() != b"cache-control"]
-        reply.wire.append((b"Cache-Control", PRIVATE_CACHE_CONTROL.encode()))
-        return
-    reply.headers = reply.headers.with_set("Cache-Control", PRIVATE_CACHE_CONTROL)
-    if reply.job is not None:
-        reply.job.headers = reply.job.headers.with_set("Cache-Control", PRIVATE_CACHE_CONTROL)
-
-
 _normalize = functools.lru_cache(maxsize=4096)(normalize_target)  # pure; the same few paths recur
-_looks_under = functools.lru_cache(maxsize=4096)(looks_media)  # (raw target, prefixes): pure too
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,16 +1,21 @@
-"""The core services the mitmproxy shell calls (mediaedge.unsafe, .purge, .record), in
-process: the flows around them are covered end to end in test_e2e_rfc9111.py,
-test_e2e_purge.py and test_accesslog.py / test_mitmdump_addon.py."""
+"""The core services the mitmproxy shell calls (mediaedge.unsafe, .purge, .record,
+.privatemedia), in process: the flows around them are covered end to end in
+test_e2e_rfc9111.py, test_e2e_purge.py, test_accesslog.py / test_mitmdump_addon.py and
+test_private_media.py."""
 from __future__ import annotations
 
 import asyncio
 import json
 
+from mediaedge.access import Access, AuthDecisions
 from mediaedge.accesslog import AccessLog
 from mediaedge.config import load_settings
 from mediaedge.engine import Reply
 from mediaedge.headers import Headers
+from mediaedge.policy.access import AuthAnswer, Gates, auth_answer
 from mediaedge.policy.purge import ALLOW
+from mediaedge.policy.signing import SigningKey, sign_target
+from mediaedge.privatemedia import Admitted, Asking, PrivateMedia, Refusal, make_private
 from mediaedge.purge import answer_purge
 from mediaedge.record import access_line, record, sent_field
 from mediaedge.stats import Stats, StatsSink
@@ -136,3 +141,97 @@ def test_a_5xx_is_counted_with_no_origin_and_the_combined_line_says_so():
     line = access_line("combined", "X-Media-Revision", reply, 0, 0.5, View(), None, 0.0)
     assert line.startswith('203.0.113.7 - - [01/Jan/1970:00:00:00 +0000] "GET /media/a.jpg') and "curl/8.5" in line
     assert sent_field(reply, "Cache-Status", View({"cache-status": "x"})) == "x"
+
+
+# --- mediaedge.privatemedia ----------------------------------------------------------------
+
+KEY = SigningKey(None, b"s3cret")
+NOW = 1_800_000_000.0
+
+
+class AnsweringClient:
+    """The app behind --auth-url: answers `status` and counts the asks."""
+
+    def __init__(self, status: int) -> None:
+        self.status, self.calls = status, 0
+
+    async def ask(self, headers: Headers, raw_target: str, method: str) -> AuthAnswer:
+        self.calls += 1
+        return auth_answer(self.status, 'Basic realm="x"' if self.status == 401 else None)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Denials:
+    """The one counter the gate touches (StatsSink.denied)."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def denied(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+def gate(app_status: int = 200) -> tuple[PrivateMedia, Denials, AnsweringClient]:
+    stats, client = Denials(), AnsweringClient(app_status)
+    access = Access(client, AuthDecisions(60, clock=lambda: NOW))  # type: ignore[arg-type]
+    return (PrivateMedia(Gates(("/media/s/",), ("/media/p/",)), (KEY,), access, stats,  # type: ignore[arg-type]
+                         clock=lambda: NOW),
+            stats, client)
+
+
+def test_private_media_signatures_are_checked_before_the_engine():
+    private, stats, _ = gate()
+    assert private.any and private.gated("/media/s/a.jpg") and not private.gated("/media/a.jpg")
+    refused = private.admit("GET", "/media/s/a.jpg", "/media/s/a.jpg?exp=1&sig=x", Headers())
+    assert isinstance(refused, Refusal) and (refused.status, refused.denied) == (403, "signature")
+    assert refused.fields["Cache-Control"] == "no-store" and "denied" in refused.fields["Cache-Status"]
+    assert stats.reasons == ["signature"]
+    signed = sign_target("/media/s/a.jpg?w=1", "s3cret", int(NOW) + 60)
+    admitted = private.admit("GET", "/media/s/a.jpg", signed, Headers([("Cookie", "a=1"), ("Accept", "*/*")]))
+    assert isinstance(admitted, Admitted)
+    assert admitted.request.target == "/media/s/a.jpg?w=1"  # exp/kid/sig dropped
+    assert list(admitted.request.headers) == [("Accept", "*/*")]  # credentials never reach the engine
+
+
+def test_private_media_asks_the_app_once_then_remembers():
+    async def main() -> None:
+        private, stats, client = gate(200)
+        headers = Headers([("Cookie", "session=1")])
+        first = private.admit("GET", "/media/p/a.jpg", "/media/p/a.jpg", headers)
+        assert isinstance(first, Asking)
+        allowed = await first.answer()
+        assert isinstance(allowed, Admitted) and allowed.request.headers.get("cookie") is None
+        again = private.admit("GET", "/media/p/a.jpg", "/media/p/a.jpg", headers)
+        assert isinstance(again, Admitted) and client.calls == 1  # remembered: no coroutine, no ask
+
+        no, _, _ = gate(401)
+        asking = no.admit("GET", "/media/p/a.jpg", "/media/p/a.jpg", headers)
+        assert isinstance(asking, Asking)
+        refused = await asking.answer()
+        assert isinstance(refused, Refusal) and (refused.status, refused.denied) == (401, "auth")
+        assert refused.fields["WWW-Authenticate"] == 'Basic realm="x"'
+
+        down, down_stats, _ = gate(500)
+        asking = down.admit("GET", "/media/p/a.jpg", "/media/p/a.jpg", headers)
+        assert isinstance(asking, Asking)
+        closed = await asking.answer()
+        assert isinstance(closed, Refusal) and (closed.status, closed.denied) == (503, None)  # an error, not denied
+        assert down_stats.reasons == []
+
+    asyncio.run(main())
+
+
+def test_private_media_in_disguise_is_refused_and_replies_are_made_private():
+    private, _, _ = gate()
+    assert private.in_disguise("/media/a.jpg") is None
+    for raw, reason in (("/MEDIA/S/a.jpg", "signature"), ("/media/%2570/a.jpg", "auth")):
+        refusal = private.in_disguise(raw)
+        assert refusal is not None and (refusal.status, refusal.denied, refusal.target) == (403, reason, raw)
+    reply = Reply(200, Headers([("Cache-Control", "public, max-age=60"), ("ETag", '"1"')]))
+    make_private(reply)
+    assert reply.headers.get_all("cache-control") == ["private"] and reply.headers.get("etag") == '"1"'
+    hot = Reply(200, Headers(), wire=[(b"Cache-Control", b"max-age=60"), (b"Age", b"3")])
+    make_private(hot)
+    assert hot.wire == [(b"Age", b"3"), (b"Cache-Control", b"private")]
