@@ -28,6 +28,8 @@ import time
 
 import requests
 
+from bench.ports import free_port
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 from edge import Edge, Route, Upstream  # noqa: E402
@@ -65,8 +67,6 @@ class NginxAuth:
     edge, not a Python test server, is what is measured."""
 
     def __init__(self, work: str) -> None:
-        from edge import free_port
-
         port = free_port()
         conf = os.path.join(work, "nginx-auth.conf")
         with open(conf, "w") as f:

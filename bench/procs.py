@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.ports import free_port as free_port  # re-exported: bench modules use procs.free_port
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,12 +28,6 @@ def venv_executable(name: str) -> str | None:
     if os.path.isfile(own) and os.access(own, os.X_OK):
         return own
     return shutil.which(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/dbservers.py and other helpers
+sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repo: bench/ports.py (free_port)
 
 import dbservers  # noqa: E402
 

@@ -16,12 +16,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
+
+from bench.ports import free_port  # one implementation for the tests and the bench
 
 START_TIMEOUT = 90.0  # seconds; mariadb-install-db alone can take ~10 s on a slow CI box
 STOP_TIMEOUT = 30.0
@@ -33,13 +34,6 @@ class ServerUnavailable(Exception):
 
 class ServerFailed(Exception):
     """A database server was found but did not start."""
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, log: str, what: str) -> None:

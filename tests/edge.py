@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import http.server
 import os
 import signal
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from bench.ports import free_port  # one implementation for the tests and the bench
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,23 +37,6 @@ def venv_executable(name: str) -> str | None:
     import shutil
 
     return shutil.which(name)
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now and that this process has not handed out
-    before: the kernel may give the same ephemeral port to two binds in a row, and two
-    calls for one command line (`--listen` and `--admin-listen`) must not collide."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no fresh loopback port after 100 tries")
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:
@@ -420,6 +406,18 @@ class Edge:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
+
+
+def get_plain(port: int, path: str) -> tuple[int, str, bytes]:
+    """One GET on a fresh connection with no fields of the client's own (http.client, not
+    requests): the status, the Cache-Status and the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.getheader("Cache-Status") or "", r.read()
+    finally:
+        conn.close()
 
 
 def status_of(r: object) -> str:

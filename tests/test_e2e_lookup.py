@@ -9,19 +9,9 @@ import os
 
 import pytest
 
-from tests.edge import Edge, Route, Upstream
+from tests.edge import Edge, Route, Upstream, get_plain as get
 
 BODIES = {f"/media/inline/{i}.jpg": os.urandom(3_000 + i) for i in range(20)}
-
-
-def get(port: int, path: str) -> tuple[int, str, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.getheader("Cache-Status") or "", r.read()
-    finally:
-        conn.close()
 
 
 def purge(port: int, path: str) -> int:

@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from conftest import require
-from tests.edge import Edge, Route, Upstream, free_port, wait_until
+from tests.edge import Edge, Route, Upstream, free_port, get_plain as get, wait_until
 
 BODY = os.urandom(5_000)
 PATH = "/media/purge/x.jpg"
@@ -28,16 +28,6 @@ def purge(port: int, path: str, source: str | None = None) -> tuple[int, dict[st
         conn.request("PURGE", path)
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
-
-
-def get(port: int, path: str) -> tuple[int, str, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.getheader("Cache-Status") or "", r.read()
     finally:
         conn.close()
 
