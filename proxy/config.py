@@ -507,6 +507,12 @@ OPTIONS: tuple[Option, ...] = (
         "stream server and mitmproxy; TLS clients always take the streamed path. 'off' turns it off.",
     ),
     Option(
+        "idle-timeout", "idle_timeout", "SECONDS", 30, "30", _positive_duration,
+        "A client connection with no activity for this long is closed (half-open and slowloris "
+        "connections; mediaedge serve only, mitmdump keeps its own), and a sendfile hit whose "
+        "client takes no byte for this long is dropped (nginx's send_timeout).",
+    ),
+    Option(
         "media-prefix", "media_prefixes", "PREFIX", ("/media/",), "/media/",
         parse_media_prefixes,
         "Path prefix of media requests, starting and ending with '/'. Repeat the flag for "
@@ -685,6 +691,7 @@ class Settings:
     cache_size: int
     max_object_size: int
     sendfile_min_size: int
+    idle_timeout: float
     media_prefixes: tuple[str, ...]
     revision_header: str
     default_ttl: float

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import math
 import signal
 import sys
 
@@ -48,7 +49,7 @@ _check_free = check_free
 
 # mitmproxy closes a connection with no activity for this long (its default: 10 min).
 # 30 s, like nginx's client_header_timeout / send_timeout range, reaps slowloris-style
-# half-open connections before they exhaust file descriptors.
+# half-open connections before they exhaust file descriptors. --idle-timeout sets it.
 IDLE_TIMEOUT = 30
 
 
@@ -134,10 +135,12 @@ def _no_check(self: object) -> None:
     return None
 
 
-def set_idle_timeout(opts: options.Options, seconds: int = IDLE_TIMEOUT) -> None:
+def set_idle_timeout(opts: options.Options, seconds: float = IDLE_TIMEOUT) -> None:
     """mitmproxy 12 made the idle timeout the `tcp_timeout` option; mitmproxy 11 reads the
     module constant `mitmproxy.proxy.server.TCP_TIMEOUT` (setting that on 12 would do
-    nothing, silently, leaving idle connections open for 10 minutes)."""
+    nothing, silently, leaving idle connections open for 10 minutes). Whole seconds: the
+    option is an int."""
+    seconds = max(1, math.ceil(seconds))
     if "tcp_timeout" in opts:
         opts.update(tcp_timeout=seconds)
     else:
@@ -159,7 +162,7 @@ async def _serve(settings: Settings) -> int:
         reuse_port(asyncio.get_running_loop(), port)
     addon = Shell(settings)
     opts = options.Options()
-    set_idle_timeout(opts)
+    set_idle_timeout(opts, settings.idle_timeout)
     master = Master(opts)
     listen_host = f"[{host}]" if ":" in host else host
     announce = Announce([

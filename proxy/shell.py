@@ -254,7 +254,7 @@ class Shell:
         if "content-length" in reply.headers and zerocopy.eligible(flow, job.source, rt.settings.sendfile_min_size):
             now = time.time()  # the head planned; the token stands for the body mitmproxy will write
             flow.response = http.Response(b"HTTP/1.1", reply.status, _reason(reply.status), http.Headers(pairs),
-                                          zerocopy.register(job), None, now, now)
+                                          zerocopy.register(job, rt.settings.idle_timeout), None, now, now)
             return
         path = rt.stream.register(job)
         _origin_form(flow)

@@ -23,6 +23,14 @@ A file whose whole hash matched is remembered by identity (`file_identity`: devi
 inode, size, mtime and ctime) so later hits of it, whole or windows, are pure sendfile:
 hashing every hit would cap a hit at SHA-256's ~1 GB/s on this machine.
 
+A client that stops reading would hold a send (its connection, the cache file) forever:
+mitmproxy's idle watchdog sees no activity and asks the writer to close, but the close
+waits behind the send, and the kernel keeps a zero-window connection open for as long as
+the client acknowledges its probes. So each sendfile has a stall deadline (nginx's
+`send_timeout`, here `--idle-timeout`): pushed back whenever the client acknowledges
+more bytes (`TCP_INFO`'s `tcpi_bytes_acked`, Linux), and on expiry the send is cut and
+the connection aborted. A slow client that keeps reading is never cut.
+
 Only plain-HTTP/1.1 GETs on a keep-alive connection take this path (TLS is encrypted in
 Python by mitmproxy; HTTP/2 frames its data), for bodies of at least `THRESHOLD` bytes.
 """
@@ -33,6 +41,8 @@ import hashlib
 import logging
 import os
 import secrets
+import socket
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +58,10 @@ TOKEN_LEN = len(PREFIX) + 32
 THRESHOLD = 1 << 20
 HASH_CHUNK = 1 << 20
 _INSTALLED = "_mediaedge_zerocopy"
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at this offset since Linux 4.1.
+TCP_INFO_LEN = 256
+BYTES_ACKED_AT = 120
+STALL_POLL = 1.0  # seconds at most between two looks at a send's progress
 
 
 @dataclass
@@ -67,7 +81,7 @@ class FileWindow:
         return self.start == 0 and self.end == self.size
 
 
-_jobs: dict[bytes, Any] = {}  # token -> streamserver.Job, popped by the writer
+_jobs: dict[bytes, tuple[Any, float]] = {}  # token -> (streamserver.Job, stall seconds), popped by the writer
 
 
 def installed() -> bool:
@@ -87,18 +101,19 @@ def eligible(flow: Any, window: FileWindow | None, min_size: int = THRESHOLD) ->
             and "close" not in req.headers.get("connection", "").lower())
 
 
-def register(job: Any) -> bytes:
-    """The body token mitmproxy is given instead of the bytes."""
+def register(job: Any, stall: float = 0.0) -> bytes:
+    """The body token mitmproxy is given instead of the bytes; the send is dropped when
+    the client takes no byte for `stall` seconds (0: never)."""
     token = PREFIX + secrets.token_hex(16).encode()
-    _jobs[token] = job
+    _jobs[token] = (job, stall)
     return token
 
 
 def discard(token: bytes) -> None:
     """A token mitmproxy will never write (the flow errored before its response)."""
-    job = _jobs.pop(token, None)
-    if job is not None and job.source is not None:
-        _close(job.source.file)
+    found = _jobs.pop(token, None)
+    if found is not None and found[0].source is not None:
+        _close(found[0].source.file)
 
 
 class ZeroCopyWriter:
@@ -119,9 +134,9 @@ class ZeroCopyWriter:
             self._queued.append(bytes(data))
             return
         if len(data) == TOKEN_LEN and data[:len(PREFIX)] == PREFIX:
-            job = _jobs.pop(bytes(data), None)
-            if job is not None:
-                self._busy = asyncio.get_running_loop().create_task(self._send(job))
+            found = _jobs.pop(bytes(data), None)
+            if found is not None:
+                self._busy = asyncio.get_running_loop().create_task(self._send(*found))
                 return
         self._inner.write(data)
 
@@ -137,13 +152,17 @@ class ZeroCopyWriter:
             return
         self._inner.close()
 
-    async def _send(self, job: Any) -> None:
+    async def _send(self, job: Any, stall: float) -> None:
         window: FileWindow = job.source
         transport = self._inner.transport
         job._transport = transport
         sent = 0
         completed = False
         loop = asyncio.get_running_loop()
+
+        async def sendfile(file: BinaryIO, offset: int, count: int) -> None:
+            await send_watched(loop, transport, file, offset, count, stall)
+
         try:
             if job.aborted:
                 raise ConnectionAbortedError("aborted by invalidation")
@@ -153,12 +172,12 @@ class ZeroCopyWriter:
             log.debug("zero-copy send of %d bytes at %d (%s)", count, window.start,
                       "proven before" if proven else "checked now")
             if proven:
-                await loop.sendfile(transport, window.file, window.start, count)
+                await sendfile(window.file, window.start, count)
             elif window.whole:
                 # its own descriptor: the thread may outlive the send (client gone) and the file
                 hashing = asyncio.ensure_future(asyncio.to_thread(_sha256, os.dup(window.file.fileno()), window.size))
                 try:
-                    await loop.sendfile(transport, window.file, 0, count - 1)
+                    await sendfile(window.file, 0, count - 1)
                     sent = count - 1
                     digest = await hashing
                 finally:
@@ -168,15 +187,20 @@ class ZeroCopyWriter:
                     await window.on_damaged("SHA-256")
                     raise DamagedEntry("SHA-256")
                 VERDICTS.remember(identity)
-                await loop.sendfile(transport, window.file, count - 1, 1)
+                await sendfile(window.file, count - 1, 1)
             else:
                 bad = await asyncio.to_thread(_bad_block, window)
                 if bad is not None:
                     await window.on_damaged(f"block {bad}")
                     raise DamagedEntry(f"block {bad}")
-                await loop.sendfile(transport, window.file, window.start, count)
+                await sendfile(window.file, window.start, count)
             sent = count
             completed = True
+        except TimeoutError:
+            log.info("zero-copy send to %s dropped: the client took no byte for %g s",
+                     transport.get_extra_info("peername"), stall)
+            transport.abort()
+            self._queued.clear()
         except Exception as e:  # noqa: BLE001 - client gone, aborted, damaged entry: cut the body
             log.debug("zero-copy send ended early: %r", e)
             transport.abort()
@@ -205,6 +229,66 @@ class ZeroCopyWriter:
                 self._inner.write_eof()
             if self._close:
                 self._inner.close()
+
+
+async def send_watched(loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport, file: BinaryIO,
+                       offset: int, count: int, stall: float) -> None:
+    """`loop.sendfile`, cut with TimeoutError when the client acknowledges no byte for
+    `stall` seconds (0, or no TCP_INFO on this system: never cut)."""
+    sock = transport.get_extra_info("socket")
+    acked = bytes_acked(sock) if stall > 0 and sock is not None else None
+    task = asyncio.current_task()
+    if acked is None or task is None:
+        await loop.sendfile(transport, file, offset, count)
+        return
+    watch = _StallWatch(loop, sock, acked, stall, task)
+    try:
+        await loop.sendfile(transport, file, offset, count)
+    except asyncio.CancelledError:
+        if watch.fired and task.uncancel() == 0:  # our cancel, not the caller's
+            raise TimeoutError(f"no byte taken for {stall:g} s") from None
+        raise
+    finally:
+        watch.stop()
+
+
+class _StallWatch:
+    """A timer (no task: a hit pays one `call_later`) that looks at the bytes the client
+    acknowledged every `stall / 4` s at most 1 s apart, and cancels the send when they
+    have not moved for `stall` seconds."""
+
+    __slots__ = ("loop", "sock", "acked", "stall", "task", "moved", "fired", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, acked: int, stall: float,
+                 task: asyncio.Task[Any]) -> None:
+        self.loop, self.sock, self.acked, self.stall, self.task = loop, sock, acked, stall, task
+        self.moved = loop.time()
+        self.fired = False
+        self.handle = loop.call_later(min(stall / 4, STALL_POLL), self._look)
+
+    def _look(self) -> None:
+        now = bytes_acked(self.sock)
+        if now is not None and now != self.acked:
+            self.acked, self.moved = now, self.loop.time()
+        elif self.loop.time() - self.moved >= self.stall:
+            self.fired = True
+            self.task.cancel()
+            return
+        self.handle = self.loop.call_later(min(self.stall / 4, STALL_POLL), self._look)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
+def bytes_acked(sock: socket.socket) -> int | None:
+    """How many bytes of this connection the peer has acknowledged; None where unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+    except (OSError, AttributeError):  # not Linux, or not a TCP socket
+        return None
+    if len(info) < BYTES_ACKED_AT + 8:
+        return None
+    return int.from_bytes(info[BYTES_ACKED_AT:BYTES_ACKED_AT + 8], sys.byteorder)
 
 
 Identity = tuple[int, int, int, int, int, str]

@@ -4,7 +4,9 @@ cases that keep the streamed path."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import time
 
 import pytest
 
@@ -305,3 +307,84 @@ def test_pipelined_requests_get_their_answers_in_order(env):
     assert (s1, s2, s3) == (200, 206, 200)
     assert hashlib.sha256(b1).hexdigest() == hashlib.sha256(b3).hexdigest() == synthetic_sha(SIZE)
     assert b2 == synthetic_chunk(10, 10)
+
+
+def _held(edge: Edge) -> tuple[int, int]:
+    """The edge's open sockets and cache entry files (`*.val`); database files are left
+    out (each worker thread opens its connection when it first needs one)."""
+    assert edge.proc is not None
+    fd_dir = f"/proc/{edge.proc.pid}/fd"
+    sockets = entries = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        sockets += target.startswith("socket:")
+        entries += target.endswith(".val")
+    return sockets, entries
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="the stall deadline reads Linux's TCP_INFO")
+def test_a_client_that_stops_reading_is_dropped_and_the_edge_keeps_serving(tmp_path):
+    """--idle-timeout 2: a sendfile hit whose client reads a little and then stops is cut
+    about 2 s later (the send's stall deadline), its socket and cache file are closed, and
+    another client gets the exact bytes meanwhile and after."""
+    size = 48 * 1024 * 1024  # far more than the socket buffers hold
+    path = "/media/zc/stalled.mp4"
+    up = Upstream()
+    up.routes[path] = Route(size=size, headers={"Content-Type": "video/mp4", "X-Media-Revision": "s1"})
+    edge = Edge(str(tmp_path), upstream=up.url, args=["--idle-timeout", "2"]).start()
+    try:
+        assert "stored" in status_of(edge.get(path))
+        warm = edge.get(path)  # a zero-copy hit that proves the file: later ones are pure sendfile
+        assert "hit" in status_of(warm) and hashlib.sha256(warm.content).hexdigest() == synthetic_sha(size)
+        sockets, entries = _held(edge)
+        assert entries == 0
+
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", edge.port))
+        try:
+            s.sendall(_get(path))
+            got = len(s.recv(65536))
+            stopped = time.monotonic()
+            assert got > 0 and _held(edge)[1] == 1  # the send holds the cache file
+
+            # Another client is served in full while the stalled send is pending.
+            assert hashlib.sha256(edge.get(path).content).hexdigest() == synthetic_sha(size)
+
+            wait_until(lambda: "took no byte for 2 s" in edge.log(), 15, 0.05, "the stalled send to be dropped")
+            dropped = time.monotonic() - stopped
+            assert 1.0 < dropped < 12, dropped  # the stall deadline, not an immediate cut, nor never
+            def released() -> bool:
+                now_sockets, now_entries = _held(edge)
+                return now_sockets <= sockets and now_entries == 0
+
+            wait_until(released, 10, 0.05, "the socket and the cache file to be closed")
+
+            # The client sees the connection end before the whole body: reset, or EOF.
+            try:
+                while chunk := s.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert got < size
+        finally:
+            s.close()
+
+        after = edge.get(path)
+        assert after.status_code == 200 and hashlib.sha256(after.content).hexdigest() == synthetic_sha(size)
+
+        # A slow client that keeps reading is never cut: 5 s (2.5 stall deadlines) of small reads.
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as slow:
+            slow.sendall(_get(path))
+            until = time.monotonic() + 5
+            while time.monotonic() < until:
+                assert slow.recv(16384), "the edge ended the body of a client still reading"
+                time.sleep(0.1)  # pacing the reader, not an assertion
+        assert edge.log().count("took no byte for") == 1
+    finally:
+        edge.stop()
+        up.close()
