@@ -13,21 +13,18 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO
 
 from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
-from mediaedge.errors import DamagedEntry, FillFailed, OriginError, SliceUnusable, UpstreamError
-from mediaedge.digest import BLOCK, blocks_valid, checked_block, covering_blocks, verified_stream
+from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
 from mediaedge.epochs import Verdict
 from mediaedge.fill import Fill, FillHead, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntry
 from mediaedge.origins import Failed, MediaDatabase, NotFound
 from mediaedge.origins.db import DbObject
-from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.decide import (
     NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
@@ -39,21 +36,18 @@ from mediaedge.policy.fallback import Database, Fallback, Origin, after_origins,
 from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
 from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
 from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
-from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from, vary_names, vary_values
+from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from
 from mediaedge.pools import in_database_thread
+from mediaedge.replies import Replies
 from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
 from mediaedge.slices import Slices
 from mediaedge.stats import StatsSink
 from mediaedge.storage import CacheStore, Entry, EntryMeta
-from mediaedge.streamserver import FileBody, Job
-from mediaedge.zerocopy import FileWindow
 from mediaedge.origins.http import Upstream, UpstreamResponse
 from mediaedge.origins.rows import find_row
 
 log = logging.getLogger("mediaedge.engine")
 
-VERIFY_CHUNK = 1 << 20
-SMALL_BODY = 256 * 1024  # hits up to this size are answered from memory, larger ones streamed
 HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NO_HEADERS = Headers()
 
@@ -94,6 +88,7 @@ class Engine:
                              count_fetch=self._count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
+        self.replies = Replies(config, self.cache, self.flights, clock=clock, stats=stats)
 
     @property
     def origins(self) -> tuple[Origin, ...]:
@@ -162,82 +157,6 @@ class Engine:
             if stale_fallback is not None:
                 stale_fallback.close()
 
-    # ---------------------------------------------------------------- hits
-    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
-                     status_text: str | None = None) -> Reply:
-        meta = entry.meta
-        ttl = ttl_left(age, fresh)
-        if result == "stale" and ttl >= 0:
-            ttl = -1  # soft-purged while still within its lifetime: report it stale
-        plan = plan_response(
-            method=req.method,
-            request_headers=req.headers,
-            status=meta.status,
-            headers=meta.headers,
-            length=meta.size,
-            revision=meta.revision or None,
-            revision_header=self.config.revision_header,
-            cache_status=status_text or cache_status(hit=True, ttl=ttl),
-            age=int(age),
-            date=HTTP_DATES.text(self.clock()),  # served by us: our clock (Age says how old it is)
-            browser_cache_control=self.browser_cache_control,
-        )
-        reply = Reply(plan.status, plan.headers, result=result, source="cache", target=req.target)
-        if plan.window is None:
-            entry.close()
-            return reply
-        start, end = plan.window
-        end = meta.size if end is None else end
-        if entry.body is not None:
-            reply.body = entry.body[start:end]
-            return reply
-        assert entry.file is not None
-        if start == 0 and end == meta.size:
-            # A whole body is checked against the SHA-256 recorded at fill time as it
-            # streams; the last bytes are held back until it matches, so a damaged file
-            # can only ever reach a client as a cut response, never as a complete one.
-            body: object = self._verified_body(entry.file, meta)
-        elif blocks_valid(meta.blocks, meta.size):
-            # A window: each MiB block it touches is checked against its CRC-32 before
-            # any byte of it is sent, so a damaged block reaches no client at all.
-            body = self._verified_window(entry.file, meta, start, end)
-        else:
-            body = FileBody(entry.file, start, end - start)  # entries from before block sums
-        reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, body))  # type: ignore[arg-type]
-        if not isinstance(body, FileBody):  # the file and its sums, for sendfile to the client (proxy/zerocopy.py)
-            reply.job.source = FileWindow(entry.file, meta.size, start, end, meta.sha256, meta.blocks,
-                                          lambda where: self._drop_damaged(meta, where))
-        entry.file = None  # the job owns it now
-        return reply
-
-    async def _verified_body(self, f: BinaryIO, meta: EntryMeta) -> AsyncIterator[bytes]:
-        """A whole-body hit from disk, its last piece held back until its SHA-256 matches."""
-        try:
-            async for chunk in verified_stream(f, meta.size, meta.sha256, VERIFY_CHUNK):
-                yield chunk
-        except DamagedEntry as e:
-            await self._drop_damaged(meta, e.where)
-            raise FillFailed("damaged cache entry") from e
-        finally:
-            f.close()
-
-    async def _verified_window(self, f: BinaryIO, meta: EntryMeta, start: int, end: int) -> AsyncIterator[bytes]:
-        """A Range hit from disk: only the blocks it covers, each checked before any byte of it goes."""
-        try:
-            for index in covering_blocks(start, end):
-                data = await asyncio.to_thread(checked_block, f, meta.size, meta.blocks, index)
-                if data is None:
-                    await self._drop_damaged(meta, f"block {index}")
-                    raise FillFailed("damaged cache entry")
-                base = index * BLOCK
-                yield data[max(start - base, 0):end - base]
-        finally:
-            f.close()
-
-    async def _drop_damaged(self, meta: EntryMeta, where: str) -> None:
-        log.warning("cache entry for %s is damaged on disk (%s): dropped, download cut", meta.target, where)
-        await self.cache.drop_damaged(meta)
-
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,
                          revalidate: EntryMeta | None = None) -> Reply:
@@ -250,85 +169,29 @@ class Engine:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
             if stale is not None:
-                return self._serve_stale(req, stale, now)
-            reply = self._error_reply(req.target, 503, str(e))
+                return self.replies.serve_stale(req, stale, now)
+            reply = self.replies.error_reply(req.target, 503, str(e))
             reply.headers = reply.headers.with_set("Retry-After", "1")
             return reply
+        return await self._reply_from_flight(req, stale, now, flight, joined, handle)
+
+    async def _reply_from_flight(self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight,
+                                 joined: bool, handle: SpoolHandle) -> Reply:
+        """This request's reply from the fetch it started or joined (`Replies.from_flight`);
+        a fetch of its own when that one cannot answer it."""
         try:
-            return await self._reply_from_flight(req, stale, now, flight, joined, handle)
+            answer = await self.replies.from_flight(req, stale, now, flight, joined, handle)
+            if isinstance(answer, Reply):
+                return answer
+            if answer == "rerouted":
+                return await self._rerouted(req, stale, now)
+            return await self._fetch_alone(req, stale, now)
         finally:
             if not handle.consumed:
                 handle.close()
 
-    async def _reply_from_flight(
-        self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight, joined: bool, handle: SpoolHandle
-    ) -> Reply:
-        # Joining a fill whose body is already complete and checked is reading the
-        # entry being committed: report it as the hit it is about to be.
-        complete = joined and flight.fill.done and flight.fill.error is None
-        try:
-            # shield: the head is shared with every other waiter of this fetch
-            head = await asyncio.wait_for(asyncio.shield(flight.fill.head), self.config.coalesce_timeout)
-        except FillFailed as e:
-            if flight.fill.rerouted:
-                return await self._rerouted(req, stale, now)
-            if stale is not None:
-                return self._serve_stale(req, stale, now)
-            return self._error_reply(req.target, e.status, str(e))
-        except TimeoutError:
-            if stale is not None:
-                return self._serve_stale(req, stale, now)
-            return self._error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
-        if head.stale_first and stale is not None:
-            return self._serve_stale(req, stale, now)  # the upstream's own 5xx only when nothing stale is left
-        if joined and not (head.shareable and _same_vary(head, flight.leader_headers, req.headers)):
-            # Not ours to share (private, Set-Cookie, another Vary variant): fetch alone.
-            return await self._fetch_alone(req, stale, now)
-        if head.renewed:
-            return await self._serve_renewed(req, stale, now, head, joined)
-        if joined and not complete and self.stats is not None:
-            self.stats.coalesced()
-        # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
-        fwd = "miss" if head.storable or head.negative or head.not_stored_reason == "admission" else "bypass"
-        status_text = cache_status(
-            fwd=fwd, fwd_status=head.status, stored=head.storable, collapsed=joined, detail=head.source
-        )
-        if complete and head.storable:
-            status_text, fwd = cache_status(hit=True), "hit"
-        plan = plan_response(
-            method=req.method,
-            request_headers=req.headers,
-            status=head.status,
-            headers=head.headers,
-            length=head.length,
-            revision=head.revision,
-            revision_header=self.config.revision_header,
-            cache_status=status_text,
-            age=delta_seconds(_first(head.headers, "age")),  # passed on: the upstream's Age (RFC 9111 5.1)
-            # passed on as it arrives: the upstream's own Date when it sent one (RFC 9110 6.6.1)
-            date=_first(head.headers, "date") or HTTP_DATES.text(self.clock()),
-            browser_cache_control=self.browser_cache_control,
-        )
-        result = {"miss": "miss", "hit": "hit"}.get(fwd, "pass")
-        source = "cache" if fwd == "hit" else head.source
-        reply = Reply(plan.status, plan.headers, result=result, source=source, target=req.target)
-        if plan.window is not None:
-            start, end = plan.window
-            mine = handle
-            # Small bodies from memory; anything else streams (an app's 404 page can be large).
-            small = head.length is not None and head.length <= SMALL_BODY
-            if small and (head.negative or flight.fill.done):
-                reply.body = await _collect(flight.fill.reader(mine, start, end))
-            else:
-                reply.job = self.flights.track(req.target, Job(plan.status, plan.headers, flight.fill.reader(mine, start, end)))
-        return reply
-
-    def _error_reply(self, target: str, status: int, message: str) -> Reply:
-        return _error_reply(target, status, message, date=HTTP_DATES.text(self.clock()))
-
-    def _serve_stale(self, req: MediaRequest, stale: Entry, now: float) -> Reply:
-        facts = entry_facts(stale.meta, self.config)
-        return self._serve_entry(req, stale, entry_age(facts, now), facts.fresh, "stale")
+    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:
+        return self.replies.serve_entry(req, entry, age, fresh, result)  # `handle`'s name for it
 
     async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """The fetch this request waited on turned out not storable and was dropped after its
@@ -342,11 +205,7 @@ class Engine:
         if not forwardable(req.method, req.headers):
             return await self._from_fill(req, stale, now)
         flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
-        try:
-            return await self._reply_from_flight(req, stale, now, flight, False, handle)
-        finally:
-            if not handle.consumed:
-                handle.close()
+        return await self._reply_from_flight(req, stale, now, flight, False, handle)
 
     def _forwards_range(self, req: MediaRequest) -> bool:
         """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
@@ -541,26 +400,7 @@ class Engine:
     async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """A fetch of this request's own, joined by no one (what it joined was not for it)."""
         alone, _, own = self._flight_for(req, alone=True)
-        try:
-            return await self._reply_from_flight(req, stale, now, alone, False, own)
-        finally:
-            if not own.consumed:
-                own.close()
-
-    async def _serve_renewed(self, req: MediaRequest, stale: Entry | None, now: float, head: FillHead,
-                             joined: bool) -> Reply:
-        """A request whose fetch ended in a renewal: the renewed entry, from the cache
-        (a hit, counted in `revalidated`). Gone again already (purged): fetch alone."""
-        found = await self.cache.read(req.target, req.headers)
-        if found.entry is None:
-            return await self._fetch_alone(req, stale, now)
-        entry = found.entry
-        facts = entry_facts(entry.meta, self.config)
-        age, fresh = entry_age(facts, self.clock()), facts.fresh
-        if self.stats is not None:
-            self.stats.revalidated()
-        text = cache_status(fwd="stale", fwd_status=304, collapsed=joined, detail=head.source)
-        return self._serve_entry(req, entry, age, fresh, "hit", status_text=text)
+        return await self._reply_from_flight(req, stale, now, alone, False, own)
 
     async def _pump_upstream(
         self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
@@ -876,7 +716,7 @@ class Engine:
         if answer.window is None or window is None:
             await opened.body.aclose()
         else:
-            reply.job = self.flights.track(req.target, Job(answer.status, answer.headers, opened.body))
+            reply.job = self.replies.stream(req.target, answer.status, answer.headers, opened.body)
         return reply
 
     def _slice_fresh(self, meta: EntryMeta) -> tuple[bool, float, float]:
@@ -931,38 +771,6 @@ def _private(req: MediaRequest) -> bool:
 def _failed(message: str, status: int) -> FillFailed:
     return FillFailed(message, status)
 
-
-def _error_reply(target: str, status: int, message: str, *, date: str) -> Reply:
-    body = (message.splitlines()[0] if message else "origin unavailable").encode("utf-8", "replace") + b"\n"
-    headers = Headers([
-        ("Date", date),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Cache-Status", cache_status(fwd="miss", detail="error")),
-    ])
-    return Reply(status, headers, body, result="error", source=None, target=target)
-
-
-async def _collect(chunks: object) -> bytes:
-    parts = [c async for c in chunks]  # type: ignore[attr-defined]
-    return b"".join(parts)
-
-
-def _vary_values(vary: tuple[str, ...], headers: Headers) -> tuple[str | None, ...]:
-    """The request's Vary values for a storage key (absent: None, never "")."""
-    return vary_values(vary, headers)
-
-
-def _same_vary(head: FillHead, leader: Headers, mine: Headers) -> bool:
-    names = vary_names(head.headers)
-    if names is None:
-        return False
-    return _vary_values(names, leader) == _vary_values(names, mine)
-
-
-def _first(headers: Headers, name: str) -> str | None:
-    values = headers.get_all(name)
-    return values[0] if values else None
 
 
 def _unlink_quiet(path: str) -> None:
