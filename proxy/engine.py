@@ -1,10 +1,13 @@
-"""The data path for one media request: cache lookup, freshness, fill, fallback, reply.
+"""The data path for one media request, as a short driver: lookup, decide, then serve,
+join or start a fetch, and reply.
 
-request → `Engine.handle` → (storage lookup in a worker thread) → fresh hit: reply
-from the entry; stale: reply and refresh in the background; miss: join or start a
-`Fill` (upstream first, the database origin on 404/410/5xx/refused/timeout) → reply
-that streams the fill. The addon turns a `Reply` into a mitmproxy response; policy
-decisions come from `mediaedge.policy.*` and `mediaedge.respond`, pure functions.
+request → `Engine.handle` → (storage lookup) → `policy.decide.on_lookup` → fresh hit:
+`Replies` from the entry; stale: reply and refresh in the background; miss: join or
+start a `Fill` (`Coalescer`) whose task walks the origin chain (`_ask_origins`:
+`UpstreamFill`, then `DatabaseFill`, then `policy.fallback.after_origins`) → `Replies`
+from the fill's head. The sides live in their own modules: `replies.py` (what is sent),
+`upstreamfill.py` and `databasefill.py` (what each origin's fetch does), `fillstore.py`
+(what every fill does with the cache). The addon turns a `Reply` into a response.
 """
 from __future__ import annotations
 
@@ -12,43 +15,37 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
-from mediaedge.errors import FillFailed, OriginError, SliceUnusable, UpstreamError
-from mediaedge.epochs import Verdict
-from mediaedge.fill import Fill, FillHead, SpoolHandle
+from mediaedge.errors import FillFailed, SliceUnusable
+from mediaedge.fill import Fill, SpoolHandle
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntry
-from mediaedge.origins import Failed, MediaDatabase, NotFound
-from mediaedge.origins.db import DbObject
+from mediaedge.origins import MediaDatabase
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.decide import (
-    NOT_FOUND_BODY, NOT_FOUND_HEADERS, STRIPPED_FROM_ORIGIN, DatabaseRow, FallBack, Pass, Revalidate, Serve, ServeStale, Store, UpstreamAnswer,
-    adopts_published, content_length, database_headers, entry_age, entry_facts, on_database_row, on_lookup, on_not_found,
-    on_upstream_answer, renewed, serves_fresh, surrogate_keys,
+    Revalidate, Serve, ServeStale, entry_age, entry_facts, on_lookup, serves_fresh,
 )
 from mediaedge.policy.freshness import Freshness, ttl_left
-from mediaedge.policy.fallback import Database, Fallback, Origin, after_origins, next_origin, origin_chain
-from mediaedge.policy.ranges import ByteRange, content_range, unsatisfied_content_range
-from mediaedge.policy.seek import abandon_fetch, database_window, forwardable, is_range_request, remember, route_range
-from mediaedge.policy.revalidate import can_revalidate, conditional_fields, db_unchanged, updated_headers, use_not_modified
-from mediaedge.policy.target import decoded_path, etag_for_revision, revision_from
-from mediaedge.pools import in_database_thread
+from mediaedge.policy.fallback import Database, Origin, after_origins, next_origin, origin_chain
+from mediaedge.policy.seek import forwardable, route_range
+from mediaedge.policy.revalidate import can_revalidate
+from mediaedge.databasefill import DatabaseFill
+from mediaedge.fillstore import FillStore
 from mediaedge.replies import Replies
+from mediaedge.upstreamfill import UpstreamFill
 from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
 from mediaedge.slices import Slices
 from mediaedge.stats import StatsSink
 from mediaedge.storage import CacheStore, Entry, EntryMeta
-from mediaedge.origins.http import Upstream, UpstreamResponse
-from mediaedge.origins.rows import find_row
+from mediaedge.origins.http import Upstream
 
 log = logging.getLogger("mediaedge.engine")
 
-HASH_BEFORE_HEAD = 1 << 20  # revisionless bodies up to this size are hashed before the head goes out
 NO_HEADERS = Headers()
 
 
@@ -80,15 +77,21 @@ class Engine:
         self.hot = self.cache.hot
         self.unstored = self.cache.unstored  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = self.cache.browser_cache_control
+        # The fill side's way into the cache, shared by both origins' sides.
+        self.fills = FillStore(self.cache, store, clock=clock, stats=stats, refresh=self._start_refresh)
         # Slice caching's driver (proxy/slices.py), sharing our epochs, lock and running fetches.
         self.slices = Slices(store=store, upstream=upstream, epochs=self.epochs, store_lock=self.store_lock,
                              running=self.flights.epochs_running, slice_size=config.slice_size,
                              max_object_size=config.max_object_size, revision_header=config.revision_header,
                              clock=clock, fresh=self._slice_fresh, on_evicted=self._evicted,
-                             count_fetch=self._count_fetch)
+                             count_fetch=self.fills.count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
         self.replies = Replies(config, self.cache, self.flights, clock=clock, stats=stats)
+        # One side per configured origin; the chain (`origins`) says which are asked, in order.
+        self.from_database = None if db is None else DatabaseFill(config, db, self.fills, clock=clock)
+        self.from_upstream = None if upstream is None else UpstreamFill(
+            config, upstream, self.fills, self.flights, self.slices, database=self.from_database, clock=clock)
 
     @property
     def origins(self) -> tuple[Origin, ...]:
@@ -220,7 +223,7 @@ class Engine:
 
         Returns the flight, whether it was joined, and this reader's own spool handle
         (taken now, while the fill's descriptor is certainly open)."""
-        shared = not alone and "authorization" not in req.headers and "cookie" not in req.headers
+        shared = not alone and not req.private
         if shared:
             joined = self.flights.join(req.target)
             if joined is not None:
@@ -247,7 +250,7 @@ class Engine:
         fill = flight.fill
         try:
             published = await asyncio.to_thread(self.store.get_published, req.target)
-            if await self._revalidate_db(flight, req):
+            if self.from_database is not None and await self.from_database.revalidate(flight, req):
                 return
             flight.resident = await asyncio.to_thread(self.store.has_pointer, req.target)
             await self._ask_origins(flight, req, published)
@@ -271,336 +274,21 @@ class Engine:
         origin = next_origin(self.origins)
         while origin is not None:
             if origin == "db":
-                await self._from_database(flight, req, published)
+                assert self.from_database is not None
+                missing = await self.from_database.fill(flight, req, published)
+                if missing is not None:
+                    await self._after_origins(flight, req, published, *missing)
                 return
-            if await self._try_upstream(flight, req, published):
+            assert self.from_upstream is not None
+            if await self.from_upstream.ask(flight, req, published):
                 return
             origin = next_origin(self.origins, origin, upstream_status=flight.upstream_status,
                                  upstream_failed=flight.upstream_error_kind is not None,
                                  row_found=flight.db_object is not None)
-        await self._not_in_database(flight, req, published, "none", "no database origin")
+        await self._after_origins(flight, req, published, "none", "no database origin")
 
-    async def _try_upstream(self, flight: Flight, req: MediaRequest, published: str | None) -> bool:
-        """True when the upstream's answer was used; False: fall back to the database."""
-        assert self.upstream is not None
-        resp = await self._upstream_get(flight, req)
-        if isinstance(resp, Failed):
-            self._count_fetch("upstream", "error")
-            flight.upstream_failure = resp.message
-            flight.upstream_error_kind = resp.kind
-            return False
-        if resp is None:
-            return True  # not modified: the stored entry was renewed
-        answer = self._answer_of(req, resp)
-        decision = on_upstream_answer(answer, published=published, has_database="db" in self.origins,
-                                      settings=self.config, forward_range=flight.forward_range)
-        if isinstance(decision, FallBack) and decision.otherwise is None:
-            self._count_fetch("upstream", "notfound" if resp.status < 500 else "error")
-            flight.upstream_failure = decision.reason
-            flight.upstream_status = resp.status
-            flight.upstream_answer = resp  # its body is read only if the client is to get it
-            return False
-        self._count_fetch("upstream", "ok")
-        if isinstance(decision, FallBack):
-            # Published revision wins when the database has the file; media only the app
-            # has (no row) is served from the app rather than turned into a 404 for everyone.
-            assert self.db is not None and decision.otherwise is not None
-            row = await find_row(self.db, self._db_key(req.target))
-            if isinstance(row, DbObject):
-                await resp.aclose()
-                flight.db_object = row
-                return False
-            decision = decision.otherwise
-        if not flight.forward_range and self._learns_slices(req, resp, decision, answer.revision):
-            # An object over --slice-size: this whole answer is dropped after its head and
-            # every request of this fetch is served slice by slice (`_rerouted`).
-            await resp.aclose()
-            self.flights.close_to_joiners(req.target, flight)
-            flight.fill.rerouted = True
-            raise _failed("served slice by slice", 502)
-        await self._pump_upstream(flight, req, resp, answer.revision, decision)
-        return True
-
-    def _answer_of(self, req: MediaRequest, resp: UpstreamResponse) -> UpstreamAnswer:
-        """The upstream's head as the decisions see it."""
-        explicit = (resp.headers.get(self.config.revision_header) or "").strip() or None
-        return UpstreamAnswer(req.target, resp.status, resp.headers, req.headers,
-                              revision_from(resp.headers, self.config.revision_header), explicit,
-                              content_length(resp.headers))
-
-    # ---------------------------------------------------------------- revalidation
-    def _revalidatable(self, meta: EntryMeta) -> bool:
-        """May this entry, once expired, be revalidated (mediaedge.policy.revalidate)?"""
-        probe = self.db is not None and meta.source == "db" and \
-            self.db.can_probe_revision(self._db_key(meta.target))
-        return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
-                              headers=meta.headers, has_revision_probe=probe).ok
-
-    async def _upstream_get(self, flight: Flight, req: MediaRequest) -> UpstreamResponse | Failed | None:
-        """The upstream's answer for this fetch; None when it was a revalidation the
-        upstream answered 304 and the stored entry was renewed. A 304 that does not
-        answer for the stored entry (RFC 9111 4.3.4) is followed by a plain GET."""
-        assert self.upstream is not None
-        if flight.forward_range:
-            # the client's Range and validators: the upstream's 206/416/304 is passed on
-            wanted = tuple((name, value) for name in ("Range", "If-Range", "If-None-Match", "If-Modified-Since")
-                           for value in req.headers.get_all(name)[:1])
-            return await self.upstream.fetch(req.target, req.headers, wanted)
-        stored = flight.revalidating
-        fields = conditional_fields(stored.headers) if stored is not None and stored.source == "upstream" else ()
-        if not fields:
-            return await self.upstream.fetch(req.target, req.headers)
-        assert stored is not None
-        request_time = self.clock()
-        resp = await self.upstream.fetch(req.target, req.headers, fields)
-        if isinstance(resp, Failed) or resp.status != 304:
-            return resp  # a 200 replaces the entry as any fill does; failures fall back as usual
-        await resp.discard()
-        matches = use_not_modified(stored.headers, resp.headers, revision_header=self.config.revision_header)
-        if matches.ok:
-            fresh = renewed(stored, headers=updated_headers(stored.headers, resp.headers),
-                            request_time=request_time, response_time=self.clock())
-            if await self._renew(flight, fresh, "upstream"):
-                self._count_fetch("upstream", "notmodified")
-                return None
-        log.info("%s: a 304 that cannot renew the stored entry (%s); fetching it whole", req.target, matches.reason)
-        return await self.upstream.fetch(req.target, req.headers)
-
-    async def _revalidate_db(self, flight: Flight, req: MediaRequest) -> bool:
-        """An expired entry from the database origin: its row's revision is read (not its
-        blob); unchanged → the entry is renewed (True). Else the usual fetch runs."""
-        stored = flight.revalidating
-        if stored is None or stored.source != "db" or self.db is None:
-            return False
-        try:
-            probe = await in_database_thread(self.db.revision_of, self._db_key(req.target))
-        except OriginError as e:
-            log.info("%s: revalidation with the database failed (%s)", req.target, e)
-            self._count_fetch("db", "error")
-            flight.db_problem = f"database origin: {e}"
-            return False
-        if not db_unchanged(stored_revision=stored.revision, found=probe.found, revision=probe.revision).ok:
-            return False
-        now = self.clock()
-        if not await self._renew(flight, renewed(stored, request_time=now, response_time=now), "db"):
-            return False
-        self._count_fetch("db", "notmodified")
-        return True
-
-    async def _renew(self, flight: Flight, meta: EntryMeta, source: str) -> bool:
-        """Store the renewed metadata and tell the fetch's readers to serve the entry."""
-        if not await self.cache.renew(meta, epoch=flight.epoch, aborted=lambda: flight.fill.aborted):
-            return False
-        flight.tags, flight.revision = meta.tags, meta.revision
-        flight.fill.head.set_result(FillHead(meta.status, meta.headers, source, meta.revision, meta.size,
-                                             shareable=True, storable=True, renewed=True))
-        flight.fill.finish()
-        return True
-
-    async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
-        """A fetch of this request's own, joined by no one (what it joined was not for it)."""
-        alone, _, own = self._flight_for(req, alone=True)
-        return await self._reply_from_flight(req, stale, now, alone, False, own)
-
-    async def _pump_upstream(
-        self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, revision: str | None,
-        decision: Store | Pass, fallback: Fallback | None = None,
-    ) -> None:
-        """Stream the upstream's answer to the client, and into the cache when `decision`
-        says Store: a representation, or (`fallback`) its own 404/410/5xx after the
-        database had no row."""
-        fill = flight.fill
-        request_time = self.clock()
-        headers = resp.headers.without(*STRIPPED_FROM_ORIGIN)
-        if isinstance(decision, Pass):
-            if decision.reason == "deception":
-                log.warning("not storing %s (deception armour): %s", req.target, decision.detail)
-            if decision.remember:
-                await self._not_stored(flight, req, resp, decision.reason)
-        storable = isinstance(decision, Store)
-        length = content_length(resp.headers)
-        admitted = not storable or self._admitted(flight, req.target, length)
-        representation = resp.status == 200  # only a 200 gets a revision from its content
-        flight.tags = surrogate_keys(resp.headers)
-        chunks = resp.chunks()
-        head_sent = False
-        if representation and revision is None and length is not None and length <= HASH_BEFORE_HEAD:
-            # Revisionless: hash the body first so the client gets X-Media-Revision too.
-            await self._copy_chunks(fill, chunks)
-            sha = fill.finish()
-            revision = "sha256:" + sha[:16]
-        else:
-            sha = ""
-        flight.revision = revision
-        head = FillHead(resp.status, headers, "upstream", revision, length,
-                        shareable=decision.shareable, storable=storable and admitted, negative=decision.negative,
-                        not_stored_reason=(decision.reason if isinstance(decision, Pass) else "")
-                        or ("" if admitted else "admission"),
-                        stale_first=fallback is not None and fallback.stale_first)
-        storable = storable and admitted
-        fill.length = length
-        fill.head.set_result(head)
-        head_sent = True
-        try:
-            if not fill.done:
-                # An answer nobody stores is read only while someone reads it: a player that
-                # opens a 4 GB video with `bytes=0-` and seeks away after 2 MB cuts the fetch.
-                await self._copy_chunks(fill, chunks, None if storable else flight)
-                sha = fill.finish()
-        except UpstreamError as e:
-            raise _failed(f"upstream body cut: {e}", 502) from e
-        finally:
-            await resp.aclose()
-        if length is not None and fill.written != length:
-            fill.error = f"upstream sent {fill.written} of {length} bytes"
-            raise _failed(fill.error, 502)
-        if revision is None and representation:
-            revision = "sha256:" + sha[:16]
-        if storable and fill.written > self.config.max_object_size and resp.status == 200:
-            self._remember_unstored(req.target, 200, "size")  # no Content-Length: found too big at the end
-        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size and head_sent:
-            meta = decision.meta(revision=revision or "", size=fill.written, sha256=sha, blocks=fill.block_sums(),
-                                 request_time=request_time, response_time=self.clock())
-            await self._install_async(flight, meta)
-
-    def _remember_unstored(self, target: str, status: int, reason: str) -> bool:
-        note = remember(status=status, reason=reason, now=self.clock())
-        if note is not None:
-            self.unstored.put(target, note)
-        return note is not None
-
-    async def _not_stored(self, flight: Flight, req: MediaRequest, resp: UpstreamResponse, reason: str) -> None:
-        """A whole answer the edge will not store: remembered for later seeks, and when the
-        fetch is for a Range request, dropped after its head (its requests are re-sent with
-        their Range: `rerouted`) rather than read whole to send a window."""
-        self._remember_unstored(req.target, resp.status, reason)
-        if not abandon_fetch(method=req.method, request_headers=req.headers, status=resp.status, reason=reason):
-            return
-        await resp.aclose()
-        self.flights.close_to_joiners(req.target, flight)  # nobody joins it from now on
-        flight.fill.rerouted = True
-        raise _failed(f"not stored ({reason}): the Range goes to the origin", 502)
-
-    async def _copy_chunks(self, fill: Fill, chunks: AsyncIterator[bytes], unread: Flight | None = None) -> None:
-        """Copy the upstream's body into the fill; `unread`: stop once nobody reads it (a
-        fetch that is not stored), and let nobody join it from then on. A cut body raises
-        UpstreamError (translated at the origin's boundary, origins/http.py)."""
-        async for chunk in chunks:
-            await fill.write(chunk)
-            if unread is not None and fill.waiting == 0:
-                self.flights.close_to_joiners(fill.target, unread)
-                raise _failed("not stored and nobody reads it any more", 502)
-
-    async def _from_database(self, flight: Flight, req: MediaRequest, published: str | None) -> None:
-        fill = flight.fill
-        request_time = self.clock()
-        database, obj, problem = await self._ask_database(flight, req)
-        if obj is None:
-            await self._not_in_database(flight, req, published, database, problem)
-            return
-        if flight.upstream_answer is not None:
-            answer, flight.upstream_answer = flight.upstream_answer, None
-            await answer.discard()
-        row = DatabaseRow(req.target, obj.path, obj.size, obj.revision, obj.content_type, obj.updated_at, obj.tags)
-        decision = on_database_row(row, self.config)
-        headers = database_headers(row)
-        storable = isinstance(decision, Store)
-        if isinstance(decision, Pass):
-            self._remember_unstored(req.target, 200, decision.reason)
-            if await self._database_window(flight, req, obj, headers):
-                return
-        # a published revision is the truth being installed: not weighed against the tail
-        admitted = not storable or published is not None or self._admitted(flight, req.target, obj.size)
-        flight.tags, flight.revision = obj.tags, obj.revision
-        fill.length = obj.size
-        loop = asyncio.get_running_loop()
-        revision = obj.revision
-        # Revisionless rows (the sql profile) get the body's hash, as revisionless
-        # upstream bodies do: small ones are hashed before the head goes out.
-        hash_first = revision is None and obj.size is not None and obj.size <= HASH_BEFORE_HEAD
-        if hash_first:
-            await in_database_thread(self._copy_db_blob, obj, fill, loop)
-            sha = fill.finish()
-            revision = flight.revision = "sha256:" + sha[:16]
-        fill.head.set_result(FillHead(200, headers, "db", revision, obj.size, shareable=True,
-                                      storable=storable and admitted,
-                                      not_stored_reason="" if admitted else "admission"))
-        storable = storable and admitted
-        if not hash_first:
-            await in_database_thread(self._copy_db_blob, obj, fill, loop, 0, None, not storable)
-            sha = fill.finish()
-        if obj.size is not None and fill.written != obj.size:
-            raise _failed(f"database returned {fill.written} of {obj.size} bytes", 502)
-        revision = flight.revision = revision or "sha256:" + sha[:16]
-        adopt = adopts_published(published, revision)
-        if adopt:
-            # The database is the source of truth: a publish naming a revision that
-            # neither origin has must not turn caching off for the path until the next
-            # publish (every request passed through): the row wins and is stored.
-            log.warning("%s: published revision %r is on neither origin; storing the database's %r",
-                        req.target, published, revision)
-        if isinstance(decision, Store) and storable and fill.written <= self.config.max_object_size:
-            meta = decision.meta(revision=revision, size=fill.written, sha256=sha, blocks=fill.block_sums(),
-                                 request_time=request_time, response_time=self.clock())
-            await self._install_async(flight, meta, adopt_published=adopt)
-
-    async def _database_window(self, flight: Flight, req: MediaRequest, obj: DbObject, headers: Headers) -> bool:
-        """A Range request for a row the edge will not store: just the window is read from
-        the database and answered 206 (or 416), never stored. False: serve it whole."""
-        if obj.size is None or not is_range_request(req.method, req.headers):
-            return False
-        etag = etag_for_revision(obj.revision) if obj.revision else None
-        window: ByteRange | str = database_window(request_headers=req.headers, length=obj.size, etag=etag,
-                                 last_modified=obj.updated_at)
-        if window == "full":
-            return False
-        fill = flight.fill
-        flight.tags, flight.revision = obj.tags, obj.revision
-        if not isinstance(window, ByteRange):  # unsatisfiable
-            fill.length = 0
-            fill.head.set_result(FillHead(416, headers.with_set("Content-Range", unsatisfied_content_range(obj.size)),
-                                          "db", obj.revision, 0, shareable=False, storable=False,
-                                          not_stored_reason="range"))
-            fill.finish()
-            return True
-        fill.length = window.length
-        fill.head.set_result(FillHead(206, headers.with_set("Content-Range", content_range(window, obj.size)),
-                                      "db", obj.revision, window.length, shareable=False, storable=False,
-                                      not_stored_reason="range"))
-        await in_database_thread(self._copy_db_blob, obj, fill, asyncio.get_running_loop(),
-                                 window.start, window.end + 1, True)
-        fill.finish()
-        if fill.written != window.length:
-            raise _failed(f"database returned {fill.written} of {window.length} bytes", 502)
-        return True
-
-    def _admitted(self, flight: Flight, target: str, length: int | None) -> bool:
-        """Admission at the head (memory only): refused, the response is served as a miss
-        and not stored (mediaedge.policy.admission)."""
-        decision = self.store.admission(target, length, resident=flight.resident)
-        if not decision.admit:
-            log.debug("%s: not stored (admission: %s)", target, decision.reason)
-        return decision.admit
-    async def _ask_database(self, flight: Flight, req: MediaRequest) -> tuple[Database, DbObject | None, str]:
-        """What the database origin says: found (with the row), notfound, failed or none."""
-        if flight.db_object is not None:
-            self._count_fetch("db", "ok")
-            return "found", flight.db_object, ""
-        assert self.db is not None  # asked only when the chain holds the database
-        if flight.db_problem is not None:
-            return "failed", None, flight.db_problem
-        row = await find_row(self.db, self._db_key(req.target))
-        if isinstance(row, Failed):
-            self._count_fetch("db", "error")
-            return "failed", None, row.message
-        if isinstance(row, NotFound):
-            self._count_fetch("db", "notfound")
-            return "notfound", None, row.reason
-        self._count_fetch("db", "ok")
-        return "found", row, ""
-
-    async def _not_in_database(self, flight: Flight, req: MediaRequest, published: str | None,
-                               database: Database, problem: str) -> None:
+    async def _after_origins(self, flight: Flight, req: MediaRequest, published: str | None,
+                             database: Database, problem: str) -> None:
         """No row (or no answer from the database): what the upstream said decides
         (mediaedge.policy.fallback). Stale entries are served by the requests that hold
         them: on `FillFailed`, or on a head marked `stale_first`."""
@@ -608,90 +296,34 @@ class Engine:
                                  upstream_failure=flight.upstream_error_kind, database=database)
         answer, flight.upstream_answer = flight.upstream_answer, None
         if decision.action == "upstream" and answer is not None:
-            head = self._answer_of(req, answer)
-            passed = on_upstream_answer(head, published=published, has_database="db" in self.origins,
-                                        settings=self.config, fallback=decision, forward_range=flight.forward_range)
-            assert not isinstance(passed, FallBack)  # with `fallback` given, it never falls back again
-            await self._pump_upstream(flight, req, answer, head.revision, passed, fallback=decision)
+            assert self.from_upstream is not None
+            await self.from_upstream.pass_on(flight, req, answer, published, decision)
             return
         if answer is not None:
             await answer.discard()
         if decision.action == "not-found":
-            await self._negative(flight, req, "db")
+            await self.fills.negative(flight, req, "db")
             return
         both = f"{flight.upstream_failure}; " if flight.upstream_failure else ""
-        raise _failed(f"{both}{problem}", decision.status or 502)
+        raise FillFailed(f"{both}{problem}", decision.status or 502)
 
-    def _db_key(self, target: str) -> str:
-        """What the database origin looks up: the decoded path, or (the sql profile,
-        whose routes match what clients send) the canonical target itself."""
-        return target if getattr(self.db, "by_target", False) else decoded_path(target)
+    def _revalidatable(self, meta: EntryMeta) -> bool:
+        """May this entry, once expired, be revalidated (mediaedge.policy.revalidate)?"""
+        probe = self.from_database is not None and self.from_database.can_probe(meta)
+        return can_revalidate(source=meta.source, negative=meta.negative, soft_stale=meta.soft_stale,
+                              headers=meta.headers, has_revision_probe=probe).ok
 
-    def _copy_db_blob(self, obj: DbObject, fill: Fill, loop: asyncio.AbstractEventLoop,
-                      start: int = 0, end: int | None = None, unread: bool = False) -> None:
-        """Copy bytes [start, end) of a row into the fill (worker thread); `unread`: stop once
-        nobody reads them (an answer that is not stored)."""
-        assert self.db is not None
-        chunks = self.db.read(obj) if start == 0 and end is None else self.db.read(obj, start, end)
-        try:
-            for chunk in chunks:
-                fill.write_from_thread(chunk, loop)
-                if unread and fill.waiting == 0:
-                    raise _failed("not stored and nobody reads it any more", 502)
-        except OriginError as e:
-            raise _failed(f"database read failed: {e}", 502) from e
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # ends the read's snapshot now, also when the fill was aborted
+    async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
+        """A fetch of this request's own, joined by no one (what it joined was not for it)."""
+        alone, _, own = self._flight_for(req, alone=True)
+        return await self._reply_from_flight(req, stale, now, alone, False, own)
 
-    async def _negative(self, flight: Flight, req: MediaRequest, source: str) -> None:
-        fill = flight.fill
-        decision = on_not_found(req.target, source, upstream_error_kind=flight.upstream_error_kind)
-        storable = isinstance(decision, Store)
-        fill.head.set_result(FillHead(404, NOT_FOUND_HEADERS, source, None, len(NOT_FOUND_BODY),
-                                      shareable=decision.shareable, storable=storable, negative=True))
-        await fill.write(NOT_FOUND_BODY)
-        sha = fill.finish()
-        if not isinstance(decision, Store):
-            return
-        now = self.clock()
-        meta = decision.meta(revision="", size=len(NOT_FOUND_BODY), sha256=sha, blocks=fill.block_sums(),
-                             request_time=now, response_time=now)
-        flight.tags = ()
-        await self._install_async(flight, meta)
-
-    async def _install_async(self, flight: Flight, meta: EntryMeta, *, adopt_published: bool = False) -> None:
-        fill = flight.fill
-        if fill.spilled:
-            if self.stats is not None:
-                self.stats.disk_error()
-            return  # the cache disk failed during this fill: passed through, not stored
-        committed = await self.cache.commit(fill.temp_path, meta, epoch=flight.epoch, aborted=lambda: fill.aborted,
-                                            adopt_published=adopt_published)
-        if committed is Verdict.STALE:
-            # A soft purge arrived during the fill: stored stale, and one refetch runs.
-            self._start_refresh(MediaRequest("GET", meta.target, flight.leader_headers))
-
-    # ---------------------------------------------------------------- bookkeeping
     # ---------------------------------------------------------------- slices
-    def _learns_slices(self, req: MediaRequest, resp: UpstreamResponse, decision: Store | Pass,
-                       revision: str | None) -> bool:
-        """Is this whole answer's object to be served slice by slice (mediaedge.policy.slices)?
-        Stored objects and those only too big to store whole qualify; a private request or a
-        revision other than the published one does not."""
-        storable = isinstance(decision, Store) or decision.reason == "size"
-        if _private(req) or (isinstance(decision, Pass) and decision.reason == "published"):
-            return False
-        return self.slices.learn(target=req.target, status=resp.status, length=content_length(resp.headers),
-                                 headers=resp.headers.without(*STRIPPED_FROM_ORIGIN), storable=storable,
-                                 tags=surrogate_keys(resp.headers), revision=revision)
-
     async def _from_slices(self, req: MediaRequest) -> Reply | None:
         """A request for a sliced object, answered from its slices (proxy/slices.py). None:
         not sliced, or its first slice could not be had as one: served as a whole fetch."""
         obj = self.slices.known(req.target)
-        if obj is None or _private(req) or req.method not in ("GET", "HEAD"):
+        if obj is None or req.private or req.method not in ("GET", "HEAD"):
             return None
 
         def plan(text: str, age: int | None) -> Plan:
@@ -729,11 +361,6 @@ class Engine:
         for target in targets:
             self.hot.drop(target)  # never serve from memory what the disk has evicted
 
-    # ---------------------------------------------------------------- bookkeeping
-    def _count_fetch(self, origin: str, outcome: str) -> None:
-        if self.stats is not None:
-            self.stats.origin_fetch(origin, outcome)
-
     # ---------------------------------------------------------------- invalidation
     def forget_flights(self, targets: list[str], *, abort: bool) -> None:
         """New requests must not join fills that began before an invalidation."""
@@ -763,15 +390,6 @@ class Engine:
 
 
 # -------------------------------------------------------------------- helpers
-def _private(req: MediaRequest) -> bool:
-    """A request whose fetch is its own (credentials): never shares slices."""
-    return "authorization" in req.headers or "cookie" in req.headers
-
-
-def _failed(message: str, status: int) -> FillFailed:
-    return FillFailed(message, status)
-
-
 
 def _unlink_quiet(path: str) -> None:
 
