@@ -16,19 +16,20 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from mediaedge.cache import Cache
 from mediaedge.coalesce import Busy, Coalescer, Flight
 # re-exported: the addon and older callers import them from here
 from mediaedge.contract import EngineConfig as EngineConfig, MediaRequest as MediaRequest, Reply as Reply
 from mediaedge.errors import FillFailed, SliceUnusable
-from mediaedge.fill import Fill, SpoolHandle
+from mediaedge.fill import Fill, ReadBody
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntry
 from mediaedge.origins import MediaDatabase
 from mediaedge.policy.cachestatus import cache_status
 from mediaedge.policy.decide import (
-    Revalidate, Serve, ServeStale, entry_age, entry_facts, on_lookup, serves_fresh,
+    Revalidate, Serve, ServeStale, entry_facts, on_lookup, serves_fresh,
 )
 from mediaedge.policy.freshness import Freshness, ttl_left
 from mediaedge.policy.fallback import Database, Origin, after_origins, next_origin, origin_chain
@@ -36,30 +37,27 @@ from mediaedge.policy.seek import forwardable, route_range
 from mediaedge.policy.revalidate import can_revalidate
 from mediaedge.databasefill import DatabaseFill
 from mediaedge.fillstore import FillStore
+from mediaedge.origins.http import Upstream
 from mediaedge.replies import Replies
-from mediaedge.upstreamfill import UpstreamFill
-from mediaedge.respond import HTTP_DATES, Plan, is_plain, plan_response
+from mediaedge.respond import HTTP_DATES, is_plain
 from mediaedge.slices import Slices
 from mediaedge.stats import StatsSink
 from mediaedge.storage import CacheStore, Entry, EntryMeta
-from mediaedge.origins.http import Upstream
+from mediaedge.upstreamfill import UpstreamFill
 
 log = logging.getLogger("mediaedge.engine")
 
 NO_HEADERS = Headers()
+Seat = AbstractContextManager[ReadBody]  # a request's place on a fill (`Fill.seat()`)
 
 
 class Engine:
-    def __init__(
-        self,
-        config: EngineConfig,
-        store: CacheStore,
-        *,
-        upstream: Upstream | None,
-        db: MediaDatabase | None,
-        stats: StatsSink | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    """One node's data path: wires the cache, the coalescer, the reply side and one fill
+    side per configured origin, and drives a request through them."""
+
+    def __init__(self, config: EngineConfig, store: CacheStore, *, upstream: Upstream | None,
+                 db: MediaDatabase | None, stats: StatsSink | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.upstream = upstream
@@ -77,17 +75,17 @@ class Engine:
         self.hot = self.cache.hot
         self.unstored = self.cache.unstored  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = self.cache.browser_cache_control
-        # The fill side's way into the cache, shared by both origins' sides.
+        # The fill side's way into the cache, shared by both origins' sides; and the reply side.
         self.fills = FillStore(self.cache, store, clock=clock, stats=stats, refresh=self._start_refresh)
+        self.replies = Replies(config, self.cache, self.flights, clock=clock, stats=stats)
         # Slice caching's driver (proxy/slices.py), sharing our epochs, lock and running fetches.
         self.slices = Slices(store=store, upstream=upstream, epochs=self.epochs, store_lock=self.store_lock,
                              running=self.flights.epochs_running, slice_size=config.slice_size,
                              max_object_size=config.max_object_size, revision_header=config.revision_header,
-                             clock=clock, fresh=self._slice_fresh, on_evicted=self._evicted,
+                             clock=clock, fresh=self.replies.slice_fresh, on_evicted=self._evicted,
                              count_fetch=self.fills.count_fetch)
         # Closed until missed invalidations are applied: no cached entry is served before.
         self.ready = asyncio.Event()
-        self.replies = Replies(config, self.cache, self.flights, clock=clock, stats=stats)
         # One side per configured origin; the chain (`origins`) says which are asked, in order.
         self.from_database = None if db is None else DatabaseFill(config, db, self.fills, clock=clock)
         self.from_upstream = None if upstream is None else UpstreamFill(
@@ -165,9 +163,9 @@ class Engine:
                          revalidate: EntryMeta | None = None) -> Reply:
         try:
             if stale is None and revalidate is None and self._forwards_range(req):
-                flight, joined, handle = self._flight_for(req, alone=True, forward_range=True)
+                flight, joined, seat = self._flight_for(req, alone=True, forward_range=True)
             else:
-                flight, joined, handle = self._flight_for(req, revalidate=revalidate)
+                flight, joined, seat = self._flight_for(req, revalidate=revalidate)
         except Busy as e:
             # Another fetch of the same object would defeat coalescing; the stale copy
             # or a retry soon is what a herd this size should get.
@@ -176,22 +174,20 @@ class Engine:
             reply = self.replies.error_reply(req.target, 503, str(e))
             reply.headers = reply.headers.with_set("Retry-After", "1")
             return reply
-        return await self._reply_from_flight(req, stale, now, flight, joined, handle)
+        return await self._reply_from_flight(req, stale, now, flight, joined, seat)
 
     async def _reply_from_flight(self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight,
-                                 joined: bool, handle: SpoolHandle) -> Reply:
+                                 joined: bool, seat: Seat) -> Reply:
         """This request's reply from the fetch it started or joined (`Replies.from_flight`);
-        a fetch of its own when that one cannot answer it."""
-        try:
-            answer = await self.replies.from_flight(req, stale, now, flight, joined, handle)
+        a fetch of its own when that one cannot answer it. The seat is given up when
+        nothing came to read from it."""
+        with seat as read:
+            answer = await self.replies.from_flight(req, stale, now, flight, joined, read)
             if isinstance(answer, Reply):
                 return answer
             if answer == "rerouted":
                 return await self._rerouted(req, stale, now)
             return await self._fetch_alone(req, stale, now)
-        finally:
-            if not handle.consumed:
-                handle.close()
 
     def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:
         return self.replies.serve_entry(req, entry, age, fresh, result)  # `handle`'s name for it
@@ -207,8 +203,8 @@ class Engine:
             return sliced if sliced is not None else await self._from_fill(req, stale, now)
         if not forwardable(req.method, req.headers):
             return await self._from_fill(req, stale, now)
-        flight, _, handle = self._flight_for(req, alone=True, forward_range=True)
-        return await self._reply_from_flight(req, stale, now, flight, False, handle)
+        flight, _, seat = self._flight_for(req, alone=True, forward_range=True)
+        return await self._reply_from_flight(req, stale, now, flight, False, seat)
 
     def _forwards_range(self, req: MediaRequest) -> bool:
         """Does this miss send the client's Range to the origin (mediaedge.policy.seek)?"""
@@ -218,24 +214,24 @@ class Engine:
                            now=self.clock()).forward
 
     def _flight_for(self, req: MediaRequest, *, alone: bool = False, forward_range: bool = False,
-                    revalidate: EntryMeta | None = None) -> tuple[Flight, bool, SpoolHandle]:
+                    revalidate: EntryMeta | None = None) -> tuple[Flight, bool, Seat]:
         """Join the running fill for this target, or start one (coalescing).
 
-        Returns the flight, whether it was joined, and this reader's own spool handle
+        Returns the flight, whether it was joined, and this request's seat on its fill
         (taken now, while the fill's descriptor is certainly open)."""
         shared = not alone and not req.private
         if shared:
             joined = self.flights.join(req.target)
             if joined is not None:
-                return joined, True, joined.fill.open_handle()
+                return joined, True, joined.fill.seat()
         if alone and not forward_range and revalidate is None:
             forward_range = self._forwards_range(req)
         fill = Fill(req.target, self.store.new_temp_path(), stall_timeout=self.config.coalesce_timeout)
         flight = self.flights.begin(req.target, fill, req.headers, shared=shared, revalidating=revalidate,
                                     forward_range=forward_range)
-        handle = fill.open_handle()
+        seat = fill.seat()
         flight.task = asyncio.get_running_loop().create_task(self._run_fill(flight, req))
-        return flight, False, handle
+        return flight, False, seat
 
     def _start_refresh(self, req: MediaRequest, revalidate: EntryMeta | None = None) -> None:
         """stale-while-revalidate / soft purge: one background fetch per target (a
@@ -243,7 +239,8 @@ class Engine:
         if self.flights.joinable(req.target) is not None:
             return
         bg = MediaRequest("GET", req.target, req.headers.without("authorization", "cookie", "range"))
-        self._flight_for(bg, revalidate=revalidate)[2].close()
+        with self._flight_for(bg, revalidate=revalidate)[2]:
+            pass  # a background fetch has no reader: its seat is given up at once
 
     # ---------------------------------------------------------------- the fetch
     async def _run_fill(self, flight: Flight, req: MediaRequest) -> None:
@@ -315,8 +312,8 @@ class Engine:
 
     async def _fetch_alone(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """A fetch of this request's own, joined by no one (what it joined was not for it)."""
-        alone, _, own = self._flight_for(req, alone=True)
-        return await self._reply_from_flight(req, stale, now, alone, False, own)
+        alone, _, seat = self._flight_for(req, alone=True)
+        return await self._reply_from_flight(req, stale, now, alone, False, seat)
 
     # ---------------------------------------------------------------- slices
     async def _from_slices(self, req: MediaRequest) -> Reply | None:
@@ -325,37 +322,14 @@ class Engine:
         obj = self.slices.known(req.target)
         if obj is None or req.private or req.method not in ("GET", "HEAD"):
             return None
-
-        def plan(text: str, age: int | None) -> Plan:
-            return plan_response(method=req.method, request_headers=req.headers, status=200, headers=obj.headers,
-                                 length=obj.size, revision=obj.revision, revision_header=self.config.revision_header,
-                                 cache_status=text, age=age, date=HTTP_DATES.text(self.clock()),
-                                 browser_cache_control=self.browser_cache_control)
-
-        window = plan("", None).window
+        window = self.replies.slices_plan(req, obj, "", None).window
         try:
             start, end = window or (0, 0)
             opened = await self.slices.open(obj, req.headers, start, obj.size if end is None else end)
         except SliceUnusable as e:
             log.info("%s: not served from slices (%s): fetched whole", req.target, e)
             return None
-        if opened.cached:
-            answer = plan(cache_status(hit=True, ttl=int(opened.ttl)), None if opened.age is None else int(opened.age))
-        else:
-            answer = plan(cache_status(fwd="miss", fwd_status=206, stored=True, detail="upstream"), None)
-        reply = Reply(answer.status, answer.headers, result="hit" if opened.cached else "miss",
-                      source="cache" if opened.cached else "upstream", target=req.target)
-        if answer.window is None or window is None:
-            await opened.body.aclose()
-        else:
-            reply.job = self.replies.stream(req.target, answer.status, answer.headers, opened.body)
-        return reply
-
-    def _slice_fresh(self, meta: EntryMeta) -> tuple[bool, float, float]:
-        """May a stored slice be served (fresh), how old it is and its ttl left."""
-        facts, now = entry_facts(meta, self.config), self.clock()
-        age = entry_age(facts, now)
-        return isinstance(on_lookup(facts, now, self.config), Serve), age, ttl_left(age, facts.fresh)
+        return await self.replies.from_slices(req, obj, opened, windowless=window is None)
 
     def _evicted(self, targets: list[str]) -> None:
         for target in targets:

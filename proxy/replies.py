@@ -20,14 +20,15 @@ from mediaedge.coalesce import Coalescer, Flight
 from mediaedge.contract import EngineConfig, MediaRequest, Reply
 from mediaedge.digest import BLOCK, blocks_valid, checked_block, covering_blocks, verified_stream
 from mediaedge.errors import DamagedEntry, FillFailed
-from mediaedge.fill import FillHead, SpoolHandle
+from mediaedge.fill import FillHead, ReadBody
 from mediaedge.headers import Headers
 from mediaedge.policy.cachecontrol import delta_seconds
 from mediaedge.policy.cachestatus import cache_status
-from mediaedge.policy.decide import entry_age, entry_facts
+from mediaedge.policy.decide import Serve, entry_age, entry_facts, on_lookup
 from mediaedge.policy.freshness import Freshness, ttl_left
 from mediaedge.policy.target import vary_names, vary_values
-from mediaedge.respond import HTTP_DATES, plan_response
+from mediaedge.respond import HTTP_DATES, Plan, plan_response
+from mediaedge.slices import Opened, SlicedObject
 from mediaedge.stats import StatsSink
 from mediaedge.storage import Entry, EntryMeta
 from mediaedge.streamserver import FileBody, Job
@@ -133,9 +134,10 @@ class Replies:
         await self.cache.drop_damaged(meta)
     # ---------------------------------------------------------------- fills
     async def from_flight(
-        self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight, joined: bool, handle: SpoolHandle
+        self, req: MediaRequest, stale: Entry | None, now: float, flight: Flight, joined: bool, read: ReadBody
     ) -> Reply | Retry:
-        """The reply of a request that started or joined `flight`, once its head is known."""
+        """The reply of a request that started or joined `flight`, once its head is known;
+        `read`: the body, from this request's seat on the fill."""
         # Joining a fill whose body is already complete and checked is reading the
         # entry being committed: report it as the hit it is about to be.
         complete = joined and flight.fill.done and flight.fill.error is None
@@ -151,7 +153,7 @@ class Replies:
             return await self._serve_renewed(req, now, head, joined)
         if joined and not complete and self.stats is not None:
             self.stats.coalesced()
-        return await self._from_head(req, flight, head, joined, complete, handle)
+        return await self._from_head(req, flight, head, joined, complete, read)
 
     async def _head(self, req: MediaRequest, stale: Entry | None, now: float,
                     flight: Flight) -> FillHead | Reply | Retry:
@@ -171,7 +173,7 @@ class Replies:
             return self.error_reply(req.target, 504, f"the origin gave no answer within {self.config.coalesce_timeout:g} s")
 
     async def _from_head(self, req: MediaRequest, flight: Flight, head: FillHead, joined: bool, complete: bool,
-                         handle: SpoolHandle) -> Reply:
+                         read: ReadBody) -> Reply:
         """The reply planned from the origin's head, its body read from the fill."""
         # Refused by admission (mediaedge.policy.admission) is still a miss: shareable, just not stored.
         fwd = "miss" if head.storable or head.negative or head.not_stored_reason == "admission" else "bypass"
@@ -199,13 +201,41 @@ class Replies:
         reply = Reply(plan.status, plan.headers, result=result, source=source, target=req.target)
         if plan.window is not None:
             start, end = plan.window
-            mine = handle
             # Small bodies from memory; anything else streams (an app's 404 page can be large).
             small = head.length is not None and head.length <= SMALL_BODY
             if small and (head.negative or flight.fill.done):
-                reply.body = await _collect(flight.fill.reader(mine, start, end))
+                reply.body = await _collect(read(start, end))
             else:
-                reply.job = self.stream(req.target, plan.status, plan.headers, flight.fill.reader(mine, start, end))
+                reply.job = self.stream(req.target, plan.status, plan.headers, read(start, end))
+        return reply
+
+    def slice_fresh(self, meta: EntryMeta) -> tuple[bool, float, float]:
+        """May a stored slice be served (fresh), how old it is and its ttl left (proxy/slices.py asks)."""
+        facts, now = entry_facts(meta, self.config), self.clock()
+        age = entry_age(facts, now)
+        return isinstance(on_lookup(facts, now, self.config), Serve), age, ttl_left(age, facts.fresh)
+
+    def slices_plan(self, req: MediaRequest, obj: SlicedObject, text: str, age: int | None) -> Plan:
+        """A sliced object's reply, planned from its whole 200's head (proxy/slices.py)."""
+        return plan_response(method=req.method, request_headers=req.headers, status=200, headers=obj.headers,
+                             length=obj.size, revision=obj.revision, revision_header=self.config.revision_header,
+                             cache_status=text, age=age, date=HTTP_DATES.text(self.clock()),
+                             browser_cache_control=self.browser_cache_control)
+
+    async def from_slices(self, req: MediaRequest, obj: SlicedObject, opened: Opened, *, windowless: bool) -> Reply:
+        """A sliced object's reply, its window streamed from the slices `opened`."""
+        if opened.cached:
+            answer = self.slices_plan(req, obj, cache_status(hit=True, ttl=int(opened.ttl)),
+                                      None if opened.age is None else int(opened.age))
+        else:
+            answer = self.slices_plan(req, obj, cache_status(fwd="miss", fwd_status=206, stored=True,
+                                                             detail="upstream"), None)
+        reply = Reply(answer.status, answer.headers, result="hit" if opened.cached else "miss",
+                      source="cache" if opened.cached else "upstream", target=req.target)
+        if answer.window is None or windowless:
+            await opened.body.aclose()
+        else:
+            reply.job = self.stream(req.target, answer.status, answer.headers, opened.body)
         return reply
 
     def stream(self, target: str, status: int, headers: Headers, body: AsyncIterator[bytes]) -> Job:
