@@ -2,7 +2,8 @@
 count) and the longest function, so a refactor's claim ("the engine is a short driver")
 can be checked by anyone on any commit.
 
-    python scripts/codesize.py [DIR]      DIR: default proxy/
+    python scripts/codesize.py [PATH...]     PATH: a directory (its *.py, recursively) or a
+                                             file; default proxy/
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ def _span(node: ast.AST) -> int:
     return int(getattr(node, "end_lineno", 0) or 0) - int(getattr(node, "lineno", 0)) + 1
 
 
-def measure(root: pathlib.Path) -> list[str]:
+def measure(roots: list[pathlib.Path]) -> list[str]:
     """The report's lines: total lines, largest class, longest function, biggest files."""
     classes: list[tuple[int, int, str]] = []
     functions: list[tuple[int, str]] = []
     files: list[tuple[int, str]] = []
-    for path in sorted(root.rglob("*.py")):
+    paths = sorted({p for root in roots for p in (root.rglob("*.py") if root.is_dir() else [root])})
+    for path in paths:
         text = path.read_text(encoding="utf-8")
         files.append((len(text.splitlines()), str(path)))
         for node in ast.walk(ast.parse(text)):
@@ -35,9 +37,11 @@ def measure(root: pathlib.Path) -> list[str]:
            f"largest class: {where}: {lines} lines, {methods} methods",
            f"longest function: {fwhere}: {longest} lines",
            f"functions over 50 lines: {sum(n > 50 for n, _ in functions)}"]
-    out += [f"  {n:5d} {name}" for n, name in sorted(files, reverse=True)[:5]]
+    out += ["biggest files:"] + [f"  {n:5d} {name}" for n, name in sorted(files, reverse=True)[:5]]
+    out += ["biggest classes (lines, methods):"]
+    out += [f"  {n:5d} {m:3d} {name}" for n, m, name in sorted(classes, reverse=True)[:6]]
     return out
 
 
 if __name__ == "__main__":
-    print("\n".join(measure(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "proxy"))))
+    print("\n".join(measure([pathlib.Path(a) for a in sys.argv[1:]] or [pathlib.Path("proxy")])))
