@@ -189,8 +189,9 @@ class Engine:
                 return await self._rerouted(req, stale, now)
             return await self._fetch_alone(req, stale, now)
 
-    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str) -> Reply:
-        return self.replies.serve_entry(req, entry, age, fresh, result)  # `handle`'s name for it
+    def _serve_entry(self, req: MediaRequest, entry: Entry, age: float, fresh: Freshness, result: str,
+                     status_text: str | None = None) -> Reply:
+        return self.replies.serve_entry(req, entry, age, fresh, result, status_text)  # `handle`'s name for it
 
     async def _rerouted(self, req: MediaRequest, stale: Entry | None, now: float) -> Reply:
         """The fetch this request waited on turned out not storable and was dropped after its
