@@ -31,7 +31,7 @@ def run(size: int = 10240, scale: float = 1.0) -> dict:
     global _SCALE
     _SCALE = scale
     from mediaedge.accesslog import format_access_line
-    from mediaedge.engine import _vary_values
+    from mediaedge.replies import _vary_values
     from mediaedge.headers import Headers
     from mediaedge.policy.cachestatus import cache_status
     from mediaedge.policy.freshness import current_age, freshness

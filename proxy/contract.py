@@ -43,6 +43,11 @@ class MediaRequest:
     target: str  # canonical path?query (mediaedge.policy.target.normalize_target)
     headers: Headers
 
+    @property
+    def private(self) -> bool:
+        """Sent with credentials: its fetch is its own (joins no one's, shares no slices)."""
+        return "authorization" in self.headers or "cookie" in self.headers
+
 
 @dataclass
 class Reply:

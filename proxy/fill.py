@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +34,10 @@ QUEUE_CHUNKS = 16  # per reader, after a spill
 SLOW_READER_TIMEOUT = 30.0  # a spilled reader that takes no chunk for this long is cut off
 THREAD_WAIT_STEP = 0.25  # how often a producer thread waiting on the loop checks for an abort
 _END = b""
+
+# What a seat gives its request: the fill's bytes [start, end) as they arrive (end None:
+# to the end of the body, whenever that is); raises FillFailed if the fill fails.
+ReadBody = Callable[[int, int | None], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,12 @@ class FillHead:
     renewed: bool = False
 
 
-class SpoolHandle:
-    """One reader's access to a fill: its own dup of the spool file, and its queue for
-    the bytes that arrive after a spill. Closing it releases both."""
+class _SpoolHandle:
+    """One reader's access to a fill (its *seat*): its own dup of the spool file, and its
+    queue for the bytes that arrive after a spill. Closing it releases both.
+
+    Used as a context manager that gives `read`: leaving it closes the handle unless a
+    reader took it over (the reader closes it when it ends)."""
 
     def __init__(self, fill: Fill, fd: int | None) -> None:
         self.fill = fill
@@ -72,6 +80,16 @@ class SpoolHandle:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+    def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self.fill.reader(self, start, end)
+
+    def __enter__(self) -> ReadBody:
+        return self.read
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.consumed:
+            self.close()
 
 
 class Fill:
@@ -89,7 +107,7 @@ class Fill:
         self.readers = 0
         self._hash = BodyDigest()  # SHA-256 and per-MiB CRC-32, see proxy/digest.py
         self._progress = asyncio.Event()
-        self._queues: set[SpoolHandle] = set()
+        self._queues: set[_SpoolHandle] = set()
         self.aborted = False  # the node is stopping: producers stop, nothing is committed
         # Dropped after the head because the edge will not store it and the leader asked for
         # a Range: every request reading it asks again (mediaedge.policy.seek).
@@ -244,12 +262,14 @@ class Fill:
         return head.result().storable
 
     # -- reader side ----------------------------------------------------------------
-    def open_handle(self) -> SpoolHandle:
-        """A reader's own handle, taken when it joins: a dup of the spool file (so the
-        temp file may be renamed, unlinked or closed meanwhile) and a spill queue."""
-        return SpoolHandle(self, os.dup(self.rfd) if self.rfd >= 0 else None)
+    def seat(self) -> AbstractContextManager[ReadBody]:
+        """A request's seat on this fill, taken when it joins (a dup of the spool file, so
+        the temp file may be renamed, unlinked or closed meanwhile, and a spill queue; it
+        counts in `waiting`). `with seat as read:` gives the bytes; leaving it unread gives
+        the seat up."""
+        return _SpoolHandle(self, os.dup(self.rfd) if self.rfd >= 0 else None)
 
-    def reader(self, handle: SpoolHandle, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def reader(self, handle: _SpoolHandle, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes [start, end) as they arrive; raises FillFailed if the fill fails.
 
         `end` None means "to the end of the body, whenever that is". Closes `handle`.
@@ -265,7 +285,7 @@ class Fill:
         except TimeoutError:
             raise FillFailed(f"no bytes from the origin for {self.stall_timeout:g} s", 504) from None
 
-    async def _iter(self, handle: SpoolHandle, start: int, end: int | None) -> AsyncIterator[bytes]:
+    async def _iter(self, handle: _SpoolHandle, start: int, end: int | None) -> AsyncIterator[bytes]:
         self.readers += 1
         queue_pos: int | None = None  # offset of the next byte the spill queue will give
         try:
