@@ -1,0 +1,164 @@
+"""The live edge's hit ratio on a fixed, seeded trace, next to the simulated policies.
+
+    python -m bench.hitratio_live [--n 20000] [--s 0.9] [--fraction 0.091] [--requests 200000]
+
+Replays `bench.hitratio`'s own traces (the Zipf trace, and the scan-heavy one: the same
+warm-up, one sweep over every object in id order, then Zipf again) against a real
+`python -m mediaedge serve` edge in front of a real origin (bench/origin.py), one fresh
+edge per trace, by a few keep-alive connections taking the trace's requests in order.
+Count-bounded, not time-bounded: same seed, same requests, whatever the machine's speed.
+Each answer's `Cache-Status` says hit or not; the hit ratio counts the measured part of
+the trace only (as the simulation does: after the warm-up, after the sweep).
+
+Capacity in the same units as the simulation's. Objects are `--object-bytes` (default
+40,000: above the store's INLINE_LIMIT, so each entry is a file and diskcache counts its
+exact size; small values would live in SQLite pages, whose count only grows). An entry
+then costs its body plus its trailer; the database (keys, indexes) and the store's
+reserve (proxy/storage.py OVERHEAD_RESERVE) come on top. `--cache-size` is set so the
+edge holds `int(n × fraction)` entries, and the simulation and the ideal are run at the
+entries the edge actually held (read from /stats), on the same trace, in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from bench import hitratio, procs
+
+TRAILER_BYTES = 400  # measured per entry beyond the body (the JSON trailer and footer), rounded up
+DB_BYTES_PER_ENTRY = 600  # SQLite pages per file-backed row (key, file name, indexes), generous
+RESERVE = 3 << 20  # proxy/storage.py OVERHEAD_RESERVE (the edge keeps it out of the entries' room)
+DB_FLOOR = 256 << 10  # the schema, the counters and the free pages a database holds anyway
+
+
+def cache_size_for(entries: int, obj: int) -> int:
+    """The --cache-size (bytes) at which the edge holds about `entries` objects of `obj` bytes."""
+    return RESERVE + DB_FLOOR + entries * (obj + TRAILER_BYTES + DB_BYTES_PER_ENTRY)
+
+
+def replay(port: int, paths: list[str], conns: int) -> tuple[bytearray, int]:
+    """Request every path, in order, over `conns` keep-alive connections (each takes the
+    next request of the trace when its previous answer is read). Returns one byte per
+    request (1: the answer was a hit) and the count of errors."""
+    hits = bytearray(len(paths))
+    nxt = itertools.count()  # next() on a count is atomic under the GIL
+    errors = [0]
+
+    def worker() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            i = next(nxt)
+            if i >= len(paths):
+                break
+            for attempt in range(3):
+                try:
+                    c.request("GET", paths[i])
+                    r = c.getresponse()
+                    r.read()
+                    status = r.getheader("Cache-Status") or ""
+                    if r.status != 200:
+                        errors[0] += 1
+                    hits[i] = 1 if "; hit" in status else 0
+                    break
+                except (OSError, http.client.HTTPException):
+                    c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    if attempt == 2:
+                        errors[0] += 1
+        c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return hits, errors[0]
+
+
+def live_trace(workdir: str, origin: procs.OriginServer, name: str, trace: list[int], start: int, obj: int,
+               cache_size: int, conns: int, log: Any) -> dict:
+    """One fresh edge, the whole trace; the hit ratio of trace[start:], the entries held."""
+    cache_dir = os.path.join(workdir, f"cache-{name}")
+    edge = procs.EdgeServer(workdir, upstream=origin.url, origin_db=f"sqlite:///{workdir}/origin.db",
+                            cache_dir=cache_dir, cache_size=str(cache_size), name=f"mediaedge-{name}")
+    edge.start()
+    try:
+        paths = [f"/media/z/s{obj}/{k}.bin" for k in trace]
+        t0 = time.monotonic()
+        warm, err1 = replay(edge.port, paths[:start], conns)
+        held_at_start = int(edge.stats().get("entries") or 0)
+        t1 = time.monotonic()
+        measured, err2 = replay(edge.port, paths[start:], conns)
+        t2 = time.monotonic()
+        st = edge.stats()
+    finally:
+        edge.stop()
+    held = int(st.get("entries") or 0)
+    out = {"requests": len(trace), "measured": len(trace) - start,
+           "live": round(sum(measured) / max(1, len(measured)), 4),
+           "live_warmup": round(sum(warm) / max(1, len(warm)), 4),
+           "entries_at_measure_start": held_at_start, "entries_at_end": held,
+           "cache_bytes": st.get("cache_bytes"), "errors": err1 + err2,
+           "rps": round(len(trace) / max(1e-9, t2 - t0), 1), "seconds": round(t2 - t0, 1),
+           "measure_seconds": round(t2 - t1, 1)}
+    log(f"  live {name}: {out}")
+    return out
+
+
+def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: int, conns: int = 4,
+            workdir: str | None = None, log: Any = None) -> dict:
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    workdir = workdir or tempfile.mkdtemp(prefix="mediaedge-hitratio-")
+    entries = int(n * fraction)
+    cache_size = cache_size_for(entries, obj)
+    traces = hitratio.make_traces(n, s, requests, seed)
+    perm = hitratio.popularity(n, seed)
+    out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "cache_fraction": fraction,
+                 "capacity_entries": entries, "cache_size_bytes": cache_size, "requests": requests, "seed": seed,
+                 "conns": conns, "traces": {}}
+    origin = procs.OriginServer(workdir)
+    origin.start()
+    try:
+        for name in ("zipf", "scan"):
+            trace, start = traces[name]
+            row = live_trace(workdir, origin, name, trace, start, obj, cache_size, conns, log)
+            # The simulation at the capacity the live edge held (its volume fills to the limit):
+            held = row["entries_at_end"] or entries
+            cap = held * obj
+            size = (lambda k: obj)  # noqa: E731
+            counted = len(trace) - start
+            for p in ("tinylfu", "lru", "fifo"):
+                row[p] = round(hitratio.POLICIES[p](trace, size, cap, start) / counted, 4)
+            row["ideal"] = round(hitratio.run_ideal(trace, size, cap, start, perm) / counted, 4)
+            row["simulated_entries"] = held
+            out["traces"][name] = row
+    finally:
+        origin.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.hitratio_live", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000, help="objects in the catalogue")
+    p.add_argument("--s", type=float, default=0.9, help="Zipf exponent")
+    p.add_argument("--fraction", type=float, default=hitratio.NOMINAL_FRACTION, help="cache capacity / catalogue")
+    p.add_argument("--requests", type=int, default=200_000, help="Zipf requests (the first half warms up)")
+    p.add_argument("--object-bytes", type=int, default=40_000)
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--conns", type=int, default=4)
+    a = p.parse_args(argv)
+    res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, a.conns)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
