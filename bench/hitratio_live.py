@@ -29,19 +29,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import hitratio, procs
+from mediaedge.storage import INLINE_LIMIT, OVERHEAD_RESERVE
 
-TRAILER_BYTES = 400  # measured per entry beyond the body (the JSON trailer and footer), rounded up
-DB_BYTES_PER_ENTRY = 600  # SQLite pages per file-backed row (key, file name, indexes), generous
-RESERVE = 3 << 20  # proxy/storage.py OVERHEAD_RESERVE (the edge keeps it out of the entries' room)
-DB_FLOOR = 256 << 10  # the schema, the counters and the free pages a database holds anyway
+OBJECT_BYTES = 40_000  # above INLINE_LIMIT (32 KiB): each entry a file, its size counted exactly
+assert OBJECT_BYTES > INLINE_LIMIT
+TRAILER_BYTES = 560  # per entry beyond the body: its JSON trailer and footer (measured 558 for these targets)
+DB_BYTES_PER_ENTRY = 800  # SQLite pages per stored entry: its row, its pointer row, indexes (measured ~770)
+DB_FLOOR = 64 << 10  # the schema and counters a database holds anyway
+RESERVE = OVERHEAD_RESERVE  # kept out of the entries' room (a quarter of --cache-size below 4 × it)
 
 
 def cache_size_for(entries: int, obj: int) -> int:
-    """The --cache-size (bytes) at which the edge holds about `entries` objects of `obj` bytes."""
-    return RESERVE + DB_FLOOR + entries * (obj + TRAILER_BYTES + DB_BYTES_PER_ENTRY)
+    """The --cache-size (bytes) at which the edge holds about `entries` objects of `obj` bytes.
+
+    diskcache's volume is its database's pages plus the sizes of its files, and the store
+    gives entries --cache-size less min(a quarter, RESERVE) (proxy/storage.py)."""
+    room = DB_FLOOR + entries * (obj + TRAILER_BYTES + DB_BYTES_PER_ENTRY)
+    return room + RESERVE if room >= 3 * RESERVE else -(-room * 4 // 3)
 
 
 def replay(port: int, paths: list[str], conns: int) -> tuple[bytearray, int]:
@@ -83,18 +91,19 @@ def replay(port: int, paths: list[str], conns: int) -> tuple[bytearray, int]:
     return hits, errors[0]
 
 
-def live_trace(workdir: str, origin: procs.OriginServer, name: str, trace: list[int], start: int, obj: int,
-               cache_size: int, conns: int, log: Any) -> dict:
+def live_trace(workdir: str, origin: procs.Server, name: str, trace: list[int], start: int, obj: int,
+               cache_size: int, conns: int, log: Any, pin: Callable[[procs.Server], Any]) -> dict:
     """One fresh edge, the whole trace; the hit ratio of trace[start:], the entries held."""
-    cache_dir = os.path.join(workdir, f"cache-{name}")
+    cache_dir = os.path.join(workdir, f"cache-live-{name}")
     edge = procs.EdgeServer(workdir, upstream=origin.url, origin_db=f"sqlite:///{workdir}/origin.db",
-                            cache_dir=cache_dir, cache_size=str(cache_size), name=f"mediaedge-{name}")
+                            cache_dir=cache_dir, cache_size=str(cache_size), name=f"mediaedge-live-{name}")
+    pin(edge)
     edge.start()
     try:
         paths = [f"/media/z/s{obj}/{k}.bin" for k in trace]
         t0 = time.monotonic()
         warm, err1 = replay(edge.port, paths[:start], conns)
-        held_at_start = int(edge.stats().get("entries") or 0)
+        st0 = edge.stats()
         t1 = time.monotonic()
         measured, err2 = replay(edge.port, paths[start:], conns)
         t2 = time.monotonic()
@@ -102,10 +111,13 @@ def live_trace(workdir: str, origin: procs.OriginServer, name: str, trace: list[
     finally:
         edge.stop()
     held = int(st.get("entries") or 0)
+    d_req = st["requests"] - st0["requests"]
+    d_hit = st["hits"] + st["stale"] - st0["hits"] - st0["stale"]
     out = {"requests": len(trace), "measured": len(trace) - start,
            "live": round(sum(measured) / max(1, len(measured)), 4),
            "live_warmup": round(sum(warm) / max(1, len(warm)), 4),
-           "entries_at_measure_start": held_at_start, "entries_at_end": held,
+           "live_stats": round(d_hit / d_req, 4) if d_req else None,  # the edge's own counters, same part
+           "entries_at_measure_start": int(st0.get("entries") or 0), "entries_at_end": held,
            "cache_bytes": st.get("cache_bytes"), "errors": err1 + err2,
            "rps": round(len(trace) / max(1e-9, t2 - t0), 1), "seconds": round(t2 - t0, 1),
            "measure_seconds": round(t2 - t1, 1)}
@@ -113,8 +125,11 @@ def live_trace(workdir: str, origin: procs.OriginServer, name: str, trace: list[
     return out
 
 
-def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: int, conns: int = 4,
-            workdir: str | None = None, log: Any = None) -> dict:
+def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: int, conns: int = 8,
+            workdir: str | None = None, log: Any = None, names: tuple[str, ...] = ("zipf", "scan"),
+            origin: procs.Server | None = None, pin: Callable[[procs.Server], Any] = lambda s: s) -> dict:
+    """Live and simulated hit ratios per trace. `origin`: a running origin (else one is
+    started here); `pin`: applied to each edge before it starts (bench/run.py's CPU pinning)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     workdir = workdir or tempfile.mkdtemp(prefix="mediaedge-hitratio-")
     entries = int(n * fraction)
@@ -124,12 +139,14 @@ def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: in
     out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "cache_fraction": fraction,
                  "capacity_entries": entries, "cache_size_bytes": cache_size, "requests": requests, "seed": seed,
                  "conns": conns, "traces": {}}
-    origin = procs.OriginServer(workdir)
-    origin.start()
+    own = origin is None
+    if origin is None:
+        origin = procs.OriginServer(workdir)
+        origin.start()
     try:
-        for name in ("zipf", "scan"):
+        for name in names:
             trace, start = traces[name]
-            row = live_trace(workdir, origin, name, trace, start, obj, cache_size, conns, log)
+            row = live_trace(workdir, origin, name, trace, start, obj, cache_size, conns, log, pin)
             # The simulation at the capacity the live edge held (its volume fills to the limit):
             held = row["entries_at_end"] or entries
             cap = held * obj
@@ -141,7 +158,8 @@ def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: in
             row["simulated_entries"] = held
             out["traces"][name] = row
     finally:
-        origin.stop()
+        if own:
+            origin.stop()
     return out
 
 
@@ -151,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--s", type=float, default=0.9, help="Zipf exponent")
     p.add_argument("--fraction", type=float, default=hitratio.NOMINAL_FRACTION, help="cache capacity / catalogue")
     p.add_argument("--requests", type=int, default=200_000, help="Zipf requests (the first half warms up)")
-    p.add_argument("--object-bytes", type=int, default=40_000)
+    p.add_argument("--object-bytes", type=int, default=OBJECT_BYTES)
     p.add_argument("--seed", type=int, default=5)
-    p.add_argument("--conns", type=int, default=4)
+    p.add_argument("--conns", type=int, default=8)
+    p.add_argument("--traces", default="zipf,scan", help="comma-separated subset of zipf,scan")
     a = p.parse_args(argv)
-    res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, a.conns)
+    res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, a.conns,
+                  names=tuple(x for x in a.traces.split(",") if x))
     print(json.dumps(res, indent=1))
     return 0
 
