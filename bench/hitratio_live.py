@@ -2,10 +2,11 @@
 
     python -m bench.hitratio_live [--n 20000] [--s 0.9] [--fraction 0.091] [--requests 200000]
 
-Replays `bench.hitratio`'s own traces (the Zipf trace, and the scan-heavy one: the same
-warm-up, one sweep over every object in id order, then Zipf again) against a real
-`python -m mediaedge serve` edge in front of a real origin (bench/origin.py), one fresh
-edge per trace, by a few keep-alive connections taking the trace's requests in order.
+Replays `bench.hitratio`'s own traces against a real `python -m mediaedge serve` edge
+in front of a real origin (bench/origin.py), by a few keep-alive connections taking
+the requests in order: the Zipf trace (first half warm-up, second half measured), then
+one sweep over every object in id order, then Zipf requests again (measured: the
+scan-heavy trace, whose warm-up is the whole Zipf trace).
 Count-bounded, not time-bounded: same seed, same requests, whatever the machine's speed.
 Each answer's `Cache-Status` says hit or not; the hit ratio counts the measured part of
 the trace only (as the simulation does: after the warm-up, after the sweep).
@@ -91,75 +92,82 @@ def replay(port: int, paths: list[str], conns: int) -> tuple[bytearray, int]:
     return hits, errors[0]
 
 
-def live_trace(workdir: str, origin: procs.Server, name: str, trace: list[int], start: int, obj: int,
-               cache_size: int, conns: int, log: Any, pin: Callable[[procs.Server], Any]) -> dict:
-    """One fresh edge, the whole trace; the hit ratio of trace[start:], the entries held."""
-    cache_dir = os.path.join(workdir, f"cache-live-{name}")
+def live_run(workdir: str, origin: procs.Server, trace: list[int], parts: list[tuple[str, int, int]], obj: int,
+             cache_size: int, conns: int, log: Any, pin: Callable[[procs.Server], Any]) -> dict:
+    """One fresh edge, the whole trace in order; per part (name, start, end) its hit
+    ratio by Cache-Status and by the edge's own /stats, and the entries held at its end."""
+    cache_dir = os.path.join(workdir, "cache-live")
     edge = procs.EdgeServer(workdir, upstream=origin.url, origin_db=f"sqlite:///{workdir}/origin.db",
-                            cache_dir=cache_dir, cache_size=str(cache_size), name=f"mediaedge-live-{name}")
+                            cache_dir=cache_dir, cache_size=str(cache_size), name="mediaedge-live")
     pin(edge)
     edge.start()
+    out: dict = {}
     try:
         paths = [f"/media/z/s{obj}/{k}.bin" for k in trace]
-        t0 = time.monotonic()
-        warm, err1 = replay(edge.port, paths[:start], conns)
-        st0 = edge.stats()
-        t1 = time.monotonic()
-        measured, err2 = replay(edge.port, paths[start:], conns)
-        t2 = time.monotonic()
-        st = edge.stats()
+        for name, start, end in parts:
+            st0, t0 = edge.stats(), time.monotonic()
+            hits, errors = replay(edge.port, paths[start:end], conns)
+            t1, st = time.monotonic(), edge.stats()
+            d_req = st["requests"] - st0["requests"]
+            d_hit = st["hits"] + st["stale"] - st0["hits"] - st0["stale"]
+            out[name] = {"requests": end - start, "live": round(sum(hits) / max(1, len(hits)), 4),
+                         "live_stats": round(d_hit / d_req, 4) if d_req else None,  # the edge's own count
+                         "entries_at_end": int(st.get("entries") or 0), "cache_bytes": st.get("cache_bytes"),
+                         "errors": errors, "rps": round((end - start) / max(1e-9, t1 - t0), 1),
+                         "seconds": round(t1 - t0, 1)}
+            log(f"  live {name}: {out[name]}")
     finally:
         edge.stop()
-    held = int(st.get("entries") or 0)
-    d_req = st["requests"] - st0["requests"]
-    d_hit = st["hits"] + st["stale"] - st0["hits"] - st0["stale"]
-    out = {"requests": len(trace), "measured": len(trace) - start,
-           "live": round(sum(measured) / max(1, len(measured)), 4),
-           "live_warmup": round(sum(warm) / max(1, len(warm)), 4),
-           "live_stats": round(d_hit / d_req, 4) if d_req else None,  # the edge's own counters, same part
-           "entries_at_measure_start": int(st0.get("entries") or 0), "entries_at_end": held,
-           "cache_bytes": st.get("cache_bytes"), "errors": err1 + err2,
-           "rps": round(len(trace) / max(1e-9, t2 - t0), 1), "seconds": round(t2 - t0, 1),
-           "measure_seconds": round(t2 - t1, 1)}
-    log(f"  live {name}: {out}")
     return out
 
 
 def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: int, conns: int = 8,
-            workdir: str | None = None, log: Any = None, names: tuple[str, ...] = ("zipf", "scan"),
+            workdir: str | None = None, log: Any = None,
             origin: procs.Server | None = None, pin: Callable[[procs.Server], Any] = lambda s: s) -> dict:
-    """Live and simulated hit ratios per trace. `origin`: a running origin (else one is
-    started here); `pin`: applied to each edge before it starts (bench/run.py's CPU pinning)."""
+    """Live and simulated hit ratios. One edge takes, in order: the Zipf trace's first
+    half (warm-up), its second half (measured: "zipf"), a sweep over every object, and
+    Zipf requests again (measured: "scan"), exactly bench/hitratio.py's traces (its scan
+    trace, warmed up by the whole Zipf trace rather than its first half). `origin`: a
+    running origin (else one is started here); `pin`: applied to the edge before it
+    starts (bench/run.py's CPU pinning)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     workdir = workdir or tempfile.mkdtemp(prefix="mediaedge-hitratio-")
     entries = int(n * fraction)
     cache_size = cache_size_for(entries, obj)
     traces = hitratio.make_traces(n, s, requests, seed)
+    zipf, half = traces["zipf"]
+    scan, _ = traces["scan"]
+    whole = zipf + scan[half:]  # the Zipf trace, the sweep, Zipf again
+    again = len(zipf) + n
+    parts = [("warm-up", 0, half), ("zipf", half, len(zipf)), ("sweep", len(zipf), again), ("scan", again, len(whole))]
     perm = hitratio.popularity(n, seed)
     out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "cache_fraction": fraction,
                  "capacity_entries": entries, "cache_size_bytes": cache_size, "requests": requests, "seed": seed,
-                 "conns": conns, "traces": {}}
+                 "conns": conns, "total_requests": len(whole), "traces": {}}
     own = origin is None
     if origin is None:
         origin = procs.OriginServer(workdir)
         origin.start()
+    t0 = time.monotonic()
     try:
-        for name in names:
-            trace, start = traces[name]
-            row = live_trace(workdir, origin, name, trace, start, obj, cache_size, conns, log, pin)
-            # The simulation at the capacity the live edge held (its volume fills to the limit):
-            held = row["entries_at_end"] or entries
-            cap = held * obj
-            size = (lambda k: obj)  # noqa: E731
-            counted = len(trace) - start
-            for p in ("tinylfu", "lru", "fifo"):
-                row[p] = round(hitratio.POLICIES[p](trace, size, cap, start) / counted, 4)
-            row["ideal"] = round(hitratio.run_ideal(trace, size, cap, start, perm) / counted, 4)
-            row["simulated_entries"] = held
-            out["traces"][name] = row
+        live = live_run(workdir, origin, whole, parts, obj, cache_size, conns, log, pin)
     finally:
         if own:
             origin.stop()
+    out["live_seconds"] = round(time.monotonic() - t0, 1)
+    out["errors"] = sum(p["errors"] for p in live.values())
+    size = (lambda k: obj)  # noqa: E731 - every object the same size
+    for name, trace, start in (("zipf", zipf, half), ("scan", whole, again)):
+        row = dict(live[name])
+        row["requests"], row["measured"] = len(trace), len(trace) - start
+        # The simulation at the capacity the live edge held (its volume fills to the limit):
+        held = row["entries_at_end"] or entries
+        cap = held * obj
+        for p in ("tinylfu", "lru", "fifo"):
+            row[p] = round(hitratio.POLICIES[p](trace, size, cap, start) / row["measured"], 4)
+        row["ideal"] = round(hitratio.run_ideal(trace, size, cap, start, perm) / row["measured"], 4)
+        row["simulated_entries"] = held
+        out["traces"][name] = row
     return out
 
 
@@ -172,10 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--object-bytes", type=int, default=OBJECT_BYTES)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--conns", type=int, default=8)
-    p.add_argument("--traces", default="zipf,scan", help="comma-separated subset of zipf,scan")
     a = p.parse_args(argv)
-    res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, a.conns,
-                  names=tuple(x for x in a.traces.split(",") if x))
+    res = measure(a.n, a.s, a.fraction, a.requests, a.object_bytes, a.seed, a.conns)
     print(json.dumps(res, indent=1))
     return 0
 

@@ -772,13 +772,16 @@ def _hit_ratio_live(w: Any, zl: dict) -> None:
     w("")
     w(f"`python -m bench.hitratio_live --n {zl['catalogue']} --s {zl['zipf_s']} --fraction {zl['cache_fraction']} "
       f"--requests {zl['requests']} --seed {zl['seed']}` (or `python -m bench --only zipf_live`) replays "
-      "bench/hitratio.py's traces, request by request, against a fresh `python -m mediaedge serve` per trace "
+      "bench/hitratio.py's traces, request by request, through one fresh `python -m mediaedge serve` "
       f"(`--cache-size {zl['cache_size_bytes']}`) in front of bench/origin.py, over {zl['conns']} keep-alive "
-      f"connections: a fixed number of requests, not a time budget. Objects are {zl['object_bytes']:,} bytes, "
-      "above the store's inline limit, so every entry is a file whose size diskcache counts exactly (an entry "
-      "costs its body, its trailer and its rows' share of the database). The live hit ratio is each answer's "
-      "`Cache-Status` (the edge's own `/stats` counters agree) over the measured part; the simulated policies "
-      "and the ideal run on the same trace at the entries the live edge held.")
+      f"connections: the Zipf trace ({zl['requests']:,} requests, the second half measured), one sweep over every "
+      "object, then Zipf again (measured after the sweep): a fixed number of requests "
+      f"({zl['total_requests']:,}, {zl['live_seconds']:.0f} s here), not a time budget. Objects are "
+      f"{zl['object_bytes']:,} bytes, above the store's inline limit, so every entry is a file whose size "
+      "diskcache counts exactly (an entry costs its body, its trailer and its rows' share of the database; "
+      "`--cache-size` is chosen so the edge holds the nominal count). The live hit ratio is each answer's "
+      "`Cache-Status` (the edge's own `/stats` counters agree); the simulated policies and the ideal run on the "
+      "same trace at the entries the live edge held, in the same run.")
     w("")
     w("| trace | requests (measured) | entries held | **live mediaedge** | simulated mediaedge | "
       "ideal: most popular pinned | LRU | least-recently-stored | req/s |")
