@@ -799,6 +799,10 @@ def _hit_ratio_live(w: Any, zl: dict) -> None:
              if "scan" in zl["traces"] else "")
           + f"; live below the ideal by {r['ideal'] - r['live']:.3f} (target: within 0.02).")
         w("")
+    sep = zl.get("measured_separately")
+    if sep:
+        w(f"Measured on its own (`{sep['command']}`, commit {sep['commit']}) and merged into this run's results.")
+        w("")
 
 
 def _hit_ratio_policies(w: Any, pol: dict) -> None:
