@@ -19,7 +19,7 @@ import tempfile
 from bench import procs, sysinfo
 
 RESULTS_DIR = os.path.join(procs.REPO, "bench", "results")
-SCENARIOS = ("hits", "reporting", "large", "misses", "stampede", "zipf", "memory", "entries", "large_rss",
+SCENARIOS = ("hits", "reporting", "large", "misses", "stampede", "zipf", "zipf_live", "memory", "entries", "large_rss",
              "profile", "knobs", "workers")
 
 
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--cache-size of the hit-ratio edge (~4.3 KB of cache per 2 KB object: 40MiB ~ 9.5%% "
                         "of the 100,000-object catalogue)")
     p.add_argument("--zipf-phases", type=int, default=14, help="6-second phases of the hit-ratio run")
+    p.add_argument("--zipf-live-n", type=int, default=10_000,
+                   help="objects of the live hit-ratio replay (bench/hitratio_live.py; 9.1%% of them cached)")
+    p.add_argument("--zipf-live-requests", type=int, default=100_000,
+                   help="Zipf requests of the live hit-ratio replay (the first half warms up)")
     p.add_argument("--entry-levels", default="10000,100000,1000000", help="cache sizes for hit latency vs entries")
     p.add_argument("--populate-deadline", type=float, default=300.0,
                    help="bound in seconds on filling caches for the entries scenario")

@@ -224,20 +224,32 @@ POLICIES: dict[str, Policy] = {"lru": run_lru, "fifo": run_fifo, "tinylfu": run_
                                "w-tinylfu": run_wtinylfu, "s3-fifo": run_s3fifo}
 
 
+def popularity(n: int, seed: int) -> list[int]:
+    """Object ids, most popular first: the permutation `zipf_trace` uses (perm[rank] = id)."""
+    perm = list(range(n))
+    random.Random(seed + 1).shuffle(perm)
+    return perm
+
+
+def make_traces(n: int, s: float, requests: int, seed: int) -> dict[str, tuple[list[int], int]]:
+    """The traces, each with the index its measured part starts at. zipf: the first half
+    warms up; scan: that warm-up, a sweep over every object in id order, then half as
+    many Zipf requests again, measured after the sweep; no-sweep: the same without the
+    sweep (the difference is what the sweep costs afterwards). bench/hitratio_live.py
+    replays the same traces against a live edge."""
+    zipf = zipf_trace(n, s, requests, seed, seed + 1)
+    half = requests // 2
+    again = zipf_trace(n, s, half, seed + 7, seed + 1)
+    return {"zipf": (zipf, half), "scan": (zipf[:half] + list(range(n)) + again, half + n),
+            "no-sweep": (zipf[:half] + again, half)}
+
+
 def measure(n: int, s: float, fraction: float, requests: int, obj: int, seed: int,
             policies: Iterable[str] = tuple(POLICIES)) -> dict:
     size = (lambda k: obj)  # noqa: E731 - every object the same size, as in the live benchmark
     cap = int(n * fraction) * obj
-    perm = list(range(n))
-    random.Random(seed + 1).shuffle(perm)  # the permutation zipf_trace uses: perm[rank] = id
-    zipf = zipf_trace(n, s, requests, seed, seed + 1)
-    half = requests // 2
-    sweep = list(range(n))
-    again = zipf_trace(n, s, half, seed + 7, seed + 1)
-    # scan: measured on the Zipf requests after the sweep; no-sweep: the same requests
-    # without the sweep before them (the difference is what the sweep costs afterwards)
-    traces = {"zipf": (zipf, half), "scan": (zipf[:half] + sweep + again, half + n),
-              "no-sweep": (zipf[:half] + again, half)}
+    perm = popularity(n, seed)
+    traces = make_traces(n, s, requests, seed)
     out: dict = {"catalogue": n, "zipf_s": s, "object_bytes": obj, "capacity_bytes": cap,
                  "capacity_entries": cap // obj, "cache_fraction": round(cap / (n * obj), 4),
                  "requests": requests, "seed": seed, "traces": {}}

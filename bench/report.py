@@ -426,6 +426,13 @@ def render(results: dict, images: list[str]) -> str:
         w("")
         if z.get("policies"):
             _hit_ratio_policies(w, z["policies"])
+    zl = sc.get("zipf_live")
+    if zl:
+        if not z:
+            w("## Hit ratio: Zipf catalogue larger than the cache")
+            w("")
+        _hit_ratio_live(w, zl)
+    if z:
         if any(p.endswith("bench-hitratio.png") for p in images):
             w("![hit ratio](img/bench-hitratio.png)")
             w("")
@@ -756,6 +763,48 @@ def write_docs(results: dict, repo: str) -> list[str]:
     with open(path, "w") as f:
         f.write(md)
     return [path, *images]
+
+
+def _hit_ratio_live(w: Any, zl: dict) -> None:
+    """The live edge on bench/hitratio.py's seeded traces (bench/hitratio_live.py)."""
+    w(f"### The live edge on the same kind of trace ({zl['catalogue']:,} objects, "
+      f"{zl['capacity_entries']:,} cached)")
+    w("")
+    w(f"`python -m bench.hitratio_live --n {zl['catalogue']} --s {zl['zipf_s']} --fraction {zl['cache_fraction']} "
+      f"--requests {zl['requests']} --seed {zl['seed']}` (or `python -m bench --only zipf_live`) replays "
+      "bench/hitratio.py's traces, request by request, through one fresh `python -m mediaedge serve` "
+      f"(`--cache-size {zl['cache_size_bytes']}`) in front of bench/origin.py, over {zl['conns']} keep-alive "
+      f"connections: the Zipf trace ({zl['requests']:,} requests, the second half measured), one sweep over every "
+      "object, then Zipf again (measured after the sweep): a fixed number of requests "
+      f"({zl['total_requests']:,}, {zl['live_seconds']:.0f} s here), not a time budget. Objects are "
+      f"{zl['object_bytes']:,} bytes, above the store's inline limit, so every entry is a file whose size "
+      "diskcache counts exactly (an entry costs its body, its trailer and its rows' share of the database; "
+      "`--cache-size` is chosen so the edge holds the nominal count). The live hit ratio is each answer's "
+      "`Cache-Status` (the edge's own `/stats` counters agree); the simulated policies and the ideal run on the "
+      "same trace at the entries the live edge held, in the same run.")
+    w("")
+    w("| trace | requests (measured) | entries held | **live mediaedge** | simulated mediaedge | "
+      "ideal: most popular pinned | LRU | least-recently-stored | req/s |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for trace, label in (("zipf", "Zipf"), ("scan", "Zipf after a full sweep")):
+        r = zl["traces"].get(trace)
+        if r:
+            w(f"| {label} | {r['requests']:,} ({r['measured']:,}) | {r['entries_at_end']:,} | **{r['live']:.3f}** | "
+              f"{r['tinylfu']:.3f} | {r['ideal']:.3f} | {r['lru']:.3f} | {r['fifo']:.3f} | {_f(r['rps'])} |")
+    w("")
+    r = zl["traces"].get("zipf")
+    if r:
+        w(f"Live minus simulated: {r['live'] - r['tinylfu']:+.3f} on Zipf"
+          + (f", {zl['traces']['scan']['live'] - zl['traces']['scan']['tinylfu']:+.3f} after the sweep"
+             if "scan" in zl["traces"] else "")
+          + f"; live below the ideal by {r['ideal'] - r['live']:.3f}"
+          + (f" ({zl['traces']['scan']['ideal'] - zl['traces']['scan']['live']:.3f} after the sweep)"
+             if "scan" in zl["traces"] else "") + " (target: within 0.02).")
+        w("")
+    sep = zl.get("measured_separately")
+    if sep:
+        w(f"Measured on its own (`{sep['command']}`, commit {sep['commit']}) and merged into this run's results.")
+        w("")
 
 
 def _hit_ratio_policies(w: Any, pol: dict) -> None:

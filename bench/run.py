@@ -51,6 +51,8 @@ class Config:
         self.zipf_cache = "1MiB" if quick else args.zipf_cache
         self.zipf_phases = 2 if quick else args.zipf_phases
         self.zipf_phase_s = 1 if quick else 6
+        self.zipf_live_n = 300 if quick else args.zipf_live_n
+        self.zipf_live_requests = 2000 if quick else args.zipf_live_requests
         self.conn_hold = 20 if quick else 500
         self.entry_n = 100 if quick else 3000
         self.entry_levels = [1000] if quick else [int(x) for x in args.entry_levels.split(",") if x]
@@ -493,6 +495,18 @@ class Bench:
                                                                             "entries", "cache_bytes")},
                 "simulated_at_capacity": sim, "simulated_curve": curve, "rss_kib": rss}
 
+    def s_zipf_live(self) -> dict:
+        """The live edge's hit ratio on bench/hitratio.py's seeded traces, count-bounded, with
+        the simulated policies and the ideal on the same traces at the capacity it held."""
+        from bench import hitratio, hitratio_live
+
+        cfg = self.cfg
+        with self._others_paused(self.origin):
+            live = hitratio_live.measure(cfg.zipf_live_n, cfg.zipf_s, hitratio.NOMINAL_FRACTION,
+                                         cfg.zipf_live_requests, hitratio_live.OBJECT_BYTES, seed=5,
+                                         workdir=self.workdir, log=self.log, origin=self.origin, pin=self.pinned)
+        return live
+
     def s_memory(self) -> dict:
         cfg = self.cfg
         out: dict[str, Any] = {"per_connection": {}, "per_entry": {}}
@@ -773,6 +787,7 @@ class Bench:
             self.scenario("misses", self.s_misses)
             self.scenario("stampede", self.s_stampede)
             self.scenario("zipf", self.s_zipf)
+            self.scenario("zipf_live", self.s_zipf_live)
             self.scenario("memory", self.s_memory)
             self.scenario("entries", self.s_entries)
             if not cfg.quick:

@@ -606,9 +606,16 @@ class CacheStore:
         return decision
 
     def _read_tail(self) -> list[tuple[str, int]]:
-        """The oldest rows (diskcache's store_time index) and the bytes each holds."""
+        """The oldest entries (`v` rows, diskcache's store_time index) and the bytes each holds.
+
+        Entries only: a target's pointer row is stored just after its entry, so a sample of
+        all rows was half pointers (8 entries weighed, not `TAIL_SAMPLE`), and evicting a
+        pointer alone left its entry unreachable yet taking room. Pointers go with their
+        target's last entry (`_drop_pointer_if_bare`). `substr`, not a key range: the scan
+        stays on the store_time index (a range on the key index would sort every entry)."""
         rows = self._cache._sql(  # noqa: SLF001 - diskcache 5.6.3 pinned
-            "SELECT key, size, length(value) FROM Cache ORDER BY store_time LIMIT ?", (TAIL_SAMPLE,)).fetchall()
+            "SELECT key, size, length(value) FROM Cache WHERE substr(key, 1, 2) = ? ORDER BY store_time LIMIT ?",
+            ("v" + SEP, TAIL_SAMPLE)).fetchall()
         return [(k, (size or 0) + (inline or 0) + len(k) + ROW_OVERHEAD)
                 for k, size, inline in rows if isinstance(k, str)]
 
@@ -642,6 +649,7 @@ class CacheStore:
                         self.evictions += 1
                         self._entries -= 1
                         evicted.append(_target_of(key))
+                        self._drop_pointer_if_bare(_target_of(key))
                 now = time.time()
                 for key in plan.reinsert:
                     self._cache._sql(  # noqa: SLF001 - back to the FIFO's head, value untouched
@@ -655,6 +663,12 @@ class CacheStore:
             self._volume = self._cache.volume()
             self._tail = self._read_tail()
         return evicted
+
+    def _drop_pointer_if_bare(self, target: str) -> None:
+        """An evicted target's pointer goes with its last entry: left behind, it would make
+        the next fill a "resident" refresh, stored past admission (`admit(resident=True)`)."""
+        if not self._keys_with_prefix(f"v{SEP}{target}{SEP}"):
+            self._cache.delete(pointer_key(target))
 
     def volume(self) -> int:
         return int(self._cache.volume())

@@ -45,6 +45,8 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert sc["zipf"]["phases"] and sc["zipf"]["simulated_at_capacity"]["lru_hit_ratio"] is not None
     policies = sc["zipf"]["policies"]["traces"]
     assert set(policies) == {"zipf", "scan", "no-sweep"} and all(0 < policies[t]["tinylfu"] <= 1 for t in policies)
+    live = sc["zipf_live"]["traces"]
+    assert set(live) == {"zipf", "scan"} and all(0 < live[t]["live"] <= 1 and live[t]["errors"] == 0 for t in live)
     assert sc["memory"]["per_connection"]["mediaedge"]["connections"] > 0
     assert sc["entries"]["levels"][0]["random_c1"]["rps"] > 0
     assert sc["reporting"]["stats_record_us"] > 0

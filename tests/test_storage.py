@@ -203,8 +203,34 @@ def test_cull_moves_frequent_tail_entries_to_the_head(tmp_path):
         _offer(s, target, os.urandom(100_000))
     assert s.evictions >= 12
     assert s.open_entry("/media/old.bin", "r1", ()) is not None
-    oldest = s._cache._sql("SELECT key FROM Cache ORDER BY store_time LIMIT 1").fetchone()[0]
-    assert "/media/old.bin" not in oldest
+    # moved to the head: stored before every n{i}, its store time is now no older than theirs
+    # (the entries reinserted by one cull share its time)
+    times = dict(s._cache._sql("SELECT key, store_time FROM Cache WHERE substr(key, 1, 2) = 'v' || char(31)").fetchall())
+    old = times.pop(next(k for k in times if "/media/old.bin" in k))
+    assert times and old >= max(times.values())
+    s.close()
+
+
+def test_the_tail_weighs_entries_and_an_evicted_target_takes_its_pointer(tmp_path):
+    """A pointer row is stored just after its entry: the cull's sample is entries only
+    (TAIL_SAMPLE of them, not half pointers), and a target evicted loses its pointer too,
+    so its next fill is weighed by admission, not stored as a "resident" refresh."""
+    from mediaedge.policy.admission import TAIL_SAMPLE
+
+    s = CacheStore(str(tmp_path / "c"), size_limit=4 << 20)
+    for i in range(80):
+        for _ in range(i // 10):
+            s.touch(f"/media/t{i}.bin")  # earlier requests: later newcomers beat the residents
+        _offer(s, f"/media/t{i}.bin", os.urandom(100_000))
+    assert s.evictions > 0
+    tail = s._read_tail()
+    assert len(tail) == TAIL_SAMPLE and all(k.startswith("v\x1f") for k, _ in tail)
+    stored = {t for t in (f"/media/t{i}.bin" for i in range(80)) if s.open_entry(t, "r1", ()) is not None}
+    assert 0 < len(stored) < 80
+    for i in range(80):
+        t = f"/media/t{i}.bin"
+        assert s.has_pointer(t) == (t in stored), t
+    assert s.admission("/media/t0.bin", 100_000, resident=s.has_pointer("/media/t0.bin")).reason != "resident"
     s.close()
 @pytest.mark.parametrize("size", [10, 40_000, 2_000_000], ids=["inline", "file", "large-file"])
 def test_update_meta_rewrites_only_the_trailer(store, size):
