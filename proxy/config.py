@@ -509,8 +509,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "idle-timeout", "idle_timeout", "SECONDS", 30, "30", _positive_duration,
         "A client connection with no activity for this long is closed (half-open and slowloris "
-        "connections; mediaedge serve only, mitmdump keeps its own), and a sendfile hit whose "
-        "client takes no byte for this long is dropped (nginx's send_timeout).",
+        "connections; mediaedge serve only, mitmdump keeps its own), and a client that takes no "
+        "byte of a response waiting for it (sendfile or streamed) for this long is dropped "
+        "(nginx's send_timeout).",
     ),
     Option(
         "media-prefix", "media_prefixes", "PREFIX", ("/media/",), "/media/",

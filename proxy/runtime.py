@@ -42,6 +42,7 @@ from mediaedge.origins.http import Upstream
 from mediaedge.webhook import Event, parse_events, replay_key, verify, verify_head
 from mediaedge.errors import DatabaseError, OriginError, StartupError, WebhookError
 from mediaedge.workers import WorkerEnv
+from mediaedge.zerocopy import set_write_stall
 
 log = logging.getLogger("mediaedge")
 
@@ -100,6 +101,7 @@ class Runtime:
             raise StartupError(f"--access-log: cannot open {s.access_log!r}: {e.strerror or e}") from e
         upstream = Upstream(s.upstream, timeout=s.upstream_timeout, forward=s.forward_headers) if s.upstream else None
         set_cache_name(s.cache_name)
+        set_write_stall(s.idle_timeout)  # a client that takes no byte of a streamed body is dropped
         self.engine = Engine(
             EngineConfig.from_settings(s),
             self.store, upstream=upstream, db=self.db, stats=self.stats,

@@ -31,6 +31,14 @@ the client acknowledges its probes. So each sendfile has a stall deadline (nginx
 more bytes (`TCP_INFO`'s `tcpi_bytes_acked`, Linux), and on expiry the send is cut and
 the connection aborted. A slow client that keeps reading is never cut.
 
+Streamed bodies (not sendfile: `--sendfile-min-size off`, TLS, fills, database blobs)
+stall in the same place one level up: mitmproxy awaits the client writer's `drain()`
+after each write and reads nothing more meanwhile, and its idle close waits for the
+write buffer, so the connection, the stream server's cache file or fill reader were
+held forever. The wrapper's `drain` and `close` arm the same stall watch while bytes
+wait in the transport's buffer (`--idle-timeout`, `set_write_stall`), and reset the
+connection when it expires.
+
 Only plain-HTTP/1.1 GETs on a keep-alive connection take this path (TLS is encrypted in
 Python by mitmproxy; HTTP/2 frames its data), for bodies of at least `THRESHOLD` bytes.
 """
@@ -42,9 +50,10 @@ import logging
 import os
 import secrets
 import socket
+import struct
 import sys
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -82,6 +91,13 @@ class FileWindow:
 
 
 _jobs: dict[bytes, tuple[Any, float]] = {}  # token -> (streamserver.Job, stall seconds), popped by the writer
+_write_stall = [0.0]  # --idle-timeout for writes mitmproxy waits on (set_write_stall; 0: never cut)
+
+
+def set_write_stall(seconds: float) -> None:
+    """The stall deadline of every client write mitmproxy waits on (`ZeroCopyWriter.drain`):
+    the node's `--idle-timeout`, set once it runs."""
+    _write_stall[0] = seconds
 
 
 def installed() -> bool:
@@ -125,6 +141,7 @@ class ZeroCopyWriter:
         self._queued: list[bytes] = []
         self._eof = False
         self._close = False
+        self._watch: _StallWatch | None = None  # armed while written bytes wait for the client
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -150,7 +167,41 @@ class ZeroCopyWriter:
         if self._busy is not None:
             self._close = True
             return
+        self._watch_writes()  # a close waits for the buffer: the client must still take it
         self._inner.close()
+
+    def drain(self) -> Coroutine[Any, Any, None]:
+        """mitmproxy awaits this after each write (and reads nothing more meanwhile), so
+        the bytes waiting here are where a client that stops reading holds a streamed
+        body, its fill reader and the connection: the wait gets the stall deadline.
+        (Not a coroutine of its own: mitmproxy drains every writer after every read.)"""
+        if self._busy is None:
+            self._watch_writes()
+        return self._inner.drain()
+
+    def _watch_writes(self) -> None:
+        """Arm the stall watch while bytes wait in the transport's buffer: the connection
+        is aborted when the client acknowledges no byte for `--idle-timeout`. A slow
+        client that keeps reading is never cut; an idle keep-alive connection (nothing
+        buffered) is left to mitmproxy's own idle timeout."""
+        stall = _write_stall[0]
+        transport = self._inner.transport
+        if stall <= 0 or (self._watch is not None and not self._watch.done):
+            return
+        if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size() == 0:
+            return
+        sock = transport.get_extra_info("socket")
+        acked = bytes_acked(sock) if sock is not None else None
+        if acked is None:
+            return
+
+        def stalled() -> None:
+            log.info("client %s dropped: it took no byte for %g s of a pending write",
+                     transport.get_extra_info("peername"), stall)
+            reset(transport)
+
+        self._watch = _StallWatch(asyncio.get_running_loop(), sock, acked, stall, stalled,
+                                  lambda: transport.get_write_buffer_size() > 0)
 
     async def _send(self, job: Any, stall: float) -> None:
         window: FileWindow = job.source
@@ -199,7 +250,7 @@ class ZeroCopyWriter:
         except TimeoutError:
             log.info("zero-copy send to %s dropped: the client took no byte for %g s",
                      transport.get_extra_info("peername"), stall)
-            transport.abort()
+            reset(transport)
             self._queued.clear()
         except Exception as e:  # noqa: BLE001 - client gone, aborted, damaged entry: cut the body
             log.debug("zero-copy send ended early: %r", e)
@@ -241,7 +292,7 @@ async def send_watched(loop: asyncio.AbstractEventLoop, transport: asyncio.Write
     if acked is None or task is None:
         await loop.sendfile(transport, file, offset, count)
         return
-    watch = _StallWatch(loop, sock, acked, stall, task)
+    watch = _StallWatch(loop, sock, acked, stall, task.cancel)
     try:
         await loop.sendfile(transport, file, offset, count)
     except asyncio.CancelledError:
@@ -254,30 +305,50 @@ async def send_watched(loop: asyncio.AbstractEventLoop, transport: asyncio.Write
 
 class _StallWatch:
     """A timer (no task: a hit pays one `call_later`) that looks at the bytes the client
-    acknowledged every `stall / 4` s at most 1 s apart, and cancels the send when they
-    have not moved for `stall` seconds."""
+    acknowledged every `stall / 4` s at most 1 s apart, and calls `on_stall` when they
+    have not moved for `stall` seconds. With `pending`, it stops by itself once that says
+    nothing is waiting to go out any more (`done`)."""
 
-    __slots__ = ("loop", "sock", "acked", "stall", "task", "moved", "fired", "handle")
+    __slots__ = ("loop", "sock", "acked", "stall", "on_stall", "pending", "moved", "fired", "done", "handle")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, acked: int, stall: float,
-                 task: asyncio.Task[Any]) -> None:
-        self.loop, self.sock, self.acked, self.stall, self.task = loop, sock, acked, stall, task
+                 on_stall: Callable[[], object], pending: Callable[[], bool] | None = None) -> None:
+        self.loop, self.sock, self.acked, self.stall = loop, sock, acked, stall
+        self.on_stall, self.pending = on_stall, pending
         self.moved = loop.time()
         self.fired = False
+        self.done = False
         self.handle = loop.call_later(min(stall / 4, STALL_POLL), self._look)
 
     def _look(self) -> None:
+        if self.pending is not None and not self.pending():
+            self.done = True
+            return
         now = bytes_acked(self.sock)
         if now is not None and now != self.acked:
             self.acked, self.moved = now, self.loop.time()
         elif self.loop.time() - self.moved >= self.stall:
-            self.fired = True
-            self.task.cancel()
+            self.fired = self.done = True
+            self.on_stall()
             return
         self.handle = self.loop.call_later(min(self.stall / 4, STALL_POLL), self._look)
 
     def stop(self) -> None:
+        self.done = True
         self.handle.cancel()
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Abort a stalled client's connection with a reset: a plain close would leave the
+    bytes it never took queued in the kernel (an orphan in FIN-WAIT-1, megabytes each)
+    for as long as it keeps acknowledging zero-window probes."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()  # type: ignore[attr-defined]  # a socket transport
 
 
 def bytes_acked(sock: socket.socket) -> int | None:
