@@ -15,6 +15,14 @@ LABEL = {
     "origin": "test origin, direct (no proxy)",
 }
 TARGETS = {"vs_mitmdump": 2.0, "vs_ceiling": 0.8, "p99_1conn_ms": 2.0}
+# Object sizes of the large scenario: key in the results, label; 1GB runs in full (non-quick) runs only.
+LARGE_SIZES = (("1MB", "1 MB"), ("100MB", "100 MB"), ("1GB", "1 GB"))
+LARGE_LABEL = {"mediaedge-streamed": "mediaedge `--sendfile-min-size off` (streamed, the path before zero-copy)"}
+# Scenarios merged into the results from separate sessions: their load runs are not this run's noise.
+MERGED = ("entries_baseline", "entries_ab")
+NOT_MEASURED = "Not measured in this run."
+# The cache sizes issue 17 asks the hit latency at (a full run's default --entry-levels).
+ENTRY_LEVELS = (10_000, 100_000, 1_000_000)
 
 
 def _entries_table(w: Callable[[str], None], levels: list[dict]) -> None:
@@ -104,13 +112,15 @@ def plots(results: dict, repo: str) -> list[str]:
         out.append(p)
 
     large = sc.get("large", {})
-    if large.get("1MB"):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for ax, key in zip(axes, ("1MB", "100MB")):
+    keys = [k for k, _ in LARGE_SIZES if (large.get(k) or {}).get("contenders")]
+    if keys:
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], keys):
             cont = large.get(key, {}).get("contenders", {})
-            names = [n for n in ORDER if n in cont]
+            names = [n for n in ORDER if n in cont] + [n for n in cont if n not in ORDER]
             vals = [cont[n]["median"]["mbps"] or 0 for n in names]
-            ax.bar(names, vals, color=["C0", "C2", "C3", "C4"][: len(names)])
+            ax.bar(names, vals, color=[f"C{i}" for i in range(len(names))])
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
             for i, v in enumerate(vals):
                 ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
             ax.set_title(f"{key} hits ({large[key]['conns']} conns)")
@@ -326,6 +336,9 @@ def render(results: dict, images: list[str]) -> str:
           "ceiling pays too (see the profile below). Several processes on one cache directory is the way "
           "past one core (below).")
         w("")
+    else:
+        w(NOT_MEASURED)
+        w("")
 
     # ---------------------------------------------------------------- hit / miss latency
     ms = sc.get("misses")
@@ -351,24 +364,7 @@ def render(results: dict, images: list[str]) -> str:
         w("")
 
     # ---------------------------------------------------------------- large
-    lg = sc.get("large")
-    if lg:
-        w("## Large objects: 1 MB and 100 MB hits")
-        w("")
-        w(f"{lg.get('note', '')}.")
-        w("")
-        w("| contender | 1 MB hits MB/s | 1 MB p50 | 100 MB hits MB/s | 100 MB p50 |")
-        w("|---|---|---|---|---|")
-        for n in ORDER:
-            a = lg.get("1MB", {}).get("contenders", {}).get(n, {}).get("median")
-            b = lg.get("100MB", {}).get("contenders", {}).get(n, {}).get("median")
-            if a or b:
-                w(f"| {LABEL.get(n, n)} | {_f((a or {}).get('mbps'))} | {_f((a or {}).get('p50_ms'), 1, ' ms')} | "
-                  f"{_f((b or {}).get('mbps'))} | {_f((b or {}).get('p50_ms'), 0, ' ms')} |")
-        w("")
-        if any(p.endswith("bench-large.png") for p in images):
-            w("![large hits](img/bench-large.png)")
-            w("")
+    _large(w, sc.get("large") or {}, images)
     lr = sc.get("large_rss")
     if lr:
         w(f"### Peak memory for a {lr['object_bytes'] >> 20} MiB object")
@@ -400,42 +396,24 @@ def render(results: dict, images: list[str]) -> str:
 
     # ---------------------------------------------------------------- zipf
     z = sc.get("zipf")
+    w("## Hit ratio: Zipf catalogue larger than the cache")
+    w("")
     if z:
-        w("## Hit ratio: Zipf catalogue larger than the cache")
+        _hit_ratio_sim(w, z)
+    else:
+        w(NOT_MEASURED)
         w("")
-        w(f"{z['catalogue']:,} objects of {z['object_bytes']} bytes requested with Zipf s={z['zipf_s']} "
-          f"(wrk + Lua, {z['conns']} conns), mediaedge with `--cache-size {z['cache_size']}`, which held "
-          f"{z['entries_held']:,} entries ({z['entries_fraction'] * 100:.1f}% of the catalogue). Hit ratio per "
-          "phase from `/stats`. The simulated lines replay the same distribution through an ideal FIFO "
-          "cache (mediaedge evicts least-recently-*stored*), an LRU cache, and a cache that pins the most "
-          "popular objects, all of the measured capacity.")
-        w("")
-        if z.get("eviction") != "tinylfu":
-            w("This live run predates admission by frequency: the edge evicted least-recently-stored entries. "
-              "The policy table below is the simulator's (deterministic, same seed, same numbers).")
-            w("")
-        w("| phase | requests so far | hit ratio | req/s | p50 | p99 | entries |")
-        w("|---|---|---|---|---|---|---|")
-        for p in z["phases"]:
-            w(f"| {p['phase']} | {p['cumulative_requests']:,} | {_f(p['hit_ratio'], 3)} | {_f(p['rps'])} | "
-              f"{_f(p['p50_ms'], 1)} | {_f(p['p99_ms'], 1)} ms | {_f(p['entries'])} |")
-        sim = z["simulated_at_capacity"]
-        w("")
-        w(f"Simulated at the same capacity: FIFO {sim['fifo_hit_ratio']:.3f}, LRU {sim['lru_hit_ratio']:.3f}, "
-          f"ideal {sim['ideal_static_hit_ratio']:.3f}.")
-        w("")
-        if z.get("policies"):
-            _hit_ratio_policies(w, z["policies"])
     zl = sc.get("zipf_live")
     if zl:
-        if not z:
-            w("## Hit ratio: Zipf catalogue larger than the cache")
-            w("")
         _hit_ratio_live(w, zl)
-    if z:
-        if any(p.endswith("bench-hitratio.png") for p in images):
-            w("![hit ratio](img/bench-hitratio.png)")
-            w("")
+    else:
+        w("### The live edge on the same kind of trace")
+        w("")
+        w(NOT_MEASURED)
+        w("")
+    if z and any(p.endswith("bench-hitratio.png") for p in images):
+        w("![hit ratio](img/bench-hitratio.png)")
+        w("")
 
     # ---------------------------------------------------------------- memory
     mem = sc.get("memory")
@@ -465,13 +443,24 @@ def render(results: dict, images: list[str]) -> str:
             w("")
 
     ent = sc.get("entries")
-    if ent:
+    if not ent or not ent.get("levels"):
+        w("## Hit latency as the cache grows")
+        w("")
+        w(NOT_MEASURED)
+        w("")
+    else:
         w("## Hit latency as the cache grows")
         w("")
         w(f"Caches filled directly through `mediaedge.storage.CacheStore` (bench/populate.py) with "
           f"{ent['object_bytes']}-byte objects, then `mediaedge serve` restarted on them; {ent['note']}.")
         w("")
         _entries_table(w, ent["levels"])
+        held = {l["entries"] for l in ent["levels"]}
+        absent = [n for n in ENTRY_LEVELS if n not in held]
+        if absent:
+            w(", ".join(f"{n:,}" for n in absent) + f" entries: {NOT_MEASURED.lower()[:-1]} "
+              "(`--entry-levels`; quick runs measure 1,000 only).")
+            w("")
         base = sc.get("entries_baseline")
         if base:
             w(f"The same caches, the same session, with the code before inline lookups ({base.get('code', '?')}): "
@@ -630,21 +619,7 @@ def render(results: dict, images: list[str]) -> str:
           f"({_mib(kn['main_edge_mem']['rss_anon_kib'])} anonymous), fresh: {_mib(kn['fresh_edge_mem']['rss_kib'])}.")
         w("")
 
-    wk = sc.get("workers")
-    if wk and "contenders" in wk:
-        w("## Past one core: `--workers 2`")
-        w("")
-        w(f"{wk['note']}. Requests per worker process in the last run: `{wk.get('worker_requests')}`.")
-        w("")
-        w("| contender | req/s | p50 | p99 |")
-        w("|---|---|---|---|")
-        for n, r in wk["contenders"].items():
-            md = r["median"]
-            w(f"| {n} | {_f(md['rps'])} | {_f(md['p50_ms'], 2)} | {_f(md['p99_ms'], 2)} ms |")
-        w("")
-        w(f"mediaedge 2 workers ÷ 1: {_ratio(wk.get('mediaedge_gain'))}; nginx 2 workers ÷ 1: "
-          f"{_ratio(wk.get('nginx_gain'))}.")
-        w("")
+    _workers(w, sc.get("workers") or {})
 
     if results.get("errors") or results.get("skipped"):
         w("## Scenarios that failed or were skipped")
@@ -748,7 +723,8 @@ def _noise(results: dict) -> tuple[float, float, int, int] | None:
             for v in x:
                 walk(v)
 
-    walk(results.get("scenarios", {}))
+    walk({k: v for k, v in results.get("scenarios", {}).items()
+          if k not in MERGED and not (isinstance(v, dict) and v.get("measured_separately"))})
     if not vals:
         return None
     vals.sort()
@@ -845,4 +821,98 @@ def _hit_ratio_policies(w: Any, pol: dict) -> None:
         w(f"mediaedge's policy keeps {m['bytes_per_entry']} bytes per entry in memory at {m['entries']:,} entries "
           f"(the sketch, {m['bytes'] / 2**20:.1f} MiB; nothing else per entry: the FIFO order is the disk's) and "
           f"counts a request in {m['record_us']} µs; it writes nothing on a hit.")
+        w("")
+
+
+def _hit_ratio_sim(w: Any, z: dict) -> None:
+    """The zipf scenario: the edge's hit ratio per phase next to the simulated policies."""
+    w(f"{z['catalogue']:,} objects of {z['object_bytes']} bytes requested with Zipf s={z['zipf_s']} "
+      f"(wrk + Lua, {z['conns']} conns), mediaedge with `--cache-size {z['cache_size']}`, which held "
+      f"{z['entries_held']:,} entries ({z['entries_fraction'] * 100:.1f}% of the catalogue). Hit ratio per "
+      "phase from `/stats`. The simulated lines replay the same distribution through an ideal FIFO "
+      "cache (mediaedge evicts least-recently-*stored*), an LRU cache, and a cache that pins the most "
+      "popular objects, all of the measured capacity.")
+    w("")
+    if z.get("eviction") != "tinylfu":
+        w("This live run predates admission by frequency: the edge evicted least-recently-stored entries. "
+          "The policy table below is the simulator's (deterministic, same seed, same numbers).")
+        w("")
+    w("| phase | requests so far | hit ratio | req/s | p50 | p99 | entries |")
+    w("|---|---|---|---|---|---|---|")
+    for p in z["phases"]:
+        w(f"| {p['phase']} | {p['cumulative_requests']:,} | {_f(p['hit_ratio'], 3)} | {_f(p['rps'])} | "
+          f"{_f(p['p50_ms'], 1)} | {_f(p['p99_ms'], 1)} ms | {_f(p['entries'])} |")
+    sim = z["simulated_at_capacity"]
+    w("")
+    w(f"Simulated at the same capacity: FIFO {sim['fifo_hit_ratio']:.3f}, LRU {sim['lru_hit_ratio']:.3f}, "
+      f"ideal {sim['ideal_static_hit_ratio']:.3f}.")
+    w("")
+    if z.get("policies"):
+        _hit_ratio_policies(w, z["policies"])
+
+
+def _large(w: Any, lg: dict, images: list[str]) -> None:
+    """Large hits per object size, each contender's MB/s against nginx's in the same run."""
+    w("## Large objects: 1 MB, 100 MB and 1 GB hits")
+    w("")
+    sizes = [(k, lab) for k, lab in LARGE_SIZES if (lg.get(k) or {}).get("contenders")]
+    if not sizes:
+        w(NOT_MEASURED)
+        w("")
+        return
+    if lg.get("note"):
+        w(f"{lg['note']}.")
+        w("")
+    w("| object | contender | conns | MB/s | p50 | MB/s ÷ nginx |")
+    w("|---|---|---|---|---|---|")
+    for key, lab in sizes:
+        cont = lg[key]["contenders"]
+        ng = ((cont.get("nginx") or {}).get("median") or {}).get("mbps")
+        names = [n for n in ORDER if n in cont] + [n for n in cont if n not in ORDER]
+        for n in names:
+            md = cont[n].get("median") or {}
+            mbps = md.get("mbps")
+            ratio = _ratio(mbps / ng) if mbps is not None and ng else "–"
+            w(f"| {lab} | {LARGE_LABEL.get(n, LABEL.get(n, n))} | {lg[key].get('conns', '–')} | {_f(mbps)} | "
+              f"{_f(md.get('p50_ms'), 1 if key == '1MB' else 0, ' ms')} | {ratio} |")
+    w("")
+    missing = [lab for k, lab in LARGE_SIZES if (k, lab) not in sizes]
+    for lab in missing:
+        w(f"{lab} hits: {NOT_MEASURED.lower()[:-1]} (1 GB runs in full runs only, not in `--quick`).")
+    if missing:
+        w("")
+    if any(p.endswith("bench-large.png") for p in images):
+        w("![large hits](img/bench-large.png)")
+        w("")
+
+
+def _workers(w: Any, wk: dict) -> None:
+    """`--workers 1` vs `--workers 2` next to nginx 1 vs 2 workers (or the older two-process shape)."""
+    w("## Past one core: `--workers 2`")
+    w("")
+    if wk.get("contenders"):
+        w(f"{wk['note']}. Requests per worker process in the last run: `{wk.get('worker_requests')}`.")
+        w("")
+        w("| contender | req/s | p50 | p99 |")
+        w("|---|---|---|---|")
+        for n, r in wk["contenders"].items():
+            md = r.get("median") or {}
+            w(f"| {n} | {_f(md.get('rps'))} | {_f(md.get('p50_ms'), 2)} | {_f(md.get('p99_ms'), 2)} ms |")
+        w("")
+        w(f"mediaedge 2 workers ÷ 1: {_ratio(wk.get('mediaedge_gain'))}; nginx 2 workers ÷ 1: "
+          f"{_ratio(wk.get('nginx_gain'))}.")
+        w("")
+    elif wk.get("two_processes_rps"):
+        # Results from before `--workers`: two separate processes on one cache directory, no nginx.
+        w(f"{wk['note'][:1].upper()}{wk['note'][1:]}. The second process's first request for an object the "
+          f"first one stored: `{wk.get('second_worker_first_request')}`. nginx 1 vs 2 workers: "
+          f"{NOT_MEASURED.lower()[:-1]}.")
+        w("")
+        w("| one process, 16 conns | two processes, 8 conns each | gain |")
+        w("|---|---|---|")
+        w(f"| {_f(wk.get('one_process_rps'))} req/s | {_f(wk.get('two_processes_rps'))} req/s | "
+          f"{_ratio(wk.get('gain'))} |")
+        w("")
+    else:
+        w(NOT_MEASURED)
         w("")
