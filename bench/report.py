@@ -877,8 +877,12 @@ def _large(w: Any, lg: dict, images: list[str]) -> None:
               f"{_f(md.get('p50_ms'), 1 if key == '1MB' else 0, ' ms')} | {ratio} |")
     w("")
     missing = [lab for k, lab in LARGE_SIZES if (k, lab) not in sizes]
-    for lab in missing:
-        w(f"{lab} hits: {NOT_MEASURED.lower()[:-1]} (1 GB runs in full runs only, not in `--quick`).")
+    for k, lab in LARGE_SIZES:
+        if (k, lab) in sizes:
+            continue
+        why = (f" (skipped: {lg[k + '_skipped']})" if lg.get(k + "_skipped")
+               else " (measured in full runs only, not `--quick`)" if k == "1GB" else "")
+        w(f"{lab} hits: {NOT_MEASURED.lower()[:-1]}{why}.")
     if missing:
         w("")
     if any(p.endswith("bench-large.png") for p in images):

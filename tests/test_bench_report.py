@@ -108,6 +108,13 @@ def test_one_gigabyte_hits_and_workers_render_with_their_ratio_to_nginx() -> Non
     assert "mediaedge 2 workers ÷ 1: 1.75×; nginx 2 workers ÷ 1: 1.50×." in workers
 
 
+def test_a_skipped_one_gigabyte_case_says_why() -> None:
+    r = _latest()
+    r["scenarios"]["large"]["1GB_skipped"] = "RuntimeError: priming: Cache-Status 'miss'"
+    large = _section(report.render(r, IMAGES), "## Large objects")
+    assert "1 GB hits: not measured in this run (skipped: RuntimeError: priming: Cache-Status 'miss')." in large
+
+
 def test_noise_line_counts_only_this_runs_scenarios() -> None:
     r = _latest()
     r["scenarios"]["entries_baseline"]["levels"][0]["random_c1"]["foreign_cores"] = 99.0
