@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             results = json.load(f)
         written = report.write_docs(results, procs.REPO)
         print("\n".join(written))
+        _warn_without_plots(written)
         return 0
 
     from bench.run import Bench, Config
@@ -121,12 +122,22 @@ def main(argv: list[str] | None = None) -> int:
         if bench.artifacts.get("profile_svg"):
             os.makedirs(os.path.join(procs.REPO, "docs", "img"), exist_ok=True)
             shutil.copy(bench.artifacts["profile_svg"], os.path.join(procs.REPO, "docs", "img", "bench-profile-hit.svg"))
-        for path in report.write_docs(results, procs.REPO):
+        written = report.write_docs(results, procs.REPO)
+        for path in written:
             print(f"bench: wrote {path}", file=sys.stderr)
+        _warn_without_plots(written)
     print(summary_line(results))
     if not args.keep_workdir:
         shutil.rmtree(bench.workdir, ignore_errors=True)
     return 1 if "setup" in results["errors"] else 0
+
+
+def _warn_without_plots(written: list[str]) -> None:
+    """Without matplotlib the plots are not redrawn and the page leaves their links out (the PNGs
+    in docs/img would show another run's numbers): say so rather than drop them silently."""
+    if not any(p.endswith(".png") for p in written):
+        print("bench: no plots drawn (pip install matplotlib): docs/BENCHMARKS.md links none of "
+              "docs/img/bench-*.png", file=sys.stderr)
 
 
 def start_db_servers(required: bool) -> tuple[list, dict]:
