@@ -881,7 +881,7 @@ def _large(w: Any, lg: dict, images: list[str]) -> None:
         if (k, lab) in sizes:
             continue
         why = (f" (skipped: {lg[k + '_skipped']})" if lg.get(k + "_skipped")
-               else " (measured in full runs only, not `--quick`)" if k == "1GB" else "")
+               else " (full runs only, not `--quick`; none in these results)" if k == "1GB" else "")
         w(f"{lab} hits: {NOT_MEASURED.lower()[:-1]}{why}.")
     if missing:
         w("")
