@@ -84,6 +84,7 @@ class Runtime:
         s = self.settings
         install_cache_pool(asyncio.get_running_loop())
         self.store = await asyncio.to_thread(_open_store, s)
+        self.store.prewarm_in_background()  # the database into the page cache (mediaedge.policy.lookup)
         self.db = await in_database_thread(_open_db, s)
         self.invalidation_log = await in_database_thread(_open_log, s)
         # MEDIAEDGE_BENCH_STATS=off: counters off, only to measure what they cost (bench/).
