@@ -55,7 +55,7 @@ def slow_share_after(share: float, took_us: float, *, budget_us: float = BUDGET_
 # A lookup costs ~30 µs while the pages it reads (index and row, pointer and entry) are in
 # the OS page cache, and several random disk reads when they are not: measured at 1M
 # entries (2.1 GB database) right after dropping it from the page cache, p50 230 µs and
-# p99 1.6 ms per lookup, against 33 µs and 0.1 ms once the file was read ahead; end to end
+# p99 1.6 ms per lookup, against 32 µs and 0.1 ms once the file was read (4.3 s); end to end
 # that was the whole gap between a memory-tier hit and a disk hit (docs/BENCHMARKS.md).
 # A node restarted on a large cache would otherwise warm it one random 4 KB read per
 # request. Read ahead only while it leaves most of the memory to everything else.
@@ -68,7 +68,7 @@ class Prewarm(NamedTuple):
 
 
 def prewarm(db_bytes: int, available_bytes: int | None, *, share: float = PREWARM_SHARE) -> Prewarm:
-    """Ask the OS to read the cache database into its page cache at start?
+    """Read the cache database once at start, so its pages are in the OS page cache?
 
     `db_bytes`: the SQLite database (index, pointers, small entries inline) and its WAL;
     `available_bytes`: memory available to the page cache (None: unknown)."""
