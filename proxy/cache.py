@@ -18,7 +18,7 @@ from typing import TypeVar
 from mediaedge.contract import EngineConfig
 from mediaedge.epochs import Epochs, Verdict
 from mediaedge.headers import Headers
-from mediaedge.hot import HotEntries, HotEntry
+from mediaedge.hot import HotEntries, HotEntry, admits
 from mediaedge.policy.decide import entry_facts, published_conflict
 from mediaedge.policy.target import vary_values
 from mediaedge.respond import browser_cache_control, hit_template
@@ -55,14 +55,16 @@ class Cache:
 
     async def lookup(self, target: str, headers: Headers, *, running: Callable[[str], bool]) -> Found:
         """The stored entry for this request's variant, from the disk (worker thread); a
-        small body is then held in memory. `running(target)`: a fetch for it is in flight."""
+        small body of a target asked for before (`hot.admits`: the engine counted this
+        request) is then held in memory. `running(target)`: a fetch for it is in flight."""
         generation = self.hot.generation
         found = await self.read(target, headers)
         if found.entry is None and self.hot.generation != generation and not running(target):
             # A fill for this target committed while we looked: look again rather
             # than start a second origin fetch for something now stored.
             found = await self.read(target, headers)
-        if found.entry is not None and found.entry.body is not None and found.pointer is not None:
+        if (found.entry is not None and found.entry.body is not None and found.pointer is not None
+                and admits(self.store.frequency(target))):
             meta = found.entry.meta
             self.hot.put(target, found.pointer.vary, meta.vary_values if meta.vary else (),
                          self.hot_entry(meta, found.entry.body), generation)
@@ -94,7 +96,7 @@ class Cache:
         template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
                                 revision=meta.revision or None, revision_header=self.config.revision_header,
                                 browser_cache_control=self.browser_cache_control)
-        return HotEntry(meta.to_json(), body, template, *facts)
+        return HotEntry(meta.to_json(), body, template, facts)
 
     # ---------------------------------------------------------------- commits
     async def commit(self, temp_path: str, meta: EntryMeta, *, epoch: int, aborted: Callable[[], bool],

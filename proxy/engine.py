@@ -113,8 +113,8 @@ class Engine:
     def _hot_reply(self, req: MediaRequest, hot: HotEntry) -> Reply | None:
         """A plain request's answer from a memory-tier entry, when it is fresh."""
         now = self.clock()
-        fresh = hot.fresh
-        age = serves_fresh(hot, now)  # on_lookup's Serve rule
+        fresh = hot.facts.fresh
+        age = serves_fresh(hot.facts, now)  # on_lookup's Serve rule
         if age is None:
             return None
         self.store.touch(req.target)  # admission counts (memory only)

@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from typing import Any, NamedTuple
 
+from mediaedge.policy.decide import EntryFacts
 from mediaedge.policy.freshness import Freshness
 from mediaedge.respond import HitTemplate
 
@@ -20,6 +21,17 @@ MAX_ENTRY = 256 << 10
 # (a HotEntry of bytes and tuples is smaller; the bound stays on the safe side):
 # counted with the body so 64 MiB means 64 MiB of real memory, even for tiny objects.
 ENTRY_OVERHEAD = 4096
+# Requests for a target (this one included, mediaedge.policy.admission's count-min sketch)
+# before a disk hit is held in memory. One-off random keys of a cache far larger than the
+# tier would each build an entry (metadata re-encoded, freshness, a template) and evict
+# another for nothing: measured, that was a tenth of a disk hit's CPU at 1M entries.
+ADMIT_AFTER = 2
+
+
+def admits(frequency: int) -> bool:
+    """Hold a disk hit in memory? Only a target asked for before: one asked once in a
+    while would be evicted before its next request, and it costs the one being served."""
+    return frequency >= ADMIT_AFTER
 
 
 class HotEntry(NamedTuple):
@@ -35,13 +47,7 @@ class HotEntry(NamedTuple):
     meta_json: bytes  # EntryMeta.to_json()
     body: bytes
     template: HitTemplate  # the answer to a plain GET/HEAD (proxy/respond.py)
-    date: float | None  # the stored Date, parsed
-    age_header: float | None  # the stored Age, parsed
-    fresh: Freshness
-    request_time: float
-    response_time: float
-    negative: bool
-    soft_stale: bool
+    facts: EntryFacts  # dates and freshness (mediaedge.policy.decide), computed once
 
 
 BODY = HotEntry._fields.index("body")
@@ -52,12 +58,15 @@ Packed = tuple[Any, ...]
 
 
 def _pack(e: HotEntry) -> Packed:
-    return (e.meta_json, e.body, tuple(e.template), e.date, e.age_header, tuple(e.fresh), e.request_time,
-            e.response_time, e.negative, e.soft_stale)
+    # Flat (the facts' fields inline, not a tuple of their own): each level of nesting
+    # costs one more collection before the outer tuple is untracked.
+    f = e.facts
+    return (e.meta_json, e.body, tuple(e.template), f.date, f.age_header, tuple(f.fresh), f.request_time,
+            f.response_time, f.negative, f.soft_stale)
 
 
 def _unpack(t: Packed) -> HotEntry:
-    return HotEntry(t[0], t[1], HitTemplate._make(t[2]), t[3], t[4], Freshness._make(t[5]), *t[6:])
+    return HotEntry(t[0], t[1], HitTemplate._make(t[2]), EntryFacts(t[3], t[4], Freshness._make(t[5]), *t[6:]))
 
 
 class HotEntries:

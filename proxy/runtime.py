@@ -131,6 +131,8 @@ class Runtime:
                 raise StartupError(f"--admin-listen: cannot listen on {host}:{port}: {e.strerror or e}") from e
         await self._refresh_fill()
         self.rates.observe(self.rate_snapshot())
+        # Last: its reads slow the start's own (seen: 2.6 s starts against 1.5 s at 1M entries when first).
+        self.store.prewarm_in_background()  # the database into the page cache (mediaedge.policy.lookup)
         self._tasks.append(asyncio.get_running_loop().create_task(self._sampler()))
 
     async def stop(self) -> None:

@@ -36,7 +36,7 @@ from diskcache.core import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from mediaedge.headers import Headers
 from mediaedge.policy.admission import TAIL_SAMPLE, Admission, FrequencySketch, Resident, admit, plan_cull
-from mediaedge.policy.lookup import place_lookup, slow_share_after
+from mediaedge.policy.lookup import Prewarm, place_lookup, prewarm, slow_share_after
 
 log = logging.getLogger("mediaedge.storage")
 
@@ -48,6 +48,7 @@ WAL_LIMIT = 1 << 20  # bytes: SQLite checkpoints and truncates its WAL to this
 OVERHEAD_RESERVE = 3 << 20  # bytes of --cache-size kept for the WAL, state and stats.json
 ROW_OVERHEAD = 64  # bytes a SQLite row costs besides its key and inline value (estimate for culling)
 INLINE_BUSY_TIMEOUT = 0.005  # s: an inline (event-loop) read never waits longer on a locked database
+PREWARM_CHUNK = 1 << 20  # bytes per read of `prewarm`
 RECOUNT_EVERY = 4096  # commits between recounts of the entries (sizes the frequency sketch)
 
 # (name, body) of the triggers that keep MediaedgeCount's `entries` (rows keyed `v...`).
@@ -305,6 +306,9 @@ class CacheStore:
         self._inline_lock = threading.Lock()
         self._inline_cons: list[sqlite3.Connection] = []
         self._inline_pid = os.getpid()
+        self._readahead_lock = threading.Lock()
+        self._readahead_fds: list[int] = []  # `prewarm`'s descriptors, closed last (see there)
+        self._closed = False
         self._inline_slow = 0.0  # share of recent inline lookups over budget
         self._since_inline = 0
         self._entries = self.entry_count()
@@ -454,6 +458,47 @@ class CacheStore:
             with self._inline_lock:
                 self._inline_cons.append(con)
         return con
+
+    def prewarm(self) -> Prewarm:
+        """Read the database (and its WAL) once, sequentially, when it fits
+        (mediaedge.policy.lookup.prewarm), so its pages are in the OS page cache: one
+        sequential pass now rather than random page reads on the request path later.
+        Read, not advised: `posix_fadvise(WILLNEED)` was measured to warm nothing here."""
+        paths = [os.path.join(self.directory, DBNAME + suffix) for suffix in ("", "-wal")]
+        size = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
+        decision = prewarm(size, _available_memory())
+        if not decision.warm:
+            return decision
+        buf = bytearray(PREWARM_CHUNK)
+        for path in paths:
+            with self._readahead_lock:
+                if self._closed:
+                    break
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
+                # Kept open until `close`, after SQLite's connections: closing any
+                # descriptor of a file drops every POSIX lock this process holds on it,
+                # SQLite's included (measured: another process's purge was then not seen).
+                self._readahead_fds.append(fd)
+            try:
+                while not self._closed and os.readv(fd, [buf]) == len(buf):
+                    pass
+            except OSError as e:
+                log.debug("could not read %s ahead: %s", path, e)
+        return decision
+
+    def prewarm_in_background(self) -> threading.Thread:
+        """`prewarm` on a thread of its own: a start never waits for it (2.1 GB took 4.3 s)."""
+        def run() -> None:
+            t0 = time.monotonic()
+            decision = self.prewarm()
+            log.info("cache database %s in %.1f s: %s", "read into the page cache" if decision.warm else "not read",
+                     time.monotonic() - t0, decision.reason)
+        thread = threading.Thread(target=run, name="mediaedge-prewarm", daemon=True)
+        thread.start()
+        return thread
 
     def new_temp_path(self) -> str:
         return os.path.join(self.tmp_dir, uuid.uuid4().hex)
@@ -711,6 +756,11 @@ class CacheStore:
         self._inline_local = threading.local()
         self._cache.close()
         self._state.close()
+        with self._readahead_lock:
+            self._closed = True
+            for fd in self._readahead_fds:
+                os.close(fd)
+            self._readahead_fds.clear()
 
 
 def _inline_row(con: sqlite3.Connection, key: str) -> tuple[int, str | None, bytes] | None:
@@ -719,6 +769,18 @@ def _inline_row(con: sqlite3.Connection, key: str) -> tuple[int, str | None, byt
     rows = con.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1 "
                        "AND (expire_time IS NULL OR expire_time > ?)", (key, time.time())).fetchall()
     return rows[0] if rows else None
+
+
+def _available_memory() -> int | None:
+    """MemAvailable (Linux), in bytes; None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _target_of(key: str) -> str:

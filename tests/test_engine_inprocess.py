@@ -415,6 +415,28 @@ def test_hot_hit_and_handle_agree(tmp_path, method):
     run(tmp_path, t)
 
 
+def test_a_disk_hit_is_held_in_memory_from_its_targets_second_request(tmp_path):
+    """A one-off disk hit (random keys over a cache larger than the memory tier) builds no
+    memory-tier entry; a target asked for again is held (mediaedge.hot.admits)."""
+    from mediaedge.policy.admission import FrequencySketch
+
+    async def t(rig: Rig) -> None:
+        rig.upstream.answers[TARGET] = ok()
+        await rig.get()
+        await rig.settled()
+        rig.store.sketch = FrequencySketch(16)  # as after a restart: no request counted yet
+        req = MediaRequest("GET", TARGET, Headers())
+        first, body = await rig.get()
+        assert (first.result, first.source, body) == ("hit", "cache", BODY)
+        assert rig.engine.hot_hit(req) is None  # asked once since start: read from disk, not held
+        second, body = await rig.get()
+        assert (second.result, body) == ("hit", BODY)
+        assert rig.engine.hot_hit(req) is not None  # asked again: held in memory
+        assert len(rig.upstream.requests) == 1
+
+    run(tmp_path, t)
+
+
 # ------------------------------------------------------------------ invalidation (cache facade + coalescer)
 def invalidator(rig: Rig) -> Any:
     from mediaedge.invalidation import Invalidator

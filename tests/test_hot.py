@@ -4,7 +4,8 @@ from __future__ import annotations
 import gc
 
 from mediaedge.headers import Headers
-from mediaedge.hot import ENTRY_OVERHEAD, HotEntries, HotEntry
+from mediaedge.hot import ENTRY_OVERHEAD, HotEntries, HotEntry, admits
+from mediaedge.policy.decide import EntryFacts
 from mediaedge.policy.freshness import Freshness
 from mediaedge.respond import hit_template
 from mediaedge.storage import EntryMeta
@@ -15,8 +16,8 @@ TEMPLATE = hit_template(status=200, headers=Headers([("Content-Type", "image/jpe
 
 def entry(target: str, body: bytes) -> HotEntry:
     meta = EntryMeta(target, "r", 200, Headers(), len(body), "x", 0.0, 0.0, "upstream")
-    return HotEntry(meta.to_json(), body, TEMPLATE, None, None, Freshness(60.0, "max-age", 0.0, None, False),
-                    0.0, 0.0, False, False)
+    facts = EntryFacts(None, None, Freshness(60.0, "max-age", 0.0, None, False), 0.0, 0.0, False, False)
+    return HotEntry(meta.to_json(), body, TEMPLATE, facts)
 
 
 def none(vary):
@@ -70,4 +71,11 @@ def test_entries_drop_out_of_the_garbage_collectors_tracking():
     gc.collect()
     stored = [v for _, variants in h._items.values() for v in variants.values()]
     assert len(stored) == 200 and not [v for v in stored if gc.is_tracked(v)]
-    assert h.get("/t7", none).template == TEMPLATE  # and the view comes back whole
+    back = h.get("/t7", none)
+    assert back.template == TEMPLATE and back.facts == entry("/t7", b"").facts  # and the view comes back whole
+    assert isinstance(back.facts, EntryFacts) and isinstance(back.facts.fresh, Freshness)
+
+
+def test_only_a_target_asked_for_before_is_admitted():
+    assert not admits(0) and not admits(1)
+    assert admits(2) and admits(50)

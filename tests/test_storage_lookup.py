@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from mediaedge.policy.lookup import BUDGET_US, PROBE_EVERY, SLOW_SHARE, place_lookup, slow_share_after
+from mediaedge.policy.lookup import BUDGET_US, PROBE_EVERY, SLOW_SHARE, place_lookup, prewarm, slow_share_after
 from mediaedge.storage import CacheStore, Pointer
 
 from test_storage import meta, put
@@ -174,3 +174,28 @@ def test_body_checked_against_its_hash(store):
     m = put(store, "/media/h.bin", body)
     _, e = store.lookup_inline("/media/h.bin", no_vary)
     assert hashlib.sha256(e.body).hexdigest() == m.sha256
+
+
+# ------------------------------------------------------------------ reading the database ahead at start
+def test_prewarm_only_when_the_database_fits_in_a_share_of_memory():
+    assert prewarm(100 << 20, 1 << 30).warm  # 100 MiB of 1 GiB
+    assert not prewarm(300 << 20, 1 << 30).warm  # over a quarter
+    assert prewarm(300 << 20, 1 << 30, share=0.5).warm
+    assert not prewarm(1, None).warm  # memory unknown: leave the page cache alone
+
+
+def test_prewarm_keeps_its_descriptors_until_close(store):
+    """Closing a descriptor of the database drops SQLite's POSIX locks of the whole process
+    (tests/test_e2e_lookup.py saw another edge's purge missed): they live until `close`."""
+    put(store, "/a.jpg", b"x" * 100)
+    decision = store.prewarm()
+    if not decision.warm or not hasattr(os, "posix_fadvise"):
+        pytest.skip(decision.reason)
+    fds = list(store._readahead_fds)
+    assert fds and all(os.fstat(fd) for fd in fds)
+    assert store.get_pointer("/a.jpg") is not None
+    store.close()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert store.prewarm().warm and store._readahead_fds == []  # closed: nothing opened again

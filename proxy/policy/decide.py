@@ -146,24 +146,7 @@ def on_lookup(facts: EntryFacts | None, now: float, settings: DecideSettings, *,
     return Fetch(stale_fallback, state)
 
 
-class FactsView(Protocol):
-    """EntryFacts' fields, read-only: memory-tier entries (proxy/hot.py) have them too."""
-
-    @property
-    def date(self) -> float | None: ...
-    @property
-    def age_header(self) -> float | None: ...
-    @property
-    def fresh(self) -> Freshness: ...
-    @property
-    def request_time(self) -> float: ...
-    @property
-    def response_time(self) -> float: ...
-    @property
-    def soft_stale(self) -> bool: ...
-
-
-def serves_fresh(facts: FactsView, now: float) -> float | None:
+def serves_fresh(facts: EntryFacts, now: float) -> float | None:
     """The hot path's question: the entry's age when it is served as a plain hit, else None.
     The same rule as `on_lookup`'s `Serve` (fresh means age < lifetime, negative or not),
     without building a decision: it runs on every hot hit."""
