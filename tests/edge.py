@@ -399,6 +399,18 @@ class Edge:
                     return int(line.split()[1])
         return 0
 
+    def open_files(self) -> list[str]:
+        """What the edge's descriptors point at now (`socket:[N]`, paths), from /proc."""
+        assert self.proc is not None
+        fd_dir = f"/proc/{self.proc.pid}/fd"
+        targets = []
+        for fd in os.listdir(fd_dir):
+            try:
+                targets.append(os.readlink(os.path.join(fd_dir, fd)))
+            except FileNotFoundError:  # closed meanwhile
+                continue
+        return targets
+
     def rss_kib(self) -> int:
         assert self.proc is not None
         with open(f"/proc/{self.proc.pid}/status") as f:

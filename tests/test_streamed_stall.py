@@ -22,17 +22,10 @@ def _get(path: str) -> bytes:
 
 def _held(edge: Edge) -> tuple[int, int]:
     """The edge's open sockets and cache files (entries `*.val` and fills' temp files)."""
-    assert edge.proc is not None
-    fd_dir = f"/proc/{edge.proc.pid}/fd"
-    sockets = files = 0
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except FileNotFoundError:  # closed meanwhile
-            continue
-        sockets += target.startswith("socket:")
-        files += target.startswith(edge.cache_dir) and not target.endswith(("-wal", "-shm", "-journal", ".db", ".sqlite"))
-    return sockets, files
+    targets = edge.open_files()
+    files = sum(t.startswith(edge.cache_dir) and not t.endswith(("-wal", "-shm", "-journal", ".db", ".sqlite"))
+                for t in targets)
+    return sum(t.startswith("socket:") for t in targets), files
 
 
 def _holds_connection(edge: Edge, client_port: int) -> bool:

@@ -84,19 +84,7 @@ def test_client_abort_mid_body_closes_the_file_and_the_edge_keeps_serving(env):
     (status, _, body), = _keepalive(edge, [_get(PATH)])
     assert status == 200 and hashlib.sha256(body).hexdigest() == synthetic_sha(SIZE)
     # no cache file left open by the aborted sends
-    pid = edge.proc.pid
-    import os
-
-    def open_entries() -> int:
-        n = 0
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".val"):
-                    n += 1
-            except OSError:
-                pass
-        return n
-    wait_until(lambda: open_entries() == 0, what="entry files closed")
+    wait_until(lambda: _held(edge)[1] == 0, what="entry files closed")
 
 
 def test_tiny_hits_and_connection_close_keep_the_streamed_path(env):
@@ -140,8 +128,6 @@ def test_token_is_recognised_only_with_its_prefix_and_length():
 
 
 def test_a_verdict_is_kept_per_identity_and_bounded():
-    import os
-
     v = zerocopy.Verdicts(limit=2)
     st = os.stat(__file__)
     a = zerocopy.file_identity(st, "aa")
@@ -224,7 +210,6 @@ def test_a_tls_client_keeps_the_streamed_path(tmp_path):
     it; `mediaedge serve` listens plain) must get exact bytes through the stream server,
     never a sendfile of plaintext into its TLS stream. Plain HTTP on the same listener
     takes the zero-copy path."""
-    import os
     import subprocess
     import warnings
 
@@ -312,17 +297,8 @@ def test_pipelined_requests_get_their_answers_in_order(env):
 def _held(edge: Edge) -> tuple[int, int]:
     """The edge's open sockets and cache entry files (`*.val`); database files are left
     out (each worker thread opens its connection when it first needs one)."""
-    assert edge.proc is not None
-    fd_dir = f"/proc/{edge.proc.pid}/fd"
-    sockets = entries = 0
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except FileNotFoundError:  # closed meanwhile
-            continue
-        sockets += target.startswith("socket:")
-        entries += target.endswith(".val")
-    return sockets, entries
+    targets = edge.open_files()
+    return sum(t.startswith("socket:") for t in targets), sum(t.endswith(".val") for t in targets)
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="the stall deadline reads Linux's TCP_INFO")
