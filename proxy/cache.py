@@ -40,7 +40,7 @@ class Cache:
     def __init__(self, store: CacheStore, config: EngineConfig) -> None:
         self.store = store
         self.config = config
-        self.hot = HotEntries()
+        self.hot = HotEntries(max_bytes=config.memory_size)
         # Invalidations applied while fills run, checked at commit under `lock` and
         # before joining a running fill (proxy/epochs.py).
         self.epochs = Epochs()
@@ -64,7 +64,7 @@ class Cache:
             # than start a second origin fetch for something now stored.
             found = await self.read(target, headers)
         if (found.entry is not None and found.entry.body is not None and found.pointer is not None
-                and admits(self.store.frequency(target))):
+                and self.hot.max_bytes and admits(self.store.frequency(target))):
             meta = found.entry.meta
             self.hot.put(target, found.pointer.vary, meta.vary_values if meta.vary else (),
                          self.hot_entry(meta, found.entry.body), generation)

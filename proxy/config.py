@@ -488,6 +488,13 @@ OPTIONS: tuple[Option, ...] = (
         "are powers of 1000; KiB, MiB, GiB and the single letters k, M, G are powers of 1024).",
     ),
     Option(
+        "memory-size", "memory_size", "SIZE", "64MiB", "64MiB", _size_or_off,
+        "Bound on the memory tier: small entries (up to 256 KiB) asked for more than once are "
+        "also held in memory and served without a disk read. Each entry counts its body plus "
+        "4 KiB. Per worker process (--workers): each keeps its own. 'off' (or 0) serves every "
+        "hit from the disk cache.",
+    ),
+    Option(
         "max-object-size", "max_object_size", "SIZE", COMPUTED, "an eighth of --cache-size",
         parse_size,
         "Largest response stored; larger ones pass through to the client unstored. Must not "
@@ -690,6 +697,7 @@ class Settings:
     state_db: str | None
     cache_dir: str
     cache_size: int
+    memory_size: int
     max_object_size: int
     sendfile_min_size: int
     idle_timeout: float

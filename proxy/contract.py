@@ -29,6 +29,7 @@ class EngineConfig:
     coalesce_timeout: float = 30.0  # a request's wait for a shared fetch's head, or its next bytes
     coalesce_max_waiters: int = 1000  # requests one fetch serves at once
     browser_ttl: float = 0.0  # Cache-Control max-age for clients when the origin gave none; 0: no-cache
+    memory_size: int = 64 << 20  # bound on the memory tier (proxy/hot.py); 0: off
     slice_size: int = 0  # objects from the upstream over this are served slice by slice (proxy/slices.py); 0: off
 
     @classmethod

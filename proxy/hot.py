@@ -92,7 +92,8 @@ class HotEntries:
 
     def put(self, target: str, vary: tuple[str, ...], values: tuple[str | None, ...], entry: HotEntry,
             generation: int) -> None:
-        if generation != self.generation or len(entry.body) > self.max_entry:
+        if (generation != self.generation or len(entry.body) > self.max_entry
+                or len(entry.body) + ENTRY_OVERHEAD > self.max_bytes):  # --memory-size off, or too small
             return
         item = self._items.get(target)
         if item is None or item[0] != vary:
