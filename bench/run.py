@@ -633,17 +633,32 @@ class Bench:
                 mem = e.mem()
             finally:
                 self._stop(e)
+            disk = [] if cfg.quick else self._entries_disk_path(cache_dir, have, tmpl)
             d_req = after["requests"] - before["requests"]
             d_miss = after["misses"] - before["misses"]
             levels.append({"target_entries": level, "entries": have, "populate": pop, "edge_start_s": start_s,
                            "random_c1": _agg(runs1)["median"], "random_c16": _agg(runs16)["median"],
-                           "hot_c1": _agg(hot)["median"], "misses_during": d_miss, "requests_during": d_req,
+                           "hot_c1": _agg(hot)["median"], "disk_c1": _agg(disk)["median"] if disk else {},
+                           "misses_during": d_miss, "requests_during": d_req,
                            "gc_random_c1": gc_random, "gc_hot_c1": gc_hot,
                            "rss_kib": rss, "mem": mem, "disk_bytes": procs.du_bytes(cache_dir)})
             if have < level:
                 break  # population deadline reached
         return {"object_bytes": size, "levels": levels,
                 "note": "uniform random keys over all entries (worst case for SQLite's page cache)"}
+
+    def _entries_disk_path(self, cache_dir: str, n: int, tmpl: str) -> list[dict]:
+        """The same random keys with the memory tier off (--memory-size off): every hit read
+        from the disk cache, so the levels compare the storage path alone. With the tier on,
+        a small level ends up held in memory after a few passes and a large one cannot be."""
+        e = self.edge("mediaedge-scaling-disk", cache=cache_dir, cache_size="64GiB", extra=["--memory-size", "off"])
+        self._start(e)
+        try:
+            self.load(e, "/", 4, duration=1, mode="uniform", n=n, template=tmpl)  # warm
+            return [self.load(e, "/", 1, mode="uniform", n=n, template=tmpl, seed=rep + 10)
+                    for rep in range(self.cfg.repeats)]
+        finally:
+            self._stop(e)
 
     def s_large_rss(self) -> dict:
         size = self.cfg.large_rss_mb << 20

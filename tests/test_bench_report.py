@@ -100,6 +100,17 @@ def test_missing_entry_levels_are_named() -> None:
     assert "100,000, 1,000,000 entries: not measured in this run" in entries
 
 
+def test_the_disk_path_table_compares_levels_with_the_memory_tier_off() -> None:
+    r = _latest()
+    levels = r["scenarios"]["entries"]["levels"]
+    assert "memory tier off" not in _section(report.render(r, IMAGES), "## Hit latency as the cache grows")
+    for level, p50 in zip(levels, (0.5, 0.55, 0.6)):
+        level["disk_c1"] = {"rps": 1600.0, "p50_ms": p50, "p99_ms": 1.0}
+    entries = _section(report.render(r, IMAGES), "## Hit latency as the cache grows")
+    assert "| 1,000,000 | 1,600 · 0.60 · 1.00 ms | 1.20× · 1.00× |" in entries
+    assert "| 10,000 | 1,600 · 0.50 · 1.00 ms | 1.00× · 1.00× |" in entries
+
+
 def _median(mbps: float | None = None, rps: float | None = None) -> dict[str, Any]:
     return {"median": {"mbps": mbps, "rps": rps, "p50_ms": 10.0, "p99_ms": 20.0}}
 
