@@ -199,3 +199,38 @@ def test_prewarm_keeps_its_descriptors_until_close(store):
         with pytest.raises(OSError):
             os.fstat(fd)
     assert store.prewarm().warm and store._readahead_fds == []  # closed: nothing opened again
+
+
+def test_mapped_inline_reads_survive_the_database_shrinking_under_them(store):
+    """The inline connection reads cache.db through a memory map (storage.INLINE_MMAP_SIZE).
+    A mapped page past the end of a file that shrank would crash the process (SIGBUS), so
+    shrink it under the mapped reader, from another connection, as another process's
+    deletes and checkpoints do (auto_vacuum returns the freed pages): every read is still
+    the stored body or nothing, and the survivors are all found."""
+    bodies = {f"/media/m/{i}.bin": os.urandom(4000) for i in range(2000)}
+    for target, body in bodies.items():
+        put(store, target, body)
+    con = store._inline_con()
+    assert con.execute("PRAGMA mmap_size").fetchone()[0] > 0
+    for target in bodies:  # every page mapped and read
+        store._inline_slow = 0.0
+        assert store.lookup_inline(target, no_vary)[1].body == bodies[target]
+    path = os.path.join(store.directory, "cache.db")
+    before = os.path.getsize(path)
+    other = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        for _ in range(10):
+            other.execute("DELETE FROM Cache WHERE rowid IN (SELECT rowid FROM Cache ORDER BY rowid DESC LIMIT 350)")
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            found = 0
+            for target, body in bodies.items():
+                store._inline_slow = 0.0  # keep every read on the mapped connection, however busy the machine
+                got = store.lookup_inline(target, no_vary)
+                if got is not None and got[1] is not None:
+                    assert got[1].body == body
+                    found += 1
+            left = other.execute("SELECT count(*) FROM Cache WHERE key LIKE 'v%'").fetchone()[0]
+            assert found == left
+    finally:
+        other.close()
+    assert os.path.getsize(path) < before / 2, (before, os.path.getsize(path))
