@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 
-from bench import procs, sysinfo
+from bench import dbservers, procs, sysinfo
 
 RESULTS_DIR = os.path.join(procs.REPO, "bench", "results")
 SCENARIOS = ("hits", "reporting", "large", "misses", "stampede", "zipf", "zipf_live", "memory", "entries", "large_rss",
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db-url", action="append", default=[],
                    help="also measure database-origin misses on this postgresql:// or mysql:// URL (repeatable)")
     p.add_argument("--real-dbs", choices=("auto", "on", "off"), default="auto",
-                   help="start throw-away PostgreSQL and MariaDB servers (tests/dbservers.py) for the "
+                   help="start throw-away PostgreSQL and MariaDB servers (bench/dbservers.py) for the "
                         "database-origin misses: auto (full runs, when installed), on, off")
     p.add_argument("--zipf-s", type=float, default=0.9, help="Zipf exponent of the hit-ratio catalogue")
     p.add_argument("--zipf-cache", default="40MiB",
@@ -141,15 +141,8 @@ def _warn_without_plots(written: list[str]) -> None:
 
 
 def start_db_servers(required: bool) -> tuple[list, dict]:
-    """Throw-away PostgreSQL and MariaDB (the test suite's tests/dbservers.py), when installed."""
-    sys.path.insert(0, os.path.join(procs.REPO, "tests"))
+    """Throw-away PostgreSQL and MariaDB (bench/dbservers.py, as the tests start them), when installed."""
     started, notes = [], {}
-    try:
-        import dbservers  # type: ignore[import-not-found]
-    except ImportError as e:
-        if required:
-            raise
-        return [], {"postgresql/mariadb": f"tests/dbservers.py not importable: {e}"}
     for name, cls in (("postgresql", "PostgresServer"), ("mariadb", "MariaDbServer")):
         try:
             print(f"bench: starting a throw-away {name} ...", file=sys.stderr, flush=True)

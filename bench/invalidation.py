@@ -2,7 +2,7 @@
 
     python -m bench.invalidation                         # SQLite state database
     python -m bench.invalidation --state-db postgresql://u:p@127.0.0.1:5432/db
-    python -m bench.invalidation --postgres               # a throw-away PostgreSQL (tests/dbservers.py)
+    python -m bench.invalidation --postgres               # a throw-away PostgreSQL (bench/dbservers.py)
 
 1. Propagation: two nodes share the state database; 100 times, a publish of a new
    revision is sent to node a, and the time from its 200 to node b serving the new
@@ -11,7 +11,7 @@
    append, as 100 webhooks of 1,000 events would), b is started again; the time from
    its start to its first answer (it applies every missed event before it serves).
 
-Prints one JSON object. Uses the test suite's real-process helpers (tests/edge.py).
+Prints one JSON object. Uses the real-process helpers the tests use too (bench/edge.py).
 """
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ import time
 
 import requests
 
+from bench.edge import SECRET, Edge, Route, Upstream, publish
 from mediaedge.invalidation_log import InvalidationLog
-from tests.edge import Edge, Route, Upstream
-from tests.test_e2e_publish import SECRET, publish
 
 
 def _nodes(workdir: str, upstream: Upstream, state_db: str | None) -> tuple[Edge, Edge]:
@@ -83,7 +82,7 @@ def main() -> None:
     args = p.parse_args()
     server = None
     if args.postgres:
-        from tests.dbservers import PostgresServer
+        from bench.dbservers import PostgresServer
 
         server = PostgresServer().start()
         args.state_db = server.create_database()

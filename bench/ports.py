@@ -1,4 +1,4 @@
-"""Loopback ports for the bench and the tests (tests/edge.py and tests/dbservers.py import
+"""Loopback ports for the bench and the tests (bench/edge.py and bench/dbservers.py import
 this one): one implementation, one record per process of the ports handed out."""
 from __future__ import annotations
 

@@ -28,12 +28,9 @@ import time
 
 import requests
 
+from bench.edge import Edge, Route, Upstream
 from bench.ports import free_port
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-
-from edge import Edge, Route, Upstream  # noqa: E402
-from mediaedge.signing import sign_target  # noqa: E402
+from mediaedge.signing import sign_target
 
 BODY = os.urandom(10240)
 HEADERS = {"Content-Type": "image/jpeg", "Cache-Control": "public, max-age=86400"}

@@ -4,7 +4,7 @@ what a revalidated hit costs against a plain hit.
     python -m bench.revalidation                  # 100 rounds, a 100 MB object
     python -m bench.revalidation --rounds 20 --size 10MB
 
-One real `mediaedge serve` in front of a real loopback app (tests/edge.py), which
+One real `mediaedge serve` in front of a real loopback app (bench/edge.py), which
 counts the bytes it writes (status line, header fields, body) per path:
 
 1. before: the object expires at once (`Cache-Control: max-age=0`) and the app ignores
@@ -27,8 +27,8 @@ import time
 
 import requests
 
+from bench.edge import Edge, Route, Upstream, synthetic_sha
 from mediaedge.config import parse_size
-from tests.edge import Edge, Route, Upstream, synthetic_sha
 
 
 def _timed_get(url: str) -> tuple[float, float, str, str]:

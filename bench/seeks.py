@@ -7,7 +7,7 @@ large object, sliced (--slice-size, the edge's default 16 MiB) or not stored at 
     python -m bench.seeks --size 400MB --seeks 5
     python -m bench.seeks --edge-python /path/to/older/.venv/bin/python --seeks 3   # "before"
 
-One real `mediaedge serve` in front of a real loopback app (tests/edge.py) whose object
+One real `mediaedge serve` in front of a real loopback app (bench/edge.py) whose object
 is synthetic (generated as it is sent, never written to disk) and which answers
 `Range` with 206 as nginx does; the app counts the body bytes it writes. Each seek is
 `Range: bytes=A-(A+window-1)` at a random A; the first one is reported apart, since it
@@ -30,8 +30,8 @@ import time
 
 import requests
 
+from bench.edge import Edge, Route, Upstream, synthetic_chunk
 from mediaedge.config import parse_size
-from tests.edge import Edge, Route, Upstream, synthetic_chunk
 
 PATH = "/media/film.mp4"
 

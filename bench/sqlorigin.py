@@ -3,7 +3,7 @@
     python -m bench.sqlorigin [--size-mb 200] [--databases sqlite,postgres,mariadb] [--misses 200]
                               [--parts stream,miss,lock] [--lock-seconds 30] [--db-timeout 10]
 
-For each database (real servers, started like the tests start them: tests/dbservers.py)
+For each database (real servers, started like the tests start them: bench/dbservers.py)
 it stores one random row of SIZE MB in a binary column and the same bytes as base64 text
 in another table, starts a real `mediaedge serve --origin-profile sql`, and streams each
 through it once (a miss: the bytes come from the database), reporting MB/s of decoded
@@ -36,10 +36,10 @@ from typing import Any
 
 import requests
 
+from bench import dbservers
+from bench.edge import Edge
 from mediaedge.dbapi import Database, mysql_escape_bytes, mysql_send_query
 from mediaedge.origins.db import DatabaseOrigin
-from tests import dbservers
-from tests.edge import Edge
 
 ROUTES = """
 [[sql_route]]

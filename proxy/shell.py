@@ -95,9 +95,7 @@ class Shell:
                     if self._private_in_disguise(flow, started):
                         return None
                 req = MediaRequest(method, target, Headers(flow.request.headers.items(multi=True)))  # type: ignore[arg-type]
-                reply = self.rt.engine.hot_hit(req)
-                if reply is not None:
-                    self._apply(flow, reply, started)
+                if self._hot(flow, req, started):
                     return None
         if req is not None:
             return self._media(flow, req, started)
@@ -117,9 +115,7 @@ class Shell:
             return None
         if isinstance(verdict, Asking):
             return self._private_asked(flow, verdict, started)
-        reply = self.rt.engine.hot_hit(verdict.request)
-        if reply is not None:
-            self._apply(flow, reply, started, private=True)
+        if self._hot(flow, verdict.request, started, private=True):
             return None
         return self._media(flow, verdict.request, started, private=True)
 
@@ -143,16 +139,34 @@ class Shell:
         self._answer(flow, refusal.status, refusal.text, result="error", started=started, target=refusal.target,
                      extra=refusal.fields, denied=refusal.denied)
 
+    def _hot(self, flow: http.HTTPFlow, req: MediaRequest, started: float, private: bool = False) -> bool:
+        """A fresh hit held in memory answered right here (True); False: `_media` answers.
+        Guarded as `_media` is: a failure in this sync path would reach mitmproxy's hook
+        handler, and the client would get its error page or a dropped connection."""
+        assert self.rt is not None
+        try:
+            reply = self.rt.engine.hot_hit(req)
+            if reply is None:
+                return False
+            self._apply(flow, reply, started, private)
+        except Exception as e:  # noqa: BLE001 - never a traceback to the client
+            self._failed(flow, req, e, started)
+        return True
+
     async def _media(self, flow: http.HTTPFlow, req: MediaRequest, started: float, private: bool = False) -> None:
         assert self.rt is not None
         try:
             reply = await self.rt.engine.handle(req)
         except Exception as e:  # noqa: BLE001 - never a traceback to the client
-            log.exception("media request %s failed", req.target)
-            self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
-                         target=req.target)
+            self._failed(flow, req, e, started)
             return
         self._apply(flow, reply, started, private)
+
+    def _failed(self, flow: http.HTTPFlow, req: MediaRequest, e: Exception, started: float) -> None:
+        """A media request the engine failed on: a 502 naming the exception, its traceback logged."""
+        log.exception("media request %s failed", req.target)
+        self._answer(flow, 502, f"internal error: {type(e).__name__}\n", result="error", started=started,
+                     target=req.target)
 
     async def _request(self, flow: http.HTTPFlow, method: str, started: float) -> None:
         """Everything but a media GET/HEAD: bad media paths, PURGE, unsafe methods, pass-through."""

@@ -61,7 +61,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Debian keeps the PostgreSQL server binaries off PATH, one directory per major
-# version; tests/dbservers.py looks there (or in $MEDIAEDGE_PG_BIN).
+# version; bench/dbservers.py looks there (or in $MEDIAEDGE_PG_BIN).
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || die "PostgreSQL installed but no /usr/lib/postgresql/*/bin/initdb"
 if [ -n "${GITHUB_PATH:-}" ]; then echo "$pg_bin" >>"$GITHUB_PATH"; fi

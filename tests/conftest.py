@@ -13,7 +13,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/dbservers.py and other helpers
-sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repo: bench/ports.py (free_port)
+sys.path.insert(1, os.path.dirname(os.path.dirname(__file__)))  # the repo: bench/edge.py, bench/dbservers.py, bench/ports.py
 
 import dbservers  # noqa: E402
 

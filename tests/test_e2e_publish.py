@@ -10,17 +10,7 @@ import pytest
 import requests
 
 from mediaedge.webhook import signed_headers
-from tests.edge import Edge, Route, sha, status_of, synthetic_sha, wait_until
-
-SECRET = "s3cret-for-tests"
-
-
-def publish(edge: Edge, events: list[dict], *, secret: str = SECRET, now: float | None = None,
-            body: bytes | None = None) -> requests.Response:
-    raw = body if body is not None else json.dumps({"events": events}).encode()
-    headers = signed_headers(secret, raw, time.time() if now is None else now)
-    headers["Content-Type"] = "application/json"
-    return requests.post(edge.admin + "/publish", data=raw, headers=headers, timeout=10)
+from tests.edge import SECRET, Edge, Route, publish, sha, status_of, synthetic_sha, wait_until
 
 
 @pytest.fixture
