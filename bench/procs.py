@@ -15,19 +15,10 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.edge import venv_executable as venv_executable  # re-exported: bench modules use procs.venv_executable
 from bench.ports import free_port as free_port  # re-exported: bench modules use procs.free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def venv_executable(name: str) -> str | None:
-    """`name` from this interpreter's own bin directory (a venv's `mitmdump`, `py-spy`),
-    else from PATH. A fresh machine has them only in the venv, which is not on PATH when
-    the venv's python is run directly."""
-    own = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.isfile(own) and os.access(own, os.X_OK):
-        return own
-    return shutil.which(name)
 
 
 def wait_until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:

@@ -265,14 +265,17 @@ def streams(kind: str, url: str, body: bytes, config: str, work: str) -> dict[st
     return result
 
 
+WARM = 5  # misses per edge before the measured ones
+
+
 def miss_latency(url: str, config: str, small: list[str], n_misses: int, work: str) -> dict[str, Any]:
     edges = {"native": Edge(tempfile.mkdtemp(dir=work), origin_db=url).start(),
              "sql": Edge(tempfile.mkdtemp(dir=work), origin_db=url,
                          args=["--origin-profile", "sql", "--config", config]).start()}
     paths = {"native": small[:n_misses], "sql": small[n_misses:2 * n_misses]}
     try:
-        misses(edges, {k: v[:5] for k, v in paths.items()})  # warm the connection pools and imports
-        measured = misses(edges, {k: v[5:] for k, v in paths.items()})
+        misses(edges, {k: v[:WARM] for k, v in paths.items()})  # warm the connection pools and imports
+        measured = misses(edges, {k: v[WARM:] for k, v in paths.items()})
     finally:
         for edge in edges.values():
             edge.stop()
@@ -283,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.sqlorigin", description=__doc__.split("\n\n")[0])
     p.add_argument("--size-mb", type=int, default=200)
     p.add_argument("--databases", default="sqlite,postgres,mariadb")
-    p.add_argument("--misses", type=int, default=200)
+    p.add_argument("--misses", type=int, default=200, help=f"distinct misses per edge (more than the {WARM} warm-up ones)")
     p.add_argument("--parts", default="stream,miss,lock", help="which measurements (default: all)")
     p.add_argument("--lock-seconds", type=float, default=30)
     p.add_argument("--db-timeout", type=float, default=10, help="the edge's --db-timeout for `lock` (10: the default)")
     args = p.parse_args(argv)
+    if args.misses <= WARM:
+        p.error(f"--misses must be more than {WARM}: the first {WARM} warm the connection pools and are not measured")
     parts = set(args.parts.split(","))
     body = os.urandom(args.size_mb * 1_000_000) if "stream" in parts else b""
     report: dict[str, Any] = {"size_bytes": len(body)}
