@@ -722,9 +722,18 @@ class CacheStore:
 
     def _drop_pointer_if_bare(self, target: str) -> None:
         """An evicted target's pointer goes with its last entry: left behind, it would make
-        the next fill a "resident" refresh, stored past admission (`admit(resident=True)`)."""
-        if not self._keys_with_prefix(f"v{SEP}{target}{SEP}"):
-            self._cache.delete(pointer_key(target))
+        the next fill a "resident" refresh, stored past admission (`admit(resident=True)`).
+
+        One statement, so the check and the delete see the same rows: checked first and
+        deleted after, an entry committed in between (another thread or process storing
+        the target again) would lose its pointer and never be served. A pointer row is
+        inline (no file), and diskcache's triggers keep its count and size."""
+        prefix = f"v{SEP}{target}{SEP}"
+        self._cache._sql(  # noqa: SLF001
+            "DELETE FROM Cache WHERE key = ? AND raw = 1 AND NOT EXISTS "
+            "(SELECT 1 FROM Cache WHERE raw = 1 AND key >= ? AND key < ?)",
+            (pointer_key(target), prefix, prefix + "\U0010ffff"),
+        )
 
     def volume(self) -> int:
         return int(self._cache.volume())

@@ -232,6 +232,24 @@ def test_the_tail_weighs_entries_and_an_evicted_target_takes_its_pointer(tmp_pat
         assert s.has_pointer(t) == (t in stored), t
     assert s.admission("/media/t0.bin", 100_000, resident=s.has_pointer("/media/t0.bin")).reason != "resident"
     s.close()
+
+
+def test_a_pointer_goes_with_the_last_entry_of_its_target_only(store):
+    """`_drop_pointer_if_bare` checks and deletes in one statement (no entry committed in
+    between can lose its pointer); it keeps a pointer that still has an entry, and a
+    target whose name extends another's is not that target's entry."""
+    from mediaedge.storage import entry_key
+
+    put(store, "/media/a.jpg", b"a")
+    put(store, "/media/a.jpgx", b"b")
+    store._drop_pointer_if_bare("/media/a.jpg")
+    assert store.has_pointer("/media/a.jpg")
+    assert store._cache.delete(entry_key("/media/a.jpg", "r1", ()))
+    rows = len(store._cache)
+    store._drop_pointer_if_bare("/media/a.jpg")
+    assert not store.has_pointer("/media/a.jpg") and store.has_pointer("/media/a.jpgx")
+    assert len(store._cache) == rows - 1  # diskcache's own count followed the delete
+    assert store.open_entry("/media/a.jpgx", "r1", ()).body == b"b"
 @pytest.mark.parametrize("size", [10, 40_000, 2_000_000], ids=["inline", "file", "large-file"])
 def test_update_meta_rewrites_only_the_trailer(store, size):
     """Revalidation renews an entry's metadata; a large body stays in its file, untouched
