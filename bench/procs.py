@@ -12,27 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 from bench.edge import venv_executable as venv_executable  # re-exported: bench modules use procs.venv_executable
+from bench.edge import wait_until
 from bench.ports import free_port as free_port  # re-exported: bench modules use procs.free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = cond()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001
-            last = e
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}: {last!r}")
 
 
 def _children(pid: int) -> list[int]:
@@ -117,10 +102,10 @@ class Server:
             return self.ready()
 
         try:
-            wait_until(up, timeout, f"{self.name} to listen")
-        except RuntimeError:
+            wait_until(up, timeout, 0.05, f"{self.name} to listen")
+        except AssertionError as e:  # timed out (the bench's callers expect a RuntimeError)
             self.stop()
-            raise
+            raise RuntimeError(str(e)) from e
         return self
 
     @property

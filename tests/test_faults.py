@@ -441,15 +441,20 @@ def test_damaged_inline_entry_is_detected_dropped_and_fetched_again(integrity_en
     path = "/media/damage/inline.png"
     body = os.urandom(5_000)  # under 32 KiB: kept in cache.db's value column
     _store(edge, up, path, body, "i1")
-    (key, filename, _, value), = cache_rows(edge.cache_dir, path)
+    damage_inline_entry(edge.cache_dir, path)
+    _assert_refetched(edge, up, path, body)
+
+
+def damage_inline_entry(cache_dir: str, target: str) -> None:
+    """Flip a byte of an entry kept inside cache.db (its value column), behind the edge's back."""
+    (key, filename, _, value), = cache_rows(cache_dir, target)
     assert filename is None and value is not None
     damaged = bytearray(value)
     damaged[100] ^= 0xFF
-    conn = sqlite3.connect(os.path.join(edge.cache_dir, "cache.db"), timeout=10)
+    conn = sqlite3.connect(os.path.join(cache_dir, "cache.db"), timeout=10)
     with conn:
         conn.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(damaged), key))
     conn.close()
-    _assert_refetched(edge, up, path, body)
 
 
 def test_flipped_byte_in_a_small_entry_file_is_detected(integrity_env):

@@ -8,12 +8,11 @@ damage, drops the entry and fetches it again. Either way no damaged byte is serv
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
 from tests.edge import Edge, Route, Upstream, sha, status_of
-from tests.test_faults import cache_rows
+from tests.test_faults import damage_inline_entry
 
 
 @pytest.mark.parametrize("memory_size, from_memory", [("64MiB", True), ("off", False)])
@@ -28,14 +27,7 @@ def test_memory_size_off_serves_every_hit_from_disk(tmp_path, memory_size, from_
             r = edge.get(path)
             assert r.status_code == 200 and sha(r.content) == sha(body)
         assert up.hits[path] == 1
-        (key, filename, _, value), = cache_rows(edge.cache_dir, path)
-        assert filename is None and value is not None
-        damaged = bytearray(value)
-        damaged[100] ^= 0xFF
-        conn = sqlite3.connect(os.path.join(edge.cache_dir, "cache.db"), timeout=10)
-        with conn:
-            conn.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(damaged), key))
-        conn.close()
+        damage_inline_entry(edge.cache_dir, path)
 
         r = edge.get(path)
         assert r.status_code == 200 and sha(r.content) == sha(body), "a damaged entry was served"
