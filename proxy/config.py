@@ -491,7 +491,7 @@ OPTIONS: tuple[Option, ...] = (
         "memory-size", "memory_size", "SIZE", "64MiB", "64MiB", _size_or_off,
         "Bound on the memory tier: small entries (up to 256 KiB) asked for more than once are "
         "also held in memory and served without a disk read. Each entry counts its body plus "
-        "4 KiB. Per worker process (--workers): each keeps its own. 'off' (or 0) serves every "
+        "4 KiB. Per worker process (--workers): each keeps its own. 'off' serves every "
         "hit from the disk cache.",
     ),
     Option(
