@@ -67,7 +67,7 @@ class Cache:
                 and self.hot.max_bytes and admits(self.store.frequency(target))):
             meta = found.entry.meta
             self.hot.put(target, found.pointer.vary, meta.vary_values if meta.vary else (),
-                         self.hot_entry(meta, found.entry.body), generation)
+                         self.hot_entry(meta, found.entry.body), generation, meta.tags)
         return found
 
     async def read(self, target: str, headers: Headers) -> Found:
@@ -180,12 +180,15 @@ class Cache:
         with self.lock:
             return change()
 
-    def forget(self, targets: Iterable[str] = (), *, prefix: str | None = None,
+    def forget(self, targets: Iterable[str] = (), *, prefix: str | None = None, tag: str | None = None,
                everything: bool = False, keep_unstored: bool = False) -> None:
         """The memory's half of an invalidation: the memory tier never serves these again,
-        and (unless `keep_unstored`) a new revision of them may be storable."""
+        and (unless `keep_unstored`) a new revision of them may be storable. `tag`: also
+        every entry the memory tier holds with that Surrogate-Key, whatever the disk says."""
         if everything:
             self.hot.clear()
+        if tag is not None:
+            self.hot.drop_tag(tag)
         for t in targets:
             self.hot.drop(t)
             if not keep_unstored:

@@ -77,6 +77,11 @@ class HotEntries:
         self._bytes = 0
         # target -> (vary names, {vary values: packed entry})
         self._items: OrderedDict[str, tuple[tuple[str, ...], dict[tuple[str | None, ...], Packed]]] = OrderedDict()
+        # Surrogate-Key tags of the entries held: a purge by tag must find them here too. With
+        # --workers, the first worker to apply it deletes the tagged rows from the shared
+        # directory, and the others can no longer learn the targets from the disk.
+        self._tagged: dict[str, set[str]] = {}
+        self._tags_of: dict[str, frozenset[str]] = {}
 
     def get(self, target: str, values_for: object) -> HotEntry | None:
         """The entry for the request's variant (`values_for(vary names)`), or None."""
@@ -91,7 +96,7 @@ class HotEntries:
         return _unpack(found)
 
     def put(self, target: str, vary: tuple[str, ...], values: tuple[str | None, ...], entry: HotEntry,
-            generation: int) -> None:
+            generation: int, tags: tuple[str, ...] = ()) -> None:
         if (generation != self.generation or len(entry.body) > self.max_entry
                 or len(entry.body) + ENTRY_OVERHEAD > self.max_bytes):  # --memory-size off, or too small
             return
@@ -105,9 +110,26 @@ class HotEntries:
             self._bytes -= len(old[BODY]) + ENTRY_OVERHEAD
         item[1][values] = _pack(entry)
         self._bytes += len(entry.body) + ENTRY_OVERHEAD
+        if tags:
+            self._tag(target, tags)
         while self._bytes > self.max_bytes and self._items:
-            _, (_, variants) = self._items.popitem(last=False)
+            evicted, (_, variants) = self._items.popitem(last=False)
             self._bytes -= sum(len(v[BODY]) + ENTRY_OVERHEAD for v in variants.values())
+            self._untag(evicted)
+
+    def _tag(self, target: str, tags: tuple[str, ...]) -> None:
+        held = self._tags_of.get(target, frozenset())
+        self._tags_of[target] = held | frozenset(tags)  # every variant's tags: dropping more is safe
+        for tag in tags:
+            self._tagged.setdefault(tag, set()).add(target)
+
+    def _untag(self, target: str) -> None:
+        for tag in self._tags_of.pop(target, ()):
+            targets = self._tagged.get(tag)
+            if targets is not None:
+                targets.discard(target)
+                if not targets:
+                    del self._tagged[tag]
 
     def drop(self, target: str, *, bump: bool = True) -> None:
         if bump:
@@ -115,6 +137,13 @@ class HotEntries:
         item = self._items.pop(target, None)
         if item is not None:
             self._bytes -= sum(len(v[BODY]) + ENTRY_OVERHEAD for v in item[1].values())
+            self._untag(target)
+
+    def drop_tag(self, tag: str) -> None:
+        """Every entry tagged `tag` (Surrogate-Key), found without the disk."""
+        self.generation += 1
+        for t in list(self._tagged.get(tag, ())):
+            self.drop(t, bump=False)
 
     def drop_prefix(self, prefix: str) -> None:
         self.generation += 1
@@ -124,6 +153,8 @@ class HotEntries:
     def clear(self) -> None:
         self.generation += 1
         self._items.clear()
+        self._tagged.clear()
+        self._tags_of.clear()
         self._bytes = 0
 
     @property

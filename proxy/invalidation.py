@@ -285,10 +285,10 @@ class Invalidator:
             self.cache.forget(targets)
             self.flights.forget(targets, abort=event.abort_inflight)
         elif event.soft:
-            self.cache.forget(targets, keep_unstored=True)
+            self.cache.forget(targets, tag=event.tag, keep_unstored=True)
         else:
             running = self.flights.matching(event.prefix, event.tag)
-            self.cache.forget(targets + running, prefix=event.prefix)
+            self.cache.forget(targets + running, prefix=event.prefix, tag=event.tag)
             self.flights.forget(targets + running, abort=event.abort_inflight)
         if self.auth_decisions is not None:
             self.auth_decisions.drop(targets)

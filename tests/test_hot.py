@@ -79,3 +79,24 @@ def test_entries_drop_out_of_the_garbage_collectors_tracking():
 def test_only_a_target_asked_for_before_is_admitted():
     assert not admits(0) and not admits(1)
     assert admits(2) and admits(50)
+
+
+def test_a_tag_drops_its_entries_without_the_disk_and_leaves_no_index_behind():
+    """With --workers, the first worker to apply a purge by tag deletes the rows from the
+    shared directory; the others find the targets in their memory tier's own tag index."""
+    h = HotEntries(max_bytes=3 * (10 + ENTRY_OVERHEAD), max_entry=10)
+    h.put("/a", (), (), entry("/a", b"a"), h.generation, ("shoes", "red"))
+    h.put("/b", (), (), entry("/b", b"b"), h.generation, ("shoes",))
+    h.put("/c", (), (), entry("/c", b"c"), h.generation)
+    gen = h.generation
+    h.drop_tag("shoes")
+    assert h.generation > gen  # a lookup that began before does not put them back
+    assert h.get("/a", none) is None and h.get("/b", none) is None and h.get("/c", none).body == b"c"
+    h.drop_tag("red")  # /a's other tag went with it
+    assert h._tagged == {} and h._tags_of == {}
+    for i in range(5):  # evicted (LRU) and dropped entries leave their tags too
+        h.put(f"/t{i}", (), (), entry(f"/t{i}", b"t"), h.generation, (f"k{i}",))
+    h.drop("/t4")
+    assert set(h._tags_of) == {"/t2", "/t3"} and set(h._tagged) == {"k2", "k3"}
+    h.clear()
+    assert h._tagged == {} and h._tags_of == {}

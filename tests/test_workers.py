@@ -179,6 +179,25 @@ def test_a_publish_reaches_every_worker_before_the_webhook_answers(node, upstrea
     assert all(after[pid] > before[pid] for pid in before), (before, after)  # both workers answered
 
 
+@pytest.mark.parametrize("event", [{"type": "purge", "tag": "shoes"}, {"type": "purge", "prefix": "/media/tagged/"}])
+def test_a_tag_or_prefix_purge_reaches_every_workers_memory_tier(node, upstream, event) -> None:
+    """The first worker to apply the event deletes the entries from the shared directory; the
+    others must still drop their in-memory copies, which they can no longer find on disk."""
+    path = "/media/tagged/t.jpg"
+    old, new = b"o" * 3000, b"n" * 3000
+    upstream.routes[path] = Route(body=old, headers={"X-Media-Revision": "t1", "Content-Type": "image/jpeg",
+                                                    "Surrogate-Key": "shoes"})
+    for _ in range(40):  # new connections: both workers serve it, and hold it in memory from its 2nd request
+        assert node.get(path).content == old
+    assert all(n >= 3 for n in node.stats()["worker_requests"].values()), node.stats()["worker_requests"]
+    upstream.routes[path] = Route(body=new, headers={"X-Media-Revision": "t2", "Content-Type": "image/jpeg",
+                                                    "Surrogate-Key": "shoes"})
+    r = publish(node, [event])
+    assert r.status_code == 200, r.text
+    for _ in range(60):
+        assert node.get(path).content == new, "a worker served the purged entry"
+
+
 def test_a_purge_request_reaches_every_worker_before_it_is_answered(node, upstream) -> None:
     spread(node, "/media/a.jpg", 2)
     fetched = upstream.hits["/media/a.jpg"]
