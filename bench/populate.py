@@ -23,7 +23,9 @@ import random
 import time
 
 from mediaedge.headers import Headers
-from mediaedge.storage import INLINE_LIMIT, CacheStore, EntryMeta, Pointer, encode_trailer, entry_key, pointer_key
+from mediaedge.cache import Cache
+from mediaedge.contract import EngineConfig
+from mediaedge.storage import INLINE_LIMIT, CacheStore, EntryMeta, Pointer, entry_key, pointer_key
 
 from bench.origin import PATTERN
 
@@ -39,6 +41,7 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
     if method != "commit" and size + 2048 >= INLINE_LIMIT:
         method = "commit"  # the shortcuts are only equivalent for inline (small) entries
     store = CacheStore(cache_dir, size_limit=size_limit)
+    Cache(store, EngineConfig())  # hit records as an edge with default settings writes them (proxy/hitrecord.py)
     cache = store._cache  # noqa: SLF001
     body = PATTERN[:size]
     sha = hashlib.sha256(body).hexdigest()
@@ -67,7 +70,7 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                         meta = EntryMeta(target=target, revision=revision, status=200, headers=headers, size=size,
                                          sha256=sha, request_time=now, response_time=now, source="upstream",
                                          key_revision=revision)
-                        for key, value in ((entry_key(target, revision, ()), body + encode_trailer(meta)),
+                        for key, value in ((entry_key(target, revision, ()), body + store.trailer(meta)),
                                            (pointer_key(target), pointer.to_json())):
                             db_key, raw = cache._disk.put(key)  # noqa: SLF001
                             vsize, mode, filename, db_value = cache._disk.store(value, False, key=key)  # noqa: SLF001
@@ -79,7 +82,7 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                                          sha256=sha, request_time=now, response_time=now, source="upstream",
                                          key_revision=revision)
                         if method == "set":
-                            cache.set(entry_key(target, revision, ()), body + encode_trailer(meta))
+                            cache.set(entry_key(target, revision, ()), body + store.trailer(meta))
                         else:
                             tmp = store.new_temp_path()
                             with open(tmp, "wb") as f:

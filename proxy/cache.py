@@ -13,16 +13,18 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
+from mediaedge import hitrecord
 from mediaedge.contract import EngineConfig
 from mediaedge.epochs import Epochs, Verdict
+from mediaedge.hitrecord import HitRecord
 from mediaedge.headers import Headers
 from mediaedge.hot import HotEntries, HotEntry, admits
 from mediaedge.policy.decide import entry_facts, published_conflict
 from mediaedge.policy.target import vary_values
 from mediaedge.respond import browser_cache_control, hit_template
-from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer
+from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer, split_inline_raw
 from mediaedge.unstored import UnstoredTargets
 
 log = logging.getLogger("mediaedge.cache")
@@ -36,6 +38,15 @@ class Found:
     pointer: Pointer | None
 
 
+class Stored(NamedTuple):
+    """A small entry `probe_stored` read from the disk, ready to serve and to `hold`."""
+
+    hot: HotEntry
+    vary: tuple[str, ...]  # the target's Vary names (its pointer's)
+    record: HitRecord
+    generation: int  # the memory tier's, before the read
+
+
 class Cache:
     def __init__(self, store: CacheStore, config: EngineConfig) -> None:
         self.store = store
@@ -47,6 +58,12 @@ class Cache:
         self.lock = threading.Lock()  # commit vs invalidation, across worker threads
         self.unstored = UnstoredTargets()  # targets whose last fetch was not stored (seeks)
         self.browser_cache_control = browser_cache_control(config.browser_ttl)
+        # What a stored hit record depends on besides the entry (proxy/hitrecord.py); the
+        # store writes one with every entry's metadata.
+        self.fingerprint = hitrecord.fingerprint(
+            revision_header=config.revision_header, browser_cache_control=self.browser_cache_control,
+            default_ttl=config.default_ttl, negative_ttl=config.negative_ttl)
+        store.hit_record = self.hit_record
 
     # ---------------------------------------------------------------- lookups
     def probe(self, target: str, headers: Headers) -> HotEntry | None:
@@ -63,12 +80,44 @@ class Cache:
             # A fill for this target committed while we looked: look again rather
             # than start a second origin fetch for something now stored.
             found = await self.read(target, headers)
-        if (found.entry is not None and found.entry.body is not None and found.pointer is not None
-                and self.hot.max_bytes and admits(self.store.frequency(target))):
-            meta = found.entry.meta
-            self.hot.put(target, found.pointer.vary, meta.vary_values if meta.vary else (),
-                         self.hot_entry(meta, found.entry.body), generation, meta.tags)
+        entry, pointer = found.entry, found.pointer
+        if entry is not None and entry.body is not None and pointer is not None and self._admits(target):
+            meta = entry.meta
+            self.hot.put(target, pointer.vary, meta.vary_values if meta.vary else (),
+                         self.hot_entry(meta, entry.body), generation, meta.tags)
         return found
+
+    def probe_stored(self, target: str, headers: Headers) -> Stored | None:
+        """A small stored entry read right here and served as a memory-tier entry is (no
+        coroutine, no thread hop, no plan: its hit record, proxy/hitrecord.py); None: not
+        stored, not small, not cheap to read now, or not intact (`lookup` answers)."""
+        generation = self.hot.generation
+        try:
+            quick = self.store.lookup_inline_value(target, lambda vary: vary_values(vary, headers))
+            if quick is None or quick[0] is None or quick[1] is None:
+                return None
+            body, meta_json, raw = split_inline_raw(quick[1])
+            record = hitrecord.decode(raw, self.fingerprint) if raw else None
+            if record is None:  # written before records, or under other settings
+                record = self.record_of(EntryMeta.from_json(meta_json))
+        except Exception as e:  # noqa: BLE001 - a broken cache degrades to the async path
+            log.warning("cache lookup failed for %s: %s", target, e)
+            return None
+        if not hitrecord.body_matches(record, body):
+            return None  # `lookup` reads it again and drops it
+        return Stored(HotEntry(meta_json, body, record.template, record.facts), quick[0].vary, record, generation)
+
+    def hold(self, target: str, stored: Stored) -> None:
+        """Keep an entry `probe_stored` read in memory, if its target was asked for before
+        and no invalidation came since it was read."""
+        if self._admits(target):
+            self.hot.put(target, stored.vary, stored.record.vary_values, stored.hot, stored.generation,
+                         stored.record.tags)
+
+    def _admits(self, target: str) -> bool:
+        """Hold a small disk hit in memory? Only a target asked for before (`hot.admits`:
+        the engine counted this request), and not with --memory-size off."""
+        return bool(self.hot.max_bytes) and admits(self.store.frequency(target))
 
     async def read(self, target: str, headers: Headers) -> Found:
         """The stored entry from the disk only; a broken cache is a miss. A small entry is
@@ -92,11 +141,20 @@ class Cache:
 
     def hot_entry(self, meta: EntryMeta, body: bytes) -> HotEntry:
         """What the memory tier keeps of a small entry: everything a hot hit needs, computed once."""
+        record = self.record_of(meta)
+        return HotEntry(meta.to_json(), body, record.template, record.facts)
+
+    def record_of(self, meta: EntryMeta) -> HitRecord:
+        """A stored entry as a plain hit serves it under our settings."""
         facts = entry_facts(meta, self.config)
         template = hit_template(status=meta.status, headers=meta.headers, length=meta.size,
                                 revision=meta.revision or None, revision_header=self.config.revision_header,
                                 browser_cache_control=self.browser_cache_control)
-        return HotEntry(meta.to_json(), body, template, facts)
+        return HitRecord(meta.size, meta.sha256[:hitrecord.SHA256_KEPT], meta.vary_values if meta.vary else (), meta.tags, template, facts)
+
+    def hit_record(self, meta: EntryMeta) -> bytes:
+        """The record the store writes with `meta`, so a disk hit need not compute it."""
+        return hitrecord.encode(self.fingerprint, self.record_of(meta))
 
     # ---------------------------------------------------------------- commits
     async def commit(self, temp_path: str, meta: EntryMeta, *, epoch: int, aborted: Callable[[], bool],

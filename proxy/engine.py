@@ -99,8 +99,9 @@ class Engine:
 
     # ---------------------------------------------------------------- entry point
     def hot_hit(self, req: MediaRequest) -> Reply | None:
-        """The common case answered without a coroutine, a lookup or a plan: a fresh entry
-        held in memory, asked for without Range or conditionals. None: take `handle`.
+        """The common case answered without a coroutine, a thread hop or a plan: a fresh
+        entry held in memory, or else a small one read from the disk with its hit record
+        (`Cache.probe_stored`), asked for without Range or conditionals. None: take `handle`.
 
         Same decision as `handle`'s first branch (fresh and not soft-purged → hit), with
         the plan taken from the entry's `HitTemplate` (tests/test_respond.py checks it
@@ -108,7 +109,15 @@ class Engine:
         if not self.ready.is_set() or not is_plain(req.headers):
             return None
         hot = self.cache.probe(req.target, req.headers)
-        return None if hot is None else self._hot_reply(req, hot)
+        if hot is not None:
+            return self._hot_reply(req, hot)
+        stored = self.cache.probe_stored(req.target, req.headers)  # a small entry on disk, same rule
+        if stored is None:
+            return None
+        reply = self._hot_reply(req, stored.hot)
+        if reply is not None:
+            self.cache.hold(req.target, stored)
+        return reply
 
     def _hot_reply(self, req: MediaRequest, hot: HotEntry) -> Reply | None:
         """A plain request's answer from a memory-tier entry, when it is fresh."""
@@ -134,9 +143,8 @@ class Engine:
                 return fast
         self.store.touch(req.target)  # admission counts (memory only; a hot reply counted its own)
         now = self.clock()
-        if hot is not None:
-            entry: Entry | None = Entry(EntryMeta.from_json(hot.meta_json), body=hot.body)
-        else:
+        entry = None if hot is None else self._held_entry(req.target, hot)
+        if entry is None:
             entry = (await self.cache.lookup(req.target, req.headers, running=self.flights.running)).entry
         if entry is None:
             sliced = await self._from_slices(req)  # an object known to be sliced: from its slices
@@ -157,6 +165,17 @@ class Engine:
         finally:
             if stale_fallback is not None:
                 stale_fallback.close()
+
+    def _held_entry(self, target: str, hot: HotEntry) -> Entry | None:
+        """A memory-tier entry as an `Entry`. Its metadata came from the disk undecoded when
+        its hit record was read instead (`Cache.probe_stored`): damaged, it is dropped and
+        the disk is asked, which drops the damaged row."""
+        try:
+            return Entry(EntryMeta.from_json(hot.meta_json), body=hot.body)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("dropping a damaged memory-tier entry for %s: %s", target, e)
+            self.cache.hot.drop(target)
+            return None
 
     # ---------------------------------------------------------------- misses
     async def _from_fill(self, req: MediaRequest, stale: Entry | None, now: float,

@@ -1,7 +1,9 @@
 """The on-disk cache: diskcache underneath, typed and pickle-free on top.
 
-Layout of one entry: the body bytes, then a JSON trailer with the entry's metadata,
-then an 8-byte footer (4-byte magic + 4-byte trailer length). A trailer rather than
+Layout of one entry: the body bytes, then a JSON trailer with the entry's metadata
+(and, after a newline, the hit record computed from it: proxy/hitrecord.py; entries
+written before records have none), then an 8-byte footer (4-byte magic + 4-byte
+trailer length). A trailer rather than
 a header because a fill writes the body first, while it streams to clients, and
 learns the length and hash only at the end; committing is then "append the trailer
 and rename the file into diskcache" (no copy, no rewrite).
@@ -153,14 +155,13 @@ class EntryMeta:
             "request_time": self.request_time,
             "response_time": self.response_time,
             "source": self.source,
-            "vary": list(self.vary),
-            "vary_values": list(self.vary_values),
-            "tags": list(self.tags),
-            "negative": self.negative,
-            "soft_stale": self.soft_stale,
             "key_revision": self.key_revision,
-            "blocks": self.blocks,
         }
+        # Fields at their defaults are left out (`from_json` reads them back as such): a
+        # small entry's row stays under half a SQLite page (proxy/hitrecord.py says why).
+        optional = {"vary": list(self.vary), "vary_values": list(self.vary_values), "tags": list(self.tags),
+                    "negative": self.negative, "soft_stale": self.soft_stale, "blocks": self.blocks}
+        d.update((k, v) for k, v in optional.items() if v)
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
@@ -224,18 +225,29 @@ def entry_key(target: str, revision: str, vary_values: tuple[str | None, ...]) -
     return f"v{SEP}{target}{SEP}{revision}{SEP}{json.dumps(list(vary_values), separators=(',', ':'))}"
 
 
-def encode_trailer(meta: EntryMeta) -> bytes:
-    raw = meta.to_json()
+def encode_trailer(meta: EntryMeta, record: bytes = b"") -> bytes:
+    """The metadata, then (after one newline, which compact JSON never contains) the hit
+    record computed from it (proxy/hitrecord.py), then the footer."""
+    raw = meta.to_json() + (b"\n" + record if record else b"")
     return raw + FOOTER.pack(MAGIC, len(raw))
 
 
-def _split_inline(value: bytes) -> tuple[EntryMeta, bytes]:
+def _meta_of(segment: bytes) -> EntryMeta:
+    return EntryMeta.from_json(segment.partition(b"\n")[0])
+
+
+def split_inline_raw(value: bytes) -> tuple[bytes, bytes, bytes]:
+    """An inline value's body, metadata JSON and hit record (b"" when it has none), undecoded."""
     magic, n = FOOTER.unpack(value[-FOOTER.size :])
     if magic != MAGIC or n + FOOTER.size > len(value):
         raise ValueError("bad footer")
-    meta = EntryMeta.from_json(value[-FOOTER.size - n : -FOOTER.size])
-    body = value[: len(value) - FOOTER.size - n]
-    return meta, body
+    meta_json, _, record = value[-FOOTER.size - n : -FOOTER.size].partition(b"\n")
+    return value[: len(value) - FOOTER.size - n], meta_json, record
+
+
+def _split_inline(value: bytes) -> tuple[EntryMeta, bytes]:
+    body, meta_json, _ = split_inline_raw(value)
+    return EntryMeta.from_json(meta_json), body
 
 
 def _read_file_meta(f: BinaryIO) -> tuple[EntryMeta, int]:
@@ -248,7 +260,7 @@ def _read_file_meta(f: BinaryIO) -> tuple[EntryMeta, int]:
     if magic != MAGIC or n + FOOTER.size > total:
         raise ValueError("bad footer")
     f.seek(total - FOOTER.size - n)
-    meta = EntryMeta.from_json(f.read(n))
+    meta = _meta_of(f.read(n))
     body_len = total - FOOTER.size - n
     f.seek(0)
     return meta, body_len
@@ -273,6 +285,9 @@ class CacheStore:
         # A trailer rewritten in place (`update_meta`) must never be read half-written:
         # file trailers are read and rewritten under this lock (one process per cache).
         self._trailer_lock = threading.Lock()
+        # Computes the hit record written with each entry's metadata (proxy/hitrecord.py);
+        # set by the cache, which knows the settings a plain hit is planned under.
+        self.hit_record: Callable[[EntryMeta], bytes] | None = None
         # --cache-size bounds the whole directory: diskcache counts its database and
         # values; SQLite's WAL (capped below), the durable state and stats.json are
         # outside that count, so entries get the limit less a reserve for them.
@@ -410,15 +425,34 @@ class CacheStore:
         uses it to say whether a window is all in the cache)."""
         return entry_key(target, revision, vary_values) in self._cache
 
+    def trailer(self, meta: EntryMeta) -> bytes:
+        """What follows a stored body: `meta` and the hit record computed from it."""
+        return encode_trailer(meta, b"" if self.hit_record is None else self.hit_record(meta))
+
     def lookup_inline(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
                       ) -> tuple[Pointer | None, Entry | None] | None:
         """`get_pointer` then `open_entry`, cheap enough for the event loop, or None: ask on a
         worker thread (the entry is a file, the row looks damaged, the database is busy, or
-        inline lookups have lately been slow: mediaedge.policy.lookup).
+        inline lookups have lately been slow: mediaedge.policy.lookup)."""
+        found = self.lookup_inline_value(target, values_for)
+        if found is None or found[1] is None:
+            return found  # type: ignore[return-value]
+        try:
+            meta, body = _split_inline(found[1])
+        except (ValueError, KeyError, TypeError, struct.error):
+            return None  # the thread path reads it again, and drops a damaged entry
+        if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
+            return None
+        return found[0], Entry(meta, body=body)
+
+    def lookup_inline_value(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
+                            ) -> tuple[Pointer | None, bytes | None] | None:
+        """`lookup_inline` before the entry's value is decoded or checked: the pointer and
+        the inline value (body, metadata, hit record: `split_inline_raw`), None as there.
 
         Two indexed row reads on this thread's own read-only connection (short busy
-        timeout, statements finished at once so no read snapshot outlives the call) and
-        the length and SHA-256 check `open_entry` makes. Nothing is cached in memory:
+        timeout, statements finished at once so no read snapshot outlives the call); the
+        caller makes the length and SHA-256 check `open_entry` makes. Nothing is cached in memory:
         each call reads the committed rows, so a purge, publish, eviction or another
         process's write is seen by the next lookup, exactly as on the thread path.
         `values_for(vary names)`: the request's Vary values."""
@@ -436,7 +470,7 @@ class CacheStore:
             self._inline_slow = slow_share_after(self._inline_slow, (time.perf_counter() - t0) * 1e6)
 
     def _lookup_rows(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
-                     ) -> tuple[Pointer | None, Entry | None] | None:
+                     ) -> tuple[Pointer | None, bytes | None] | None:
         con = self._inline_con()
         row = _inline_row(con, pointer_key(target))
         if row is None:
@@ -451,10 +485,7 @@ class CacheStore:
         mode, filename, raw = row
         if mode != MODE_RAW or filename is not None:
             return None  # a file: opened, read and hashed on a worker thread
-        meta, body = _split_inline(bytes(raw))
-        if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
-            return None
-        return pointer, Entry(meta, body=body)
+        return pointer, bytes(raw)
 
     def _inline_con(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._inline_local, "con", None)
@@ -521,7 +552,7 @@ class CacheStore:
         tier can drop them too (it must never serve what the disk no longer holds)."""
         key = entry_key(meta.target, meta.key_revision, meta.vary_values)
         with open(temp_path, "ab") as f:
-            f.write(encode_trailer(meta))
+            f.write(self.trailer(meta))
             size = f.tell()
         if size < INLINE_LIMIT:
             with open(temp_path, "rb") as f:
@@ -551,11 +582,11 @@ class CacheStore:
                 old, body = _split_inline(bytes(value))
                 if old.sha256 != meta.sha256 or old.size != meta.size:
                     return False
-                self._cache.set(key, body + encode_trailer(meta), tag=_tag_field(meta.tags))
+                self._cache.set(key, body + self.trailer(meta), tag=_tag_field(meta.tags))
                 return True
             path = value.name
             value.close()
-            trailer = encode_trailer(meta)
+            trailer = self.trailer(meta)
             with self._trailer_lock, open(path, "r+b") as f:
                 old, body_len = _read_file_meta(f)
                 if old.sha256 != meta.sha256 or body_len != meta.size:

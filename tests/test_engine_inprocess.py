@@ -425,13 +425,12 @@ def test_a_disk_hit_is_held_in_memory_from_its_targets_second_request(tmp_path):
         await rig.get()
         await rig.settled()
         rig.store.sketch = FrequencySketch(16)  # as after a restart: no request counted yet
-        req = MediaRequest("GET", TARGET, Headers())
         first, body = await rig.get()
         assert (first.result, first.source, body) == ("hit", "cache", BODY)
-        assert rig.engine.hot_hit(req) is None  # asked once since start: read from disk, not held
+        assert rig.engine.cache.probe(TARGET, Headers()) is None  # asked once since start: not held
         second, body = await rig.get()
         assert (second.result, body) == ("hit", BODY)
-        assert rig.engine.hot_hit(req) is not None  # asked again: held in memory
+        assert rig.engine.cache.probe(TARGET, Headers()) is not None  # asked again: held in memory
         assert len(rig.upstream.requests) == 1
 
     run(tmp_path, t)
