@@ -225,6 +225,12 @@ def entry_key(target: str, revision: str, vary_values: tuple[str | None, ...]) -
     return f"v{SEP}{target}{SEP}{revision}{SEP}{json.dumps(list(vary_values), separators=(',', ':'))}"
 
 
+def entry_key_around(target: str) -> tuple[str, str]:
+    """What comes before and after the revision in the key of a target's entry without
+    Vary: `entry_key(target, revision, ())` is `before + revision + after`."""
+    return f"v{SEP}{target}{SEP}", f"{SEP}[]"
+
+
 def encode_trailer(meta: EntryMeta, record: bytes = b"") -> bytes:
     """The metadata, then (after one newline, which compact JSON never contains) the hit
     record computed from it (proxy/hitrecord.py), then the footer."""
@@ -471,15 +477,26 @@ class CacheStore:
 
     def _lookup_rows(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
                      ) -> tuple[Pointer | None, bytes | None] | None:
+        """The pointer and, in the same statement, the entry its revision names when the
+        target has no Vary (`_POINTER_AND_ENTRY`); a target with Vary asks once more with
+        the request's values. One statement rather than two: on a request path whose
+        CPU caches mitmproxy has just filled with its own work, each statement's setup
+        was as dear as its row reads (measured in process with 6 MiB touched between
+        lookups: 85 µs for two statements, 50 µs for one)."""
         con = self._inline_con()
-        row = _inline_row(con, pointer_key(target))
-        if row is None:
+        now = time.time()
+        before, after = entry_key_around(target)
+        rows = con.execute(_POINTER_AND_ENTRY, (before, after, now, pointer_key(target), now)).fetchall()
+        if not rows:
             return None, None
-        mode, filename, raw = row
+        mode, filename, raw, *joined = rows[0]
         if mode != MODE_RAW or filename is not None:
             return None
         pointer = Pointer.from_json(raw)
-        row = _inline_row(con, entry_key(target, pointer.revision, values_for(pointer.vary)))
+        if pointer.vary:
+            row = _inline_row(con, entry_key(target, pointer.revision, values_for(pointer.vary)))
+        else:
+            row = None if joined[0] is None else (joined[0], joined[1], joined[2])
         if row is None:
             return pointer, None
         mode, filename, raw = row
@@ -812,6 +829,17 @@ class CacheStore:
             for fd in self._readahead_fds:
                 os.close(fd)
             self._readahead_fds.clear()
+
+
+# A target's pointer row and the entry row of the revision it names, as `_inline_row`
+# selects each (the entry's key built by `entry_key_around`; only right for a target
+# without Vary, which the caller checks in the pointer). Two lookups of the unique
+# (key, raw) index in one statement.
+_POINTER_AND_ENTRY = (
+    "SELECT p.mode, p.filename, p.value, e.mode, e.filename, e.value FROM Cache AS p "
+    "LEFT JOIN Cache AS e ON e.key = (? || json_extract(CAST(p.value AS TEXT), '$.revision') || ?) "
+    "AND e.raw = 1 AND (e.expire_time IS NULL OR e.expire_time > ?) "
+    "WHERE p.key = ? AND p.raw = 1 AND (p.expire_time IS NULL OR p.expire_time > ?)")
 
 
 def _inline_row(con: sqlite3.Connection, key: str) -> tuple[int, str | None, bytes] | None:

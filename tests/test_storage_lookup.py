@@ -234,3 +234,18 @@ def test_mapped_inline_reads_survive_the_database_shrinking_under_them(store):
     finally:
         other.close()
     assert os.path.getsize(path) < before / 2, (before, os.path.getsize(path))
+
+
+@pytest.mark.parametrize("revision", ['r"1', "r\\1", "caf\u00e9-\u2603", "r'1; --", "r\x1f1", "1", "%_*"])
+def test_one_statement_finds_the_entry_of_any_revision_spelling(store, revision):
+    """The pointer and its entry are read in one statement, the entry's key built in SQL
+    from the pointer's JSON (`entry_key_around`): any revision reads back the entry the
+    thread path opens, and the key is built exactly as `entry_key` builds it."""
+    from mediaedge.storage import entry_key, entry_key_around
+
+    before, after = entry_key_around("/media/q.jpg")
+    assert before + revision + after == entry_key("/media/q.jpg", revision, ())
+    m = put(store, "/media/q.jpg", b"body " + revision.encode(), revision=revision)
+    pointer, entry = store.lookup_inline("/media/q.jpg", no_vary)
+    assert pointer == Pointer(revision, ()) and entry is not None and entry.meta == m
+    assert entry.body == b"body " + revision.encode()
