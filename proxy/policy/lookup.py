@@ -1,7 +1,7 @@
 """Where a cache lookup runs: on the event loop, or on a worker thread.
 
-A small entry's lookup is two indexed SQLite row reads and a SHA-256 of at most 32 KB:
-~60-70 µs at 10k and at 1M entries alike (measured, bench/populate.py caches). The hop
+A small entry's lookup is two indexed SQLite row reads (one statement) and a SHA-256
+of at most 32 KB: ~60-70 µs at 10k and at 1M entries alike (measured, bench/populate.py caches). The hop
 to a worker thread and back costs more than that on a busy 2-core machine (a queue
 put, a thread wake-up, a self-pipe write, a loop wake-up: two scheduler round trips),
 and it was a good part of the difference between a hit served from the memory tier and
