@@ -267,7 +267,7 @@ class Upstream:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
                         outer.body_bytes[self.path] += len(chunk)
                         pos += n
-                        if route.chunk_delay:
+                        if route.chunk_delay and pos < limit:
                             time.sleep(route.chunk_delay)
                     if route.chunked and route.cut_after is None:
                         self.wfile.write(b"0\r\n\r\n")

@@ -108,7 +108,9 @@ def test_100_concurrent_misses_make_one_fetch_and_everyone_gets_every_byte(edge,
     assert len(leaders) == 1, [r.cache_status for r in results][:10]
     assert len(collapsed) >= CLIENTS // 2, "most clients should have joined the running fill"
 
-    # Waiters stream from the first byte of the fill, not after it completes.
+    # Waiters stream from the first byte of the fill, not after it completes. The upstream
+    # thread notes its finish after its last write, so a fast client can be done first.
+    wait_until(lambda: path in upstream.finished_at, 10, 0.05, "the upstream to note its finish")
     finished = upstream.finished_at[path][0]
     early = [r for r in collapsed if r.first_byte_at is not None and r.first_byte_at < finished]
     assert early, "no joined client received a byte before the upstream finished sending"
