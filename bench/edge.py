@@ -264,8 +264,14 @@ class Upstream:
                             n = min(n, route.hold_at - pos)
                         at = offset + pos
                         chunk = body[at:at + n] if route.size is None else synthetic_chunk(at, n, route.seed)
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
+                        # counted before the write: a client can finish reading before this
+                        # thread runs again, and tests read the count right after their client
                         outer.body_bytes[self.path] += len(chunk)
+                        try:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
+                        except OSError:
+                            outer.body_bytes[self.path] -= len(chunk)
+                            raise
                         pos += n
                         if route.chunk_delay and pos < limit:
                             time.sleep(route.chunk_delay)
