@@ -79,6 +79,9 @@ def decode(raw: bytes, fp: str) -> HitRecord | None:
         for i, name, value in sorted(zip(at, PER_REQUEST, values, strict=True)):
             pairs.insert(i, (name, value.encode("latin-1")))
         date_at, age_at, cs_at = at
+        if any(type(i) is not int or not 0 <= i < len(pairs) or pairs[i][0] != name
+               for i, name in zip(at, PER_REQUEST, strict=True)):
+            return None  # valid JSON, but not a record our writer makes: decode the long way
         template = HitTemplate(status, tuple(pairs), age_at, cs_at, date_at, prefix)
         facts = EntryFacts(date, age_header, Freshness(*fresh), request_time, response_time, negative, soft_stale)
         return HitRecord(size, sha256, tuple(vary_values), tuple(tags), template, facts)

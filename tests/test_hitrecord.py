@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from dataclasses import replace
 
@@ -123,6 +124,17 @@ def test_a_record_written_under_other_settings_is_not_used(tmp_path):
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'{"a":1}', b"[" + b"1," * 17 + b"1]"])
 def test_a_record_that_is_not_one_reads_as_none(raw):
     assert hitrecord.decode(raw, "fp") is None
+
+
+@pytest.mark.parametrize("at", [[99, 1, 2], [-1, 1, 2], [0, 0, 0], [0, 1, 1], [0.5, 1, 2], [None, 1, 2]])
+def test_a_record_whose_positions_disagree_with_its_fields_reads_as_none(tmp_path, at):
+    """Valid JSON that our writer never makes (damage inside the digits of a row): the
+    per-request fields must sit where the template says, or the entry is decoded the long way."""
+    store, cache = store_of(tmp_path, EngineConfig())
+    good = json.loads(cache.hit_record(meta_for("/media/pos.jpg")))
+    assert hitrecord.decode(json.dumps(good).encode(), cache.fingerprint) is not None
+    good[7] = at
+    assert hitrecord.decode(json.dumps(good).encode(), cache.fingerprint) is None
 
 
 def engine_of(store: CacheStore, clock: list[float]) -> Engine:
