@@ -24,7 +24,7 @@ from mediaedge.hot import HotEntries, HotEntry, admits
 from mediaedge.policy.decide import entry_facts, published_conflict
 from mediaedge.policy.target import vary_values
 from mediaedge.respond import browser_cache_control, hit_template
-from mediaedge.storage import CacheStore, Entry, EntryMeta, Pointer, split_inline_raw
+from mediaedge.storage import CacheStore, Entry, EntryMeta, InlineValue, Pointer, inline_entry, split_inline_raw
 from mediaedge.unstored import UnstoredTargets
 
 log = logging.getLogger("mediaedge.cache")
@@ -64,6 +64,10 @@ class Cache:
             revision_header=config.revision_header, browser_cache_control=self.browser_cache_control,
             default_ttl=config.default_ttl, negative_ttl=config.negative_ttl)
         store.hit_record = self.hit_record
+        # What the last `probe_stored` read (target, request headers, memory-tier generation,
+        # answer): the request it did not serve (a miss, a large or stale entry) comes to
+        # `read` next, which takes it instead of running the same statement again.
+        self._probed: tuple[str, Headers, int, InlineValue | None] | None = None
 
     # ---------------------------------------------------------------- lookups
     def probe(self, target: str, headers: Headers) -> HotEntry | None:
@@ -94,6 +98,7 @@ class Cache:
         generation = self.hot.generation
         try:
             quick = self.store.lookup_inline_value(target, lambda vary: vary_values(vary, headers))
+            self._probed = (target, headers, generation, quick)
             if quick is None or quick[0] is None or quick[1] is None:
                 return None
             body, meta_json, raw = split_inline_raw(quick[1])
@@ -123,8 +128,12 @@ class Cache:
         """The stored entry from the disk only; a broken cache is a miss. A small entry is
         read right here, without the hop to a worker thread, while such reads stay cheap
         (storage.lookup_inline, mediaedge.policy.lookup); anything else on a worker thread."""
+        probed, self._probed = self._probed, None
         try:
-            quick = self.store.lookup_inline(target, lambda vary: vary_values(vary, headers))
+            if probed is not None and probed[0] == target and probed[1] is headers and probed[2] == self.hot.generation:
+                quick = inline_entry(probed[3])  # this request's own probe, nothing invalidated since
+            else:
+                quick = self.store.lookup_inline(target, lambda vary: vary_values(vary, headers))
             if quick is not None:
                 return Found(quick[1], quick[0])
             return await asyncio.to_thread(self._lookup, target, headers)

@@ -251,6 +251,24 @@ def split_inline_raw(value: bytes) -> tuple[bytes, bytes, bytes]:
     return value[: len(value) - FOOTER.size - n], meta_json, record
 
 
+# A target's pointer and its entry's inline value, undecoded (each None: not stored)
+InlineValue = tuple[Pointer | None, bytes | None]
+
+
+def inline_entry(found: InlineValue | None) -> tuple[Pointer | None, Entry | None] | None:
+    """`CacheStore.lookup_inline_value`'s answer decoded and checked as `open_entry` checks
+    (length and whole SHA-256). None: the thread path reads it again (and drops a damaged entry)."""
+    if found is None or found[1] is None:
+        return found  # type: ignore[return-value]
+    try:
+        meta, body = _split_inline(found[1])
+    except (ValueError, KeyError, TypeError, struct.error):
+        return None
+    if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
+        return None
+    return found[0], Entry(meta, body=body)
+
+
 def _split_inline(value: bytes) -> tuple[EntryMeta, bytes]:
     body, meta_json, _ = split_inline_raw(value)
     return EntryMeta.from_json(meta_json), body
@@ -440,19 +458,10 @@ class CacheStore:
         """`get_pointer` then `open_entry`, cheap enough for the event loop, or None: ask on a
         worker thread (the entry is a file, the row looks damaged, the database is busy, or
         inline lookups have lately been slow: mediaedge.policy.lookup)."""
-        found = self.lookup_inline_value(target, values_for)
-        if found is None or found[1] is None:
-            return found  # type: ignore[return-value]
-        try:
-            meta, body = _split_inline(found[1])
-        except (ValueError, KeyError, TypeError, struct.error):
-            return None  # the thread path reads it again, and drops a damaged entry
-        if len(body) != meta.size or hashlib.sha256(body).hexdigest() != meta.sha256:
-            return None
-        return found[0], Entry(meta, body=body)
+        return inline_entry(self.lookup_inline_value(target, values_for))
 
     def lookup_inline_value(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
-                            ) -> tuple[Pointer | None, bytes | None] | None:
+                            ) -> InlineValue | None:
         """`lookup_inline` before the entry's value is decoded or checked: the pointer and
         the inline value (body, metadata, hit record: `split_inline_raw`), None as there.
 
@@ -476,7 +485,7 @@ class CacheStore:
             self._inline_slow = slow_share_after(self._inline_slow, (time.perf_counter() - t0) * 1e6)
 
     def _lookup_rows(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
-                     ) -> tuple[Pointer | None, bytes | None] | None:
+                     ) -> InlineValue | None:
         """The pointer and, in the same statement, the entry its revision names when the
         target has no Vary (`_POINTER_AND_ENTRY`); a target with Vary asks once more with
         the request's values. One statement rather than two: on a request path whose

@@ -280,7 +280,7 @@ def test_upstream_refused_falls_back_to_the_database(tmp_path):
 
 def test_upstream_5xx_with_an_expired_entry_serves_it_within_grace(tmp_path):
     async def t(rig: Rig) -> None:
-        rig.upstream.answers[TARGET] = ok(BODY, ("Cache-Control", "max-age=60"))
+        rig.upstream.answers[TARGET] = ok(BODY, ("Cache-Control", "max-age=60, stale-while-revalidate=600"))
         await rig.get()
         await rig.settled()
         rig.clock.now += 3600  # expired, within --grace
@@ -432,6 +432,62 @@ def test_a_disk_hit_is_held_in_memory_from_its_targets_second_request(tmp_path):
         assert (second.result, body) == ("hit", BODY)
         assert rig.engine.cache.probe(TARGET, Headers()) is not None  # asked again: held in memory
         assert len(rig.upstream.requests) == 1
+
+    run(tmp_path, t)
+
+
+def test_a_request_the_hot_path_did_not_serve_reads_the_disk_once(tmp_path):
+    """The shell asks `hot_hit`, then `handle` (proxy/shell.py): a miss, a large entry or
+    a stale one costs one lookup statement, not two; an invalidation between them, or
+    another request, makes `handle` read again."""
+    from mediaedge.webhook import PurgeEvent
+
+    big = bytes(range(256)) * 256  # 64 KiB: a file, not inline
+
+    async def t(rig: Rig) -> None:
+        rig.engine.cache.hot.max_bytes = 0  # every hit from the disk
+        rig.upstream.answers[TARGET] = ok(BODY, ("Cache-Control", "max-age=60, stale-while-revalidate=600"))
+        rig.upstream.answers["/media/big.bin"] = ok(big)
+        for target in (TARGET, "/media/big.bin"):
+            await rig.get(target)
+        await rig.settled()
+        calls: list[str] = []
+        rows = rig.store._lookup_rows
+
+        def counted(target, values_for):
+            calls.append(target)
+            return rows(target, values_for)
+
+        rig.store._lookup_rows = counted  # type: ignore[method-assign]
+
+        async def as_the_shell(target: str) -> tuple[Reply, bytes]:
+            req = MediaRequest("GET", target, Headers())
+            reply = rig.engine.hot_hit(req) or await rig.engine.handle(req)
+            return reply, await body_of(reply)
+
+        reply, body = await as_the_shell(TARGET)  # a disk hit: the hot path serves it
+        assert (reply.result, body, calls) == ("hit", BODY, [TARGET])
+        calls.clear()
+        reply, body = await as_the_shell("/media/big.bin")  # a file: looked up once, then the thread
+        assert (reply.result, body, calls) == ("hit", big, ["/media/big.bin"])
+        calls.clear()
+        rig.upstream.answers["/media/none.jpg"] = lambda request: response(404, [], b"no")
+        reply, _ = await as_the_shell("/media/none.jpg")  # a miss
+        assert reply.status == 404 and calls == ["/media/none.jpg"]
+        calls.clear()
+        rig.clock.now += 120  # stale: served by handle from the probe's read, refreshed behind
+        reply, body = await as_the_shell(TARGET)
+        assert (reply.result, body, calls) == ("stale", BODY, [TARGET])
+        await rig.settled()
+        calls.clear()
+
+        req = MediaRequest("GET", "/media/big.bin", Headers())
+        assert rig.engine.hot_hit(req) is None and calls == ["/media/big.bin"]
+        await invalidator(rig).apply(PurgeEvent(path="/media/big.bin"))  # between the two
+        rig.upstream.answers["/media/big.bin"] = ok(BODY, revision="r2")
+        reply = await rig.engine.handle(req)
+        assert reply.result == "miss" and await body_of(reply) == BODY
+        assert calls == ["/media/big.bin", "/media/big.bin"]  # read again, not the probe's answer
 
     run(tmp_path, t)
 
