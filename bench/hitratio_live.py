@@ -99,7 +99,10 @@ def live_run(workdir: str, origin: procs.Server, trace: list[int], parts: list[t
     ratio by Cache-Status and by the edge's own /stats, and the entries held at its end."""
     cache_dir = os.path.join(workdir, "cache-live")
     edge = procs.EdgeServer(workdir, upstream=origin.url, origin_db=f"sqlite:///{workdir}/origin.db",
-                            cache_dir=cache_dir, cache_size=str(cache_size), name="mediaedge-live")
+                            cache_dir=cache_dir, cache_size=str(cache_size), name="mediaedge-live",
+                            # every object is a file, which the hit slab never holds: its
+                            # share of --cache-size would only shrink the room measured here
+                            extra=["--hit-slab-size", "off"])
     pin(edge)
     edge.start()
     out: dict = {}

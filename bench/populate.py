@@ -22,6 +22,7 @@ import hashlib
 import random
 import time
 
+from mediaedge import hitslab
 from mediaedge.headers import Headers
 from mediaedge.cache import Cache
 from mediaedge.contract import EngineConfig
@@ -40,7 +41,8 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
     """Add entries start..end-1 (paths TEMPLATE); returns how many and how fast."""
     if method != "commit" and size + 2048 >= INLINE_LIMIT:
         method = "commit"  # the shortcuts are only equivalent for inline (small) entries
-    store = CacheStore(cache_dir, size_limit=size_limit)
+    # the hit slab an edge with --cache-size `size_limit` keeps (proxy/hitslab.py), filled as its commits fill it
+    store = CacheStore(cache_dir, size_limit=size_limit, slab_size=hitslab.default_size(size_limit))
     Cache(store, EngineConfig())  # hit records as an edge with default settings writes them (proxy/hitrecord.py)
     cache = store._cache  # noqa: SLF001
     body = PATTERN[:size]
@@ -63,6 +65,7 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
             stop = min(end, done + batch)
             now = time.time()
             metas = [(TEMPLATE.format(size=size, i=i),) for i in range(done, stop)]
+            slab_values: list[tuple[str, bytes, tuple[int, int]]] = []
             with cache.transact():  # one SQLite transaction per batch
                 if method == "bulk":
                     rows = []
@@ -70,7 +73,10 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                         meta = EntryMeta(target=target, revision=revision, status=200, headers=headers, size=size,
                                          sha256=sha, request_time=now, response_time=now, source="upstream",
                                          key_revision=revision)
-                        for key, value in ((entry_key(target, revision, ()), body + store.trailer(meta)),
+                        value = body + store.trailer(meta)
+                        if store.slab is not None:
+                            slab_values.append((target, value, store.slab.stamp(target)))
+                        for key, value in ((entry_key(target, revision, ()), value),
                                            (pointer_key(target), pointer.to_json())):
                             db_key, raw = cache._disk.put(key)  # noqa: SLF001
                             vsize, mode, filename, db_value = cache._disk.store(value, False, key=key)  # noqa: SLF001
@@ -87,8 +93,12 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                             tmp = store.new_temp_path()
                             with open(tmp, "wb") as f:
                                 f.write(body)
-                            store.commit(tmp, meta)
+                            store.commit_current(tmp, meta)
+                            continue
                         store.set_pointer(target, pointer)
+            for target, value, stamp in slab_values:  # after the rows are committed, as `commit_current`
+                assert store.slab is not None
+                store.slab.put(target, value, stamp)
             done = stop
         count = store.entry_count()
         # Prove a sample is servable through the same calls the engine's lookup makes.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -96,13 +97,26 @@ class Cache:
         coroutine, no thread hop, no plan: its hit record, proxy/hitrecord.py); None: not
         stored, not small, not cheap to read now, or not intact (`lookup` answers)."""
         generation = self.hot.generation
+        slab = self.store.slab
         try:
+            stamp = None
+            if slab is not None:
+                try:
+                    from_slab = self._from_slab(slab.get(target), generation)
+                    if from_slab is not None:
+                        return from_slab
+                    stamp = slab.stamp(target)
+                except (OSError, ValueError, struct.error) as e:  # damaged: the rows answer
+                    log.debug("hit slab read failed for %s: %s", target, e)
             quick = self.store.lookup_inline_value(target, lambda vary: vary_values(vary, headers))
             self._probed = (target, headers, generation, quick)
             if quick is None or quick[0] is None or quick[1] is None:
                 return None
             body, meta_json, raw = split_inline_raw(quick[1])
             record = hitrecord.decode(raw, self.fingerprint) if raw else None
+            if record is not None and stamp is not None and not quick[0].vary and hitrecord.body_matches(record, body):
+                assert slab is not None
+                slab.put(target, quick[1], stamp)  # read before this version had a slab, or pushed out of it
             if record is None:  # written before records, or under other settings
                 record = self.record_of(EntryMeta.from_json(meta_json))
         except Exception as e:  # noqa: BLE001 - a broken cache degrades to the async path
@@ -111,6 +125,17 @@ class Cache:
         if not hitrecord.body_matches(record, body):
             return None  # `lookup` reads it again and drops it
         return Stored(HotEntry(meta_json, body, record.template, record.facts), quick[0].vary, record, generation)
+
+    def _from_slab(self, value: bytes | None, generation: int) -> Stored | None:
+        """A hit slab value (proxy/hitslab.py) as `probe_stored` answers, when its record was
+        written under our settings and the body is the one it describes."""
+        if value is None:
+            return None
+        body, meta_json, raw = split_inline_raw(value)
+        record = hitrecord.decode(raw, self.fingerprint) if raw else None
+        if record is None or not hitrecord.body_matches(record, body):
+            return None
+        return Stored(HotEntry(meta_json, body, record.template, record.facts), (), record, generation)
 
     def hold(self, target: str, stored: Stored) -> None:
         """Keep an entry `probe_stored` read in memory, if its target was asked for before
@@ -201,12 +226,7 @@ class Cache:
             if published_conflict(self.store.get_published(meta.target), meta.revision, negative=meta.negative):
                 return None, evicted
             try:
-                evicted = self.store.commit(temp_path, meta)
-                old = self.store.get_pointer(meta.target)
-                self.store.set_pointer(meta.target, Pointer(meta.key_revision, meta.vary))
-                if old is not None and old.revision != meta.key_revision:
-                    # readers of the old revision keep their open files to the end
-                    self.store.delete_revision(meta.target, old.revision)
+                evicted = self.store.commit_current(temp_path, meta)
             except OSError as e:
                 log.warning("could not store %s (serving without storing): %s", meta.target, e)
                 return None, evicted

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from mediaedge import hitslab
 from mediaedge.dbapi import parse_db_url
 from mediaedge.origins.sqlroutes import SqlRoute, parse_sql_routes
 from mediaedge.policy.signing import SigningKey, parse_signing_key
@@ -379,6 +380,9 @@ def parse_cidrs(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return tuple(nets)
 
 
+HIT_SLAB_MIN = hitslab.MIN_RING  # a smaller --hit-slab-size is off
+
+
 def _size_or_off(value: object) -> int:
     """A size, or off (0): the threshold of a feature that may be turned off."""
     if isinstance(value, str) and value.strip().lower() == "off":
@@ -493,6 +497,13 @@ OPTIONS: tuple[Option, ...] = (
         "also held in memory and served without a disk read. Each entry counts its body plus "
         "4 KiB. Per worker process (--workers): each keeps its own. 'off' serves every "
         "hit from the disk cache.",
+    ),
+    Option(
+        "hit-slab-size", "hit_slab_size", "SIZE", COMPUTED, "a sixteenth of --cache-size, at most 4GiB",
+        _size_or_off,
+        "Part of --cache-size kept for the hit slab: small entries (under 32 KB) also in one flat "
+        "file, so a hit that memory does not hold skips the cache database. It keeps the most "
+        "recently stored; shared by the workers. 'off' (or under 1MiB): none.",
     ),
     Option(
         "max-object-size", "max_object_size", "SIZE", COMPUTED, "an eighth of --cache-size",
@@ -698,6 +709,7 @@ class Settings:
     cache_dir: str
     cache_size: int
     memory_size: int
+    hit_slab_size: int
     max_object_size: int
     sendfile_min_size: int
     idle_timeout: float
@@ -767,6 +779,7 @@ class Settings:
         shown = self.as_dict()
         shown["cache-size"] = format_size(self.cache_size)
         shown["max-object-size"] = format_size(self.max_object_size)
+        shown["hit-slab-size"] = format_size(self.hit_slab_size) if self.hit_slab_size else "off"
         shown["media-prefix"] = ", ".join(self.media_prefixes)
         return "\n".join(f"{name} = {'none' if v is None else v}" for name, v in shown.items())
 
@@ -882,6 +895,15 @@ def _finish(values: dict[str, object], path: str | None, routes: tuple[SqlRoute,
     cache_size = values["cache_size"]
     assert isinstance(cache_size, int)
     values.setdefault("max_object_size", max(1, cache_size // 8))
+    values.setdefault("hit_slab_size", hitslab.default_size(cache_size))
+    if values["hit_slab_size"] < HIT_SLAB_MIN:  # type: ignore[operator]
+        values["hit_slab_size"] = 0  # too small to hold a useful share: off
+    if values["hit_slab_size"] > cache_size // 4:  # type: ignore[operator]
+        raise ConfigError(
+            "--hit-slab-size",
+            f"{format_size(values['hit_slab_size'])} is more than a quarter of "  # type: ignore[arg-type]
+            f"--cache-size {format_size(cache_size)}",
+        )
     if values["max_object_size"] > cache_size:  # type: ignore[operator]
         raise ConfigError(
             "--max-object-size",

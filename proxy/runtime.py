@@ -354,7 +354,7 @@ class _NullStats(Stats):
 # ---------------------------------------------------------------------- openers
 def _open_store(s: Settings) -> CacheStore:
     try:
-        return CacheStore(s.cache_dir, size_limit=s.cache_size)
+        return CacheStore(s.cache_dir, size_limit=s.cache_size, slab_size=s.hit_slab_size)
     except OSError as e:
         raise StartupError(f"--cache-dir: cannot use {s.cache_dir!r}: {e.strerror or e}") from e
 

@@ -37,6 +37,8 @@ import diskcache
 from diskcache.core import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from mediaedge.headers import Headers
+from mediaedge import hitslab
+from mediaedge.hitslab import HitSlab
 from mediaedge.policy.admission import TAIL_SAMPLE, Admission, FrequencySketch, Resident, admit, plan_cull
 from mediaedge.policy.lookup import Prewarm, place_lookup, prewarm, slow_share_after
 
@@ -293,7 +295,8 @@ def _read_file_meta(f: BinaryIO) -> tuple[EntryMeta, int]:
 class CacheStore:
     """Typed, pickle-free cache of media responses over one diskcache directory."""
 
-    def __init__(self, directory: str, *, size_limit: int, small_verify_limit: int = 1 << 20) -> None:
+    def __init__(self, directory: str, *, size_limit: int, small_verify_limit: int = 1 << 20,
+                 slab_size: int | None = None) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.directory = directory
@@ -316,6 +319,21 @@ class CacheStore:
         # values; SQLite's WAL (capped below), the durable state and stats.json are
         # outside that count, so entries get the limit less a reserve for them.
         reserve = min(size_limit // 4, OVERHEAD_RESERVE)
+        # The hit slab (proxy/hitslab.py): small entries' values again, read without SQLite
+        # on a disk hit. Its file is carved out of --cache-size too. `slab_size` 0: none
+        # (and an old one removed); None: the directory's own, if it has one.
+        if slab_size is None:
+            self.slab = hitslab.existing(directory)
+        elif slab_size:
+            self.slab = HitSlab(directory, slab_size)
+        else:
+            hitslab.remove(directory)
+            self.slab = None
+        if self.slab is not None:
+            reserve += self.slab.geometry.file_size
+            if reserve >= size_limit:
+                raise OSError(errno.EINVAL, f"the hit slab ({self.slab.geometry.file_size} bytes) leaves no room "
+                                            f"for entries in {size_limit} bytes")
         # cull_limit=0: never evict inside set(); we evict deliberately after each store,
         # because diskcache's own culling can evict the entry just stored (diskcache 5.6.3,
         # measured: with 300 MB entries and the default size_limit the fourth set() emptied
@@ -404,7 +422,9 @@ class CacheStore:
         return self._cache.get(pointer_key(target)) is not None
 
     def set_pointer(self, target: str, pointer: Pointer) -> None:
+        self._forget_slab(target)
         self._cache.set(pointer_key(target), pointer.to_json())
+        self._forget_slab(target)
 
     # -- entries --------------------------------------------------------------------
     def open_entry(self, target: str, revision: str, vary_values: tuple[str | None, ...]) -> Entry | None:
@@ -442,6 +462,7 @@ class CacheStore:
                 value.close()
             log.warning("dropping damaged cache entry %r: %s", key, e)
             self._cache.delete(key)
+            self._forget_slab(target)
             return None
 
     def has_entry(self, target: str, revision: str, vary_values: tuple[str | None, ...]) -> bool:
@@ -576,10 +597,35 @@ class CacheStore:
 
         Returns the targets whose entries were evicted to make room, so the memory
         tier can drop them too (it must never serve what the disk no longer holds)."""
+        self._forget_slab(meta.target)
+        return self._commit_entry(temp_path, meta)[0]
+
+    def commit_current(self, temp_path: str, meta: EntryMeta) -> list[str]:
+        """`commit`, then point the target at the new entry and drop the revision it
+        replaces (readers of it keep their open files to the end); a small entry without
+        Vary is also written to the hit slab. Returns the evicted targets, as `commit`."""
+        target = meta.target
+        stamp = None
+        if self.slab is not None:
+            self.slab.forget([target])
+            stamp = self.slab.stamp(target)  # taken before the rows change: see hitslab.HitSlab.put
+        evicted, value = self._commit_entry(temp_path, meta)
+        old = self.get_pointer(target)
+        self._cache.set(pointer_key(target), Pointer(meta.key_revision, meta.vary).to_json())
+        if old is not None and old.revision != meta.key_revision:
+            for k in self._keys_with_prefix(f"v{SEP}{target}{SEP}{old.revision}{SEP}"):
+                self._cache.delete(k)
+        if self.slab is not None and stamp is not None and value is not None and not meta.vary:
+            self.slab.put(target, value, stamp)
+        return evicted
+
+    def _commit_entry(self, temp_path: str, meta: EntryMeta) -> tuple[list[str], bytes | None]:
+        """The entry's row (and file), then eviction; the inline value when it is small."""
         key = entry_key(meta.target, meta.key_revision, meta.vary_values)
         with open(temp_path, "ab") as f:
             f.write(self.trailer(meta))
             size = f.tell()
+        data = None
         if size < INLINE_LIMIT:
             with open(temp_path, "rb") as f:
                 data = f.read()
@@ -587,7 +633,7 @@ class CacheStore:
             self._cache.set(key, data, tag=_tag_field(meta.tags))
         else:
             self._cache.set(key, _Adopt(temp_path, size), tag=_tag_field(meta.tags))
-        return self._cull()
+        return self._cull(), data
 
     def update_meta(self, meta: EntryMeta) -> bool:
         """Replace a stored response's metadata, keeping its body where it is (revalidation).
@@ -596,6 +642,13 @@ class CacheStore:
         gone or was replaced. A large entry's trailer is rewritten in place: the body bytes
         are never read or copied, and readers with the file open keep reading them. A small
         (inline) entry is one SQLite value, rewritten whole."""
+        self._forget_slab(meta.target)
+        try:
+            return self._update_meta(meta)
+        finally:
+            self._forget_slab(meta.target)
+
+    def _update_meta(self, meta: EntryMeta) -> bool:
         key = entry_key(meta.target, meta.key_revision, meta.vary_values)
         try:
             value = self._cache.get(key, read=True)
@@ -654,6 +707,7 @@ class CacheStore:
                     meta, _ = _read_file_meta(value)
         except (ValueError, OSError, struct.error):
             self._cache.delete(key)
+            self._forget_slab(_target_of(key))
             return 0
         finally:
             if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -665,15 +719,27 @@ class CacheStore:
     # -- invalidation ---------------------------------------------------------------
     def delete_target(self, target: str) -> int:
         """Drop every stored variant and revision of a target (open readers keep their files)."""
+        self._forget_slab(target)
         n = 0
         for key in self._keys_with_prefix(f"v{SEP}{target}{SEP}"):
             n += bool(self._cache.delete(key))
         self._cache.delete(pointer_key(target))
+        self._forget_slab(target)
         return n
 
     def delete_revision(self, target: str, revision: str) -> int:
         """Drop every Vary variant of one revision of a target."""
-        return sum(bool(self._cache.delete(k)) for k in self._keys_with_prefix(f"v{SEP}{target}{SEP}{revision}{SEP}"))
+        self._forget_slab(target)
+        n = sum(bool(self._cache.delete(k)) for k in self._keys_with_prefix(f"v{SEP}{target}{SEP}{revision}{SEP}"))
+        self._forget_slab(target)
+        return n
+
+    def _forget_slab(self, target: str) -> None:
+        """The hit slab forgets a target whose rows change: called before the change (a
+        crash in between leaves nothing to serve) and after it (a value read from the
+        rows meanwhile is not put back: hitslab.HitSlab.put)."""
+        if self.slab is not None:
+            self.slab.forget([target])
 
     def targets_with_prefix(self, prefix: str) -> list[str]:
         seen: dict[str, None] = {}
@@ -775,6 +841,8 @@ class CacheStore:
         finally:
             self._volume = self._cache.volume()
             self._tail = self._read_tail()
+            if self.slab is not None and evicted:
+                self.slab.forget(evicted)
         return evicted
 
     def _drop_pointer_if_bare(self, target: str) -> None:
@@ -823,7 +891,11 @@ class CacheStore:
             sql("INSERT OR REPLACE INTO MediaedgeCount VALUES ('entries', ?)", (self._count_entries(),))
 
     def clear(self) -> None:
+        if self.slab is not None:
+            self.slab.wipe()
         self._cache.clear()
+        if self.slab is not None:
+            self.slab.wipe()
 
     def close(self) -> None:
         with self._inline_lock:
@@ -833,6 +905,8 @@ class CacheStore:
         self._inline_local = threading.local()
         self._cache.close()
         self._state.close()
+        if self.slab is not None:
+            self.slab.close()
         with self._readahead_lock:
             self._closed = True
             for fd in self._readahead_fds:
