@@ -73,10 +73,10 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                         meta = EntryMeta(target=target, revision=revision, status=200, headers=headers, size=size,
                                          sha256=sha, request_time=now, response_time=now, source="upstream",
                                          key_revision=revision)
-                        value = body + store.trailer(meta)
+                        entry = body + store.trailer(meta)
                         if store.slab is not None:
-                            slab_values.append((target, value, store.slab.stamp(target)))
-                        for key, value in ((entry_key(target, revision, ()), value),
+                            slab_values.append((target, entry, store.slab.stamp(target)))
+                        for key, value in ((entry_key(target, revision, ()), entry),
                                            (pointer_key(target), pointer.to_json())):
                             db_key, raw = cache._disk.put(key)  # noqa: SLF001
                             vsize, mode, filename, db_value = cache._disk.store(value, False, key=key)  # noqa: SLF001
