@@ -116,7 +116,7 @@ class Cache:
             record = hitrecord.decode(raw, self.fingerprint) if raw else None
             if record is not None and stamp is not None and not quick[0].vary and hitrecord.body_matches(record, body):
                 assert slab is not None
-                slab.put(target, quick[1], stamp)  # read before this version had a slab, or pushed out of it
+                slab.put(target, quick[1], stamp, wait=False)  # read before there was a slab, or pushed out of it
             if record is None:  # written before records, or under other settings
                 record = self.record_of(EntryMeta.from_json(meta_json))
         except Exception as e:  # noqa: BLE001 - a broken cache degrades to the async path

@@ -226,17 +226,19 @@ class HitSlab:
         return seq, self._header(fd)[1]
 
     # ------------------------------------------------------------------ writes
-    def put(self, target: str, value: bytes, stamp: tuple[int, int]) -> bool:
+    def put(self, target: str, value: bytes, stamp: tuple[int, int], *, wait: bool = True) -> bool:
         """Append `value` as `target`'s and point its slot at it, unless the target's bucket
         or the epoch changed since `stamp` was taken (something was forgotten or wiped
-        meanwhile: the value may be what it forgot). False: not written."""
+        meanwhile: the value may be what it forgot). False: not written. `wait=False`
+        (the event loop): not written either when another writer holds the lock, such as
+        a purge forgetting a whole prefix."""
         name = target.encode("utf-8", "surrogatepass")
         total = RECORD.size + len(name) + len(value)
         g = self.geometry
         if self.failed or total > g.ring // 4:
             return False
         index, fp = place(target, g.buckets)
-        with self._locked() as fd:
+        with self._locked(wait=wait) as fd:
             if fd < 0:
                 return False
             head, epoch = self._header(fd)
@@ -265,6 +267,7 @@ class HitSlab:
         g = self.geometry
         with self._locked() as fd:
             if fd < 0:
+                self._fail(OSError("the slab could not be locked to forget"))
                 return
             try:
                 for target in targets:
@@ -280,6 +283,7 @@ class HitSlab:
         """Nothing written so far is served again (the cache was cleared): the epoch moves on."""
         with self._locked() as fd:
             if fd < 0:
+                self._fail(OSError("the slab could not be locked to wipe"))
                 return
             _, epoch = self._header(fd)
             try:
@@ -291,25 +295,33 @@ class HitSlab:
         """A write failed (a full disk, an I/O error): this process stops using the slab.
         A slot left unforgotten could serve a purged entry to the other processes, so
         every record is dropped by truncating the ring away (needs no new disk space,
-        and a truncated ring reads as zeros, which no record check accepts). Holding
-        the writers' lock."""
+        and a truncated ring reads as zeros, which no record check accepts). Truncating
+        is safe with or without the writers' lock: it only takes records away."""
         log.warning("hit slab %s: write failed (%s); small entries are read from the cache database from now on",
                     self.path, e)
         self.failed = True
         try:
-            os.ftruncate(self._fd, self.geometry.ring_start)
-            os.ftruncate(self._fd, self.geometry.file_size)
+            fd = self._descriptor()
+            os.ftruncate(fd, self.geometry.ring_start)
+            os.ftruncate(fd, self.geometry.file_size)
         except OSError as again:
             log.error("hit slab %s: could not drop its records either (%s)", self.path, again)
 
     @contextmanager
-    def _locked(self) -> Iterator[int]:
+    def _locked(self, *, wait: bool = True) -> Iterator[int]:
         """The writers' lock: this process's threads, then every process (flock). Yields
-        the descriptor, or -1 when the lock could not be taken (nothing is written)."""
-        with self._lock:
+        the descriptor, or -1 when the lock was not taken (nothing is written): busy and
+        not `wait`, or failing."""
+        if not self._lock.acquire(blocking=wait):
+            yield -1
+            return
+        try:
             try:
                 fd = self._descriptor()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield -1
+                return
             except OSError as e:
                 log.warning("hit slab %s: cannot lock (%s)", self.path, e)
                 yield -1
@@ -318,3 +330,5 @@ class HitSlab:
                 yield fd
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()

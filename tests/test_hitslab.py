@@ -147,6 +147,43 @@ def test_a_failed_write_stops_the_slab_and_drops_its_records(tmp_path, monkeypat
     assert not slab.put(t, b"x", slab.stamp(t))  # this process writes no more
 
 
+def test_a_put_from_the_event_loop_does_not_wait_for_another_writer(tmp_path):
+    """A prefix purge forgetting many targets holds the lock a while: the loop's put
+    (`wait=False`) gives up at once instead of stalling every request."""
+    import fcntl
+
+    slab = HitSlab(str(tmp_path), 2 << 20)
+    t = "/media/a.jpg"
+    other = os.open(slab.path, os.O_RDWR)  # another process's open file
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert not slab.put(t, b"v", slab.stamp(t), wait=False)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
+    assert slab.put(t, b"v", slab.stamp(t), wait=False) and slab.get(t) == b"v"
+
+
+def test_a_forget_that_cannot_lock_drops_every_record(tmp_path, monkeypatch):
+    import fcntl
+
+    slab = HitSlab(str(tmp_path), 2 << 20)
+    other = HitSlab(str(tmp_path), 2 << 20)
+    t = "/media/a.jpg"
+    slab.put(t, b"purge me", slab.stamp(t))
+    real = fcntl.flock
+
+    def broken(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    slab.forget([t])
+    monkeypatch.setattr(fcntl, "flock", real)
+    assert other.get(t) is None
+
+
 def _writer(directory: str, worker: int, rounds: int) -> None:
     slab = HitSlab(directory, hitslab.MIN_RING)
     rng = random.Random(worker)
