@@ -114,9 +114,7 @@ class Cache:
                 return None
             body, meta_json, raw = split_inline_raw(quick[1])
             record = hitrecord.decode(raw, self.fingerprint) if raw else None
-            if record is not None and stamp is not None and not quick[0].vary and hitrecord.body_matches(record, body):
-                assert slab is not None
-                slab.put(target, quick[1], stamp, wait=False)  # read before there was a slab, or pushed out of it
+            slab_worthy = record is not None and stamp is not None and not quick[0].vary
             if record is None:  # written before records, or under other settings
                 record = self.record_of(EntryMeta.from_json(meta_json))
         except Exception as e:  # noqa: BLE001 - a broken cache degrades to the async path
@@ -124,6 +122,12 @@ class Cache:
             return None
         if not hitrecord.body_matches(record, body):
             return None  # `lookup` reads it again and drops it
+        if slab_worthy:  # read before there was a slab, or pushed out of it: the next hit skips SQLite
+            assert slab is not None and stamp is not None
+            try:
+                slab.put(target, quick[1], stamp, wait=False)
+            except OSError as e:
+                log.debug("hit slab: could not put %s: %s", target, e)
         return Stored(HotEntry(meta_json, body, record.template, record.facts), quick[0].vary, record, generation)
 
     def _from_slab(self, value: bytes | None, generation: int) -> Stored | None:
