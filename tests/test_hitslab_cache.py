@@ -228,3 +228,28 @@ def test_records_under_other_settings_are_not_put_again_on_every_hit(tmp_path):
         assert reply is not None and reply.body == body
     assert puts == []  # the row's record is another settings': nothing to put
     store.close()
+
+
+def test_a_purge_between_a_rows_read_and_its_slab_put_wins(tmp_path):
+    """Another process purges while this one reads the row on its way to the slab: the
+    value read (now purged) is not put back, so the next hit does not serve it."""
+    directory = str(tmp_path / "cache")
+    old = Node(directory, slab=0)
+    t = "/media/a.jpg"
+    old.commit(meta_for(t, body_of(t)), body_of(t))  # stored before the slab: not in it
+    old.store.close()
+    reader, purger = Node(directory), Node(directory)
+    read = reader.store.lookup_inline_value
+
+    def read_then_purge(*args: object) -> object:
+        found = read(*args)  # type: ignore[arg-type]
+        purger.apply(PurgeEvent(path=t))  # lands between the read and the put
+        return found
+
+    reader.store.lookup_inline_value = read_then_purge  # type: ignore[method-assign]
+    assert reader.hit(t) == body_of(t)  # the read itself was before the purge
+    reader.store.lookup_inline_value = read  # type: ignore[method-assign]
+    assert reader.store.slab.get(t) is None
+    assert reader.hit(t) is None and purger.hit(t) is None
+    reader.store.close()
+    purger.store.close()
