@@ -322,13 +322,7 @@ class CacheStore:
         # The hit slab (proxy/hitslab.py): small entries' values again, read without SQLite
         # on a disk hit. Its file is carved out of --cache-size too. `slab_size` 0: none
         # (and an old one removed); None: the directory's own, if it has one.
-        if slab_size is None:
-            self.slab = hitslab.existing(directory)
-        elif slab_size:
-            self.slab = HitSlab(directory, slab_size)
-        else:
-            hitslab.remove(directory)
-            self.slab = None
+        self.slab = self._open_slab(directory, slab_size)
         if self.slab is not None:
             reserve += self.slab.geometry.file_size
             if reserve >= size_limit:
@@ -383,6 +377,21 @@ class CacheStore:
         self.sketch = FrequencySketch(max(1, self._entries))
         self._volume = self.volume()
         self._tail: list[tuple[str, int]] = self._read_tail()
+
+    @staticmethod
+    def _open_slab(directory: str, slab_size: int | None) -> HitSlab | None:
+        """The hit slab `slab_size` asks for, or None. One that cannot be laid out (a
+        file size limit, a full disk) is no reason not to serve: the cache runs without
+        it, and a file left from before is removed (nothing would keep it in step)."""
+        try:
+            if slab_size is None:
+                return hitslab.existing(directory)
+            if slab_size:
+                return HitSlab(directory, slab_size)
+        except OSError as e:
+            log.warning("hit slab off: cannot lay out %s (%s)", os.path.join(directory, hitslab.FILENAME), e)
+        hitslab.remove(directory)
+        return None
 
     # -- durable state --------------------------------------------------------------
     def get_published(self, target: str) -> str | None:

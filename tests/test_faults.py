@@ -439,14 +439,41 @@ def _assert_refetched(edge: Edge, up: Upstream, path: str, body: bytes) -> None:
 def test_damaged_inline_entry_is_detected_dropped_and_fetched_again(integrity_env):
     edge, up = integrity_env
     path = "/media/damage/inline.png"
-    body = os.urandom(5_000)  # under 32 KiB: kept in cache.db's value column
+    body = os.urandom(5_000)  # under 32 KiB: kept in cache.db's value column, and in the hit slab
     _store(edge, up, path, body, "i1")
     damage_inline_entry(edge.cache_dir, path)
     _assert_refetched(edge, up, path, body)
 
 
+@pytest.mark.parametrize("copy", ["row", "slab"])
+def test_one_damaged_copy_of_a_small_entry_is_never_served_and_the_other_answers(integrity_env, copy):
+    """A small entry has two stored copies: its cache.db row and its hit slab record
+    (proxy/hitslab.py). With one damaged, the other serves the right bytes, no refetch."""
+    edge, up = integrity_env
+    path = f"/media/damage/one-{copy}.png"
+    body = os.urandom(5_000)
+    _store(edge, up, path, body, "o1")
+    if copy == "row":
+        damage_inline_row(edge.cache_dir, path)
+    else:
+        damage_slab_copy(edge.cache_dir, path)
+    edge.stop()
+    edge.start()  # memory emptied: the hit reads the disk
+    for _ in range(2):
+        r = edge.get(path)
+        assert r.status_code == 200 and sha(r.content) == sha(body), "a damaged copy was served"
+        assert status_of(r).startswith("mediaedge; hit")
+    assert up.hits[path] == 1
+
+
 def damage_inline_entry(cache_dir: str, target: str) -> None:
-    """Flip a byte of an entry kept inside cache.db (its value column), behind the edge's back."""
+    """Flip a byte of both stored copies of a small entry, behind the edge's back."""
+    damage_inline_row(cache_dir, target)
+    damage_slab_copy(cache_dir, target)
+
+
+def damage_inline_row(cache_dir: str, target: str) -> None:
+    """Flip a byte of an entry kept inside cache.db (its value column)."""
     (key, filename, _, value), = cache_rows(cache_dir, target)
     assert filename is None and value is not None
     damaged = bytearray(value)
@@ -455,6 +482,25 @@ def damage_inline_entry(cache_dir: str, target: str) -> None:
     with conn:
         conn.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(damaged), key))
     conn.close()
+
+
+def damage_slab_copy(cache_dir: str, target: str) -> None:
+    """Flip a body byte of the entry's hit slab record (proxy/hitslab.py), which must exist."""
+    from mediaedge import hitslab
+
+    slab = hitslab.existing(cache_dir)
+    assert slab is not None and slab.get(target) is not None, "the entry should be in the hit slab"
+    g = slab.geometry
+    index, fp = hitslab.place(target, g.buckets)
+    fd = os.open(slab.path, os.O_RDWR)
+    try:
+        _, slots = hitslab.parse_bucket(os.pread(fd, hitslab.BUCKET.size, hitslab.HEADER_SIZE + index * hitslab.BUCKET.size))
+        (_, _, offset), = [s for s in slots if s[0] == fp]
+        at = g.ring_start + offset % g.ring + hitslab.RECORD.size + len(target.encode()) + 100
+        os.pwrite(fd, bytes([os.pread(fd, 1, at)[0] ^ 0xFF]), at)
+    finally:
+        os.close(fd)
+        slab.close()
 
 
 def test_flipped_byte_in_a_small_entry_file_is_detected(integrity_env):

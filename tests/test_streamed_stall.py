@@ -21,9 +21,11 @@ def _get(path: str) -> bytes:
 
 
 def _held(edge: Edge) -> tuple[int, int]:
-    """The edge's open sockets and cache files (entries `*.val` and fills' temp files)."""
+    """The edge's open sockets and cache files (entries `*.val` and fills' temp files; not
+    the databases or the hit slab, open for the edge's life)."""
     targets = edge.open_files()
-    files = sum(t.startswith(edge.cache_dir) and not t.endswith(("-wal", "-shm", "-journal", ".db", ".sqlite"))
+    files = sum(t.startswith(edge.cache_dir)
+                and not t.endswith(("-wal", "-shm", "-journal", ".db", ".sqlite", "hits.slab"))
                 for t in targets)
     return sum(t.startswith("socket:") for t in targets), files
 
