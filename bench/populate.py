@@ -88,14 +88,16 @@ def populate(cache_dir: str, start: int, end: int, *, size: int, size_limit: int
                                          sha256=sha, request_time=now, response_time=now, source="upstream",
                                          key_revision=revision)
                         if method == "set":
-                            cache.set(entry_key(target, revision, ()), body + store.trailer(meta))
+                            entry = body + store.trailer(meta)
+                            cache.set(entry_key(target, revision, ()), entry)
+                            store.set_pointer(target, pointer)
+                            if store.slab is not None:  # stamped after set_pointer's forget, put below
+                                slab_values.append((target, entry, store.slab.stamp(target)))
                         else:
                             tmp = store.new_temp_path()
                             with open(tmp, "wb") as f:
                                 f.write(body)
                             store.commit_current(tmp, meta)
-                            continue
-                        store.set_pointer(target, pointer)
             for target, value, stamp in slab_values:  # after the rows are committed, as `commit_current`
                 assert store.slab is not None
                 store.slab.put(target, value, stamp)

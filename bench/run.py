@@ -650,12 +650,12 @@ class Bench:
 
     def _settle(self, e: procs.Server, n: int, tmpl: str) -> None:
         """Bring a just-started edge to its steady state before its latency is measured:
-        its one read-ahead of the cache database finished (logged; `CacheStore.prewarm`:
-        1.3 s at 1M entries), then 3 s of random keys at 4 connections. Measured right
+        its one read-ahead of the hit slab and the cache database finished (logged;
+        `CacheStore.prewarm`: 1.3 s for the database at 1M entries), then 3 s of random keys at 4 connections. Measured right
         after a start, the first 4 s run at 1M entries had p99 3.4 ms against ~1.0 ms for
         the following ones; the start itself is reported as `edge start`."""
-        wait_until(lambda: "cache database" in e.log_tail(200_000), timeout=60,
-                   what=f"{e.name}'s read-ahead of the cache database")
+        wait_until(lambda: "cache read-ahead" in e.log_tail(200_000), timeout=120,
+                   what=f"{e.name}'s read-ahead of the cache")
         self.load(e, "/", 4, duration=3, mode="uniform", n=n, template=tmpl)
 
     def _entries_disk_path(self, cache_dir: str, n: int, tmpl: str) -> list[dict]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
@@ -95,7 +96,22 @@ class Cache:
     def probe_stored(self, target: str, headers: Headers) -> Stored | None:
         """A small stored entry read right here and served as a memory-tier entry is (no
         coroutine, no thread hop, no plan: its hit record, proxy/hitrecord.py); None: not
-        stored, not small, not cheap to read now, or not intact (`lookup` answers)."""
+        stored, not small, not cheap to read now, or not intact (`lookup` answers).
+
+        "Cheap now": reads on the event loop have not lately been slow (the store's
+        `inline_reads`: a slab or database larger than the page cache waits on the disk).
+        One decision and one timing for the whole probe, slab and rows."""
+        reads = self.store.inline_reads
+        if not reads.allowed():
+            self._probed = (target, headers, self.hot.generation, None)  # `read` goes to the thread at once
+            return None
+        t0 = time.perf_counter()
+        try:
+            return self._probe_stored(target, headers)
+        finally:
+            reads.took((time.perf_counter() - t0) * 1e6)
+
+    def _probe_stored(self, target: str, headers: Headers) -> Stored | None:
         generation = self.hot.generation
         slab = self.store.slab
         try:
@@ -108,7 +124,7 @@ class Cache:
                     stamp = slab.stamp(target)
                 except (OSError, ValueError, struct.error) as e:  # damaged: the rows answer
                     log.debug("hit slab read failed for %s: %s", target, e)
-            quick = self.store.lookup_inline_value(target, lambda vary: vary_values(vary, headers))
+            quick = self.store.inline_rows(target, lambda vary: vary_values(vary, headers))
             self._probed = (target, headers, generation, quick)
             if quick is None or quick[0] is None or quick[1] is None:
                 return None

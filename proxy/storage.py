@@ -40,7 +40,7 @@ from mediaedge.headers import Headers
 from mediaedge import hitslab
 from mediaedge.hitslab import HitSlab
 from mediaedge.policy.admission import TAIL_SAMPLE, Admission, FrequencySketch, Resident, admit, plan_cull
-from mediaedge.policy.lookup import Prewarm, place_lookup, prewarm, slow_share_after
+from mediaedge.policy.lookup import InlineReads, Prewarm, prewarm
 
 log = logging.getLogger("mediaedge.storage")
 
@@ -370,8 +370,7 @@ class CacheStore:
         self._readahead_lock = threading.Lock()
         self._readahead_fds: list[int] = []  # `prewarm`'s descriptors, closed last (see there)
         self._closed = False
-        self._inline_slow = 0.0  # share of recent inline lookups over budget
-        self._since_inline = 0
+        self.inline_reads = InlineReads()  # what reads on the event loop cost lately: run them there?
         self._entries = self.entry_count()
         self._commits = 0
         self.sketch = FrequencySketch(max(1, self._entries))
@@ -501,18 +500,22 @@ class CacheStore:
         each call reads the committed rows, so a purge, publish, eviction or another
         process's write is seen by the next lookup, exactly as on the thread path.
         `values_for(vary names)`: the request's Vary values."""
-        placement = place_lookup(self._inline_slow, self._since_inline)
-        if not placement.inline:
-            self._since_inline += 1
+        if not self.inline_reads.allowed():
             return None
-        self._since_inline = 0
         t0 = time.perf_counter()
+        try:
+            return self.inline_rows(target, values_for)
+        finally:
+            self.inline_reads.took((time.perf_counter() - t0) * 1e6)
+
+    def inline_rows(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
+                    ) -> InlineValue | None:
+        """`lookup_inline_value` whatever reads have cost lately: for a caller that placed
+        (and times) a larger read itself, `Cache.probe_stored`."""
         try:
             return self._lookup_rows(target, values_for)
         except (sqlite3.Error, ValueError, KeyError, TypeError, struct.error):
             return None  # the thread path reads it again, and drops a damaged entry
-        finally:
-            self._inline_slow = slow_share_after(self._inline_slow, (time.perf_counter() - t0) * 1e6)
 
     def _lookup_rows(self, target: str, values_for: Callable[[tuple[str, ...]], tuple[str | None, ...]]
                      ) -> InlineValue | None:
@@ -558,17 +561,20 @@ class CacheStore:
         return con
 
     def prewarm(self) -> Prewarm:
-        """Read the database (and its WAL) once, sequentially, when it fits
-        (mediaedge.policy.lookup.prewarm), so its pages are in the OS page cache: one
-        sequential pass now rather than random page reads on the request path later.
+        """Read the hit slab, then the database (and its WAL), once and sequentially, as
+        far as they fit (mediaedge.policy.lookup.prewarm), so their pages are in the OS
+        page cache: one sequential pass now rather than random page reads on the request
+        path later. The slab first: it is what serves small hits. Only the parts of a file
+        holding data are read (the slab is sparse until its ring has gone round once).
         Read, not advised: `posix_fadvise(WILLNEED)` was measured to warm nothing here."""
-        paths = [os.path.join(self.directory, DBNAME + suffix) for suffix in ("", "-wal")]
-        size = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-        decision = prewarm(size, _available_memory())
-        if not decision.warm:
-            return decision
+        files: dict[str, list[str]] = {}
+        if self.slab is not None:
+            files["hit slab"] = [self.slab.path]
+        files["cache database"] = [os.path.join(self.directory, DBNAME + suffix) for suffix in ("", "-wal")]
+        decision = prewarm([(name, sum(_allocated(p) for p in paths)) for name, paths in files.items()],
+                           _available_memory())
         buf = bytearray(PREWARM_CHUNK)
-        for path in paths:
+        for path in (p for name in decision.parts for p in files[name]):
             with self._readahead_lock:
                 if self._closed:
                     break
@@ -581,8 +587,7 @@ class CacheStore:
                 # SQLite's included (measured: another process's purge was then not seen).
                 self._readahead_fds.append(fd)
             try:
-                while not self._closed and os.readv(fd, [buf]) == len(buf):
-                    pass
+                _read_data(fd, buf, lambda: self._closed)
             except OSError as e:
                 log.debug("could not read %s ahead: %s", path, e)
         return decision
@@ -592,7 +597,7 @@ class CacheStore:
         def run() -> None:
             t0 = time.monotonic()
             decision = self.prewarm()
-            log.info("cache database %s in %.1f s: %s", "read into the page cache" if decision.warm else "not read",
+            log.info("cache read-ahead %s in %.1f s: %s", "done" if decision.warm else "skipped",
                      time.monotonic() - t0, decision.reason)
         thread = threading.Thread(target=run, name="mediaedge-prewarm", daemon=True)
         thread.start()
@@ -940,6 +945,33 @@ def _inline_row(con: sqlite3.Connection, key: str) -> tuple[int, str | None, byt
     rows = con.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1 "
                        "AND (expire_time IS NULL OR expire_time > ?)", (key, time.time())).fetchall()
     return rows[0] if rows else None
+
+
+def _allocated(path: str) -> int:
+    """Bytes a file holds on disk (a sparse file's holes not counted); 0 if there is none."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _read_data(fd: int, buf: bytearray, stop: Callable[[], bool]) -> None:
+    """Read every data extent of `fd` once (holes skipped: SEEK_DATA/SEEK_HOLE), until `stop()`."""
+    end = os.fstat(fd).st_size
+    at = 0
+    while at < end and not stop():
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data past `at`
+            return
+        hole = os.lseek(fd, start, os.SEEK_HOLE)
+        os.lseek(fd, start, os.SEEK_SET)
+        while start < hole and not stop():
+            n = os.readv(fd, [buf])
+            if n <= 0:
+                return
+            start += n
+        at = start
 
 
 def _available_memory() -> int | None:

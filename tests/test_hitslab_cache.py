@@ -239,17 +239,55 @@ def test_a_purge_between_a_rows_read_and_its_slab_put_wins(tmp_path):
     old.commit(meta_for(t, body_of(t)), body_of(t))  # stored before the slab: not in it
     old.store.close()
     reader, purger = Node(directory), Node(directory)
-    read = reader.store.lookup_inline_value
+    read = reader.store.inline_rows
 
     def read_then_purge(*args: object) -> object:
         found = read(*args)  # type: ignore[arg-type]
         purger.apply(PurgeEvent(path=t))  # lands between the read and the put
         return found
 
-    reader.store.lookup_inline_value = read_then_purge  # type: ignore[method-assign]
+    reader.store.inline_rows = read_then_purge  # type: ignore[method-assign]
     assert reader.hit(t) == body_of(t)  # the read itself was before the purge
-    reader.store.lookup_inline_value = read  # type: ignore[method-assign]
+    reader.store.inline_rows = read  # type: ignore[method-assign]
     assert reader.store.slab.get(t) is None
     assert reader.hit(t) is None and purger.hit(t) is None
     reader.store.close()
     purger.store.close()
+
+
+def test_slab_reads_leave_the_event_loop_when_they_have_been_slow(node):
+    """A slab larger than the page cache waits on the disk: after a run of slow inline reads
+    (`InlineReads`, shared with the row lookups) a hit is not read on the loop at all, except
+    one probe every PROBE_EVERY; the engine's thread path answers those."""
+    from mediaedge.policy.lookup import PROBE_EVERY
+
+    t = "/media/a.jpg"
+    node.commit(meta_for(t, body_of(t)), body_of(t))
+    assert node.hit(t) == body_of(t)
+    slab = node.store.slab
+    assert slab is not None
+    reads = 0
+    get = slab.get
+
+    def counted(target: str) -> bytes | None:
+        nonlocal reads
+        reads += 1
+        return get(target)
+
+    slab.get = counted  # type: ignore[method-assign]
+    node.store.inline_reads.slow_share = 1.0  # as after a run of disk-bound reads
+    answers = [node.hit(t) for _ in range(PROBE_EVERY)]
+    assert reads == 1 and node.statements == 0  # the probe's slab read; nothing else ran on the loop
+    assert answers.count(None) == PROBE_EVERY - 1 and body_of(t) in answers
+    node.store.inline_reads.slow_share = 0.0
+    assert node.hit(t) == body_of(t) and reads == 2
+
+
+def test_the_start_up_read_ahead_reads_the_slab_first_then_the_database(node):
+    t = "/media/a.jpg"
+    node.commit(meta_for(t, body_of(t)), body_of(t))
+    decision = node.store.prewarm()
+    assert decision.warm, decision.reason
+    assert decision.parts == ("hit slab", "cache database")
+    assert node.store.slab is not None and os.path.basename(node.store.slab.path) in {
+        os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) for fd in node.store._readahead_fds}

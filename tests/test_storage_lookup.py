@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from mediaedge.policy.lookup import BUDGET_US, PROBE_EVERY, SLOW_SHARE, place_lookup, prewarm, slow_share_after
+from mediaedge import storage
 from mediaedge.storage import CacheStore, Pointer
 
 from test_storage import meta, put
@@ -163,7 +164,7 @@ def test_holds_no_read_snapshot_that_would_block_checkpoints(store):
 
 def test_slow_lookups_are_sent_to_the_thread(store):
     put(store, "/media/a.jpg", b"abc")
-    store._inline_slow = 1.0  # as after a run of disk-bound reads
+    store.inline_reads.slow_share = 1.0  # as after a run of disk-bound reads
     answers = [store.lookup_inline("/media/a.jpg", no_vary) for _ in range(PROBE_EVERY)]
     assert answers.count(None) == PROBE_EVERY - 1  # one probe ran inline
     assert answers[-1][1].body == b"abc"
@@ -177,11 +178,41 @@ def test_body_checked_against_its_hash(store):
 
 
 # ------------------------------------------------------------------ reading the database ahead at start
-def test_prewarm_only_when_the_database_fits_in_a_share_of_memory():
-    assert prewarm(100 << 20, 1 << 30).warm  # 100 MiB of 1 GiB
-    assert not prewarm(300 << 20, 1 << 30).warm  # over a quarter
-    assert prewarm(300 << 20, 1 << 30, share=0.5).warm
-    assert not prewarm(1, None).warm  # memory unknown: leave the page cache alone
+def test_prewarm_reads_what_fits_in_a_share_of_memory_in_order():
+    slab, db = ("hit slab", 100 << 20), ("cache database", 100 << 20)
+    assert prewarm([slab, db], 1 << 30).parts == ("hit slab", "cache database")  # 200 MiB of 1 GiB
+    half = prewarm([slab, ("cache database", 200 << 20)], 1 << 30)  # 300 MiB: over a quarter
+    assert half.warm and half.parts == ("hit slab",) and "cache database not read" in half.reason
+    assert not prewarm([("hit slab", 300 << 20), db], 1 << 30).warm  # the first part decides: no skipping ahead
+    assert prewarm([("cache database", 300 << 20)], 1 << 30, share=0.5).parts == ("cache database",)
+    assert not prewarm([db], None).warm  # memory unknown: leave the page cache alone
+    assert not prewarm([], 1 << 30).warm
+
+
+def test_read_ahead_reads_a_sparse_files_data_only(tmp_path, monkeypatch):
+    """The hit slab is sparse until its ring has gone round once: its holes are not read
+    (they would fill the page cache with zeros)."""
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+        for at in (0, 40 << 20):
+            f.seek(at)
+            f.write(b"d" * (1 << 20))
+    reads = []
+    readv = os.readv
+
+    def counted(fd, bufs):
+        n = readv(fd, bufs)
+        reads.append(n)
+        return n
+
+    monkeypatch.setattr(os, "readv", counted)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        storage._read_data(fd, bytearray(1 << 20), lambda: False)
+    finally:
+        os.close(fd)
+    assert 2 << 20 <= sum(reads) < 8 << 20, reads  # two 1 MiB extents (and their filesystem blocks), not 64 MiB
 
 
 def test_prewarm_keeps_its_descriptors_until_close(store):
@@ -213,7 +244,7 @@ def test_mapped_inline_reads_survive_the_database_shrinking_under_them(store):
     con = store._inline_con()
     assert con.execute("PRAGMA mmap_size").fetchone()[0] > 0
     for target in bodies:  # every page mapped and read
-        store._inline_slow = 0.0
+        store.inline_reads.slow_share = 0.0
         assert store.lookup_inline(target, no_vary)[1].body == bodies[target]
     path = os.path.join(store.directory, "cache.db")
     before = os.path.getsize(path)
@@ -224,7 +255,7 @@ def test_mapped_inline_reads_survive_the_database_shrinking_under_them(store):
             other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             found = 0
             for target, body in bodies.items():
-                store._inline_slow = 0.0  # keep every read on the mapped connection, however busy the machine
+                store.inline_reads.slow_share = 0.0  # keep every read on the mapped connection, however busy the machine
                 got = store.lookup_inline(target, no_vary)
                 if got is not None and got[1] is not None:
                     assert got[1].body == body

@@ -161,8 +161,8 @@ def test_two_workers_serve_and_the_node_reports_their_exact_sum(node, upstream) 
 def test_one_worker_reads_the_cache_database_ahead_for_the_whole_node(node) -> None:
     """The page cache is shared: with N workers the start-up read of cache.db (storage.prewarm)
     is done once, not N times over a database of gigabytes."""
-    wait_until(lambda: "cache database" in node.log(), 30, 0.1, "the read-ahead's log line")
-    assert node.log().count("cache database") == 1, node.log()
+    wait_until(lambda: "cache read-ahead" in node.log(), 30, 0.1, "the read-ahead's log line")
+    assert node.log().count("cache read-ahead") == 1, node.log()
 
 
 def test_a_publish_reaches_every_worker_before_the_webhook_answers(node, upstream) -> None:

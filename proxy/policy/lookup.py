@@ -20,6 +20,7 @@ Pure: durations are passed in (microseconds), no clock, no I/O.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 BUDGET_US = 250.0  # an inline lookup slower than this would have been cheaper on a worker thread
@@ -51,6 +52,28 @@ def slow_share_after(share: float, took_us: float, *, budget_us: float = BUDGET_
     return share + alpha * ((1.0 if took_us > budget_us else 0.0) - share)
 
 
+class InlineReads:
+    """What small reads on the event loop (the hit slab's, the inline rows') have cost lately,
+    and so whether the next one runs there: `place_lookup` over `slow_share_after`.
+    One per cache store, touched by the event loop only. Pure: durations are passed in."""
+
+    def __init__(self) -> None:
+        self.slow_share = 0.0  # share of recent inline reads over budget
+        self.since_inline = 0  # reads sent to a thread since the last inline one
+
+    def allowed(self) -> bool:
+        """Run the next small read here? (A False counts towards the next probe.)"""
+        if not place_lookup(self.slow_share, self.since_inline).inline:
+            self.since_inline += 1
+            return False
+        self.since_inline = 0
+        return True
+
+    def took(self, took_us: float) -> None:
+        """One inline read took `took_us` microseconds."""
+        self.slow_share = slow_share_after(self.slow_share, took_us)
+
+
 # ------------------------------------------------------------------ the database in the OS page cache
 # A lookup costs ~30 µs while the pages it reads (index and row, pointer and entry) are in
 # the OS page cache, and several random disk reads when they are not: measured at 1M
@@ -65,16 +88,32 @@ PREWARM_SHARE = 0.25
 class Prewarm(NamedTuple):
     warm: bool
     reason: str
+    parts: tuple[str, ...] = ()  # what to read, in this order
 
 
-def prewarm(db_bytes: int, available_bytes: int | None, *, share: float = PREWARM_SHARE) -> Prewarm:
-    """Read the cache database once at start, so its pages are in the OS page cache?
+def prewarm(parts: Sequence[tuple[str, int]], available_bytes: int | None, *,
+            share: float = PREWARM_SHARE) -> Prewarm:
+    """What of the cache to read once at start, so its pages are in the OS page cache?
 
-    `db_bytes`: the SQLite database (index, pointers, small entries inline) and its WAL;
-    `available_bytes`: memory available to the page cache (None: unknown)."""
+    `parts`: (name, bytes on disk) in the order they serve hits: the hit slab (small
+    entries' values, proxy/hitslab.py) first, then the SQLite database with its WAL (index,
+    pointers, small entries inline again). The longest run of them from the first that
+    fits in `share` of `available_bytes` (memory available to the page cache; None:
+    unknown, read nothing)."""
     if available_bytes is None:
         return Prewarm(False, "available memory unknown")
-    if db_bytes > available_bytes * share:
-        return Prewarm(False, f"database {db_bytes >> 20} MiB is over {share:.0%} of the "
-                              f"{available_bytes >> 20} MiB available")
-    return Prewarm(True, f"database {db_bytes >> 20} MiB fits in {share:.0%} of the {available_bytes >> 20} MiB available")
+    budget = available_bytes * share
+    chosen: list[str] = []
+    total = 0
+    for name, size in parts:
+        if total + size > budget:
+            break
+        chosen.append(name)
+        total += size
+    described = ", ".join(f"{name} {size >> 20} MiB" for name, size in parts) or "nothing"
+    if not chosen:
+        return Prewarm(False, f"{described}: over {share:.0%} of the {available_bytes >> 20} MiB available")
+    left = [name for name, _ in parts[len(chosen):]]
+    return Prewarm(True, f"{described}: {', '.join(chosen)} fit{'s' if len(chosen) == 1 else ''} in {share:.0%} "
+                         f"of the {available_bytes >> 20} MiB available" + (f" ({', '.join(left)} not read)" if left else ""),
+                   tuple(chosen))
