@@ -87,7 +87,8 @@ class Cache:
             # than start a second origin fetch for something now stored.
             found = await self.read(target, headers)
         entry, pointer = found.entry, found.pointer
-        if entry is not None and entry.body is not None and pointer is not None and self._admits(target):
+        if (entry is not None and entry.body is not None and pointer is not None
+                and self._admits(target, len(entry.body))):
             meta = entry.meta
             self.hot.put(target, pointer.vary, meta.vary_values if meta.vary else (),
                          self.hot_entry(meta, entry.body), generation, meta.tags)
@@ -160,14 +161,21 @@ class Cache:
     def hold(self, target: str, stored: Stored) -> None:
         """Keep an entry `probe_stored` read in memory, if its target was asked for before
         and no invalidation came since it was read."""
-        if self._admits(target):
+        if self._admits(target, len(stored.hot.body)):
             self.hot.put(target, stored.vary, stored.record.vary_values, stored.hot, stored.generation,
                          stored.record.tags)
 
-    def _admits(self, target: str) -> bool:
-        """Hold a small disk hit in memory? Only a target asked for before (`hot.admits`:
-        the engine counted this request), and not with --memory-size off."""
-        return bool(self.hot.max_bytes) and admits(self.store.frequency(target))
+    def _admits(self, target: str, size: int) -> bool:
+        """Hold a small disk hit of `size` bytes in memory? Only a target asked for before
+        (`hot.admits`: the engine counted this request) and, when the tier is full, more
+        often than the entry it would push out; never with --memory-size off."""
+        if not self.hot.max_bytes:
+            return False
+        frequency = self.store.frequency(target)
+        if not admits(frequency):
+            return False
+        victim = self.hot.victim(target, size)
+        return victim is None or admits(frequency, self.store.frequency(victim))
 
     async def read(self, target: str, headers: Headers) -> Found:
         """The stored entry from the disk only; a broken cache is a miss. A small entry is

@@ -28,10 +28,16 @@ ENTRY_OVERHEAD = 4096
 ADMIT_AFTER = 2
 
 
-def admits(frequency: int) -> bool:
+def admits(frequency: int, victim_frequency: int | None = None) -> bool:
     """Hold a disk hit in memory? Only a target asked for before: one asked once in a
-    while would be evicted before its next request, and it costs the one being served."""
-    return frequency >= ADMIT_AFTER
+    while would be evicted before its next request, and it costs the one being served.
+
+    When the tier is full, `victim_frequency` is the count of the entry the put would push
+    out first (`HotEntries.victim`), and the candidate must have been asked for more often
+    (TinyLFU's admission). Without it a working set larger than the tier (uniform keys over
+    100k entries) churns it: each admission builds an entry and evicts one as likely to be
+    asked for again, and a hit cost more with the tier on than with it off."""
+    return frequency >= ADMIT_AFTER and (victim_frequency is None or frequency > victim_frequency)
 
 
 class HotEntry(NamedTuple):
@@ -94,6 +100,14 @@ class HotEntries:
             return None
         self._items.move_to_end(target)
         return _unpack(found)
+
+    def victim(self, target: str, size: int) -> str | None:
+        """The target a put of a `size`-byte body for `target` would evict first (least
+        recently used), or None when it fits without evicting."""
+        if self._bytes + size + ENTRY_OVERHEAD <= self.max_bytes or not self._items:
+            return None
+        oldest = next(iter(self._items))
+        return None if oldest == target else oldest
 
     def put(self, target: str, vary: tuple[str, ...], values: tuple[str | None, ...], entry: HotEntry,
             generation: int, tags: tuple[str, ...] = ()) -> None:

@@ -436,6 +436,40 @@ def test_a_disk_hit_is_held_in_memory_from_its_targets_second_request(tmp_path):
     run(tmp_path, t)
 
 
+def test_a_full_memory_tier_keeps_its_entries_against_a_target_asked_for_less_often(tmp_path):
+    """Uniform keys over more targets than the tier holds must not churn it: once it is
+    full, a disk hit is held only if its target was asked for more often than the entry
+    it would push out (mediaedge.hot.admits with the victim's count)."""
+    from mediaedge.hot import ENTRY_OVERHEAD
+    from mediaedge.policy.admission import FrequencySketch
+
+    held_a, held_b, newcomer = "/media/held-a.jpg", "/media/held-b.jpg", "/media/new.jpg"
+
+    async def t(rig: Rig) -> None:
+        cache = rig.engine.cache
+        cache.hot.max_bytes = 2 * (len(BODY) + ENTRY_OVERHEAD)  # room for two entries
+        for target in (held_a, held_b, newcomer):
+            rig.upstream.answers[target] = ok()
+            await rig.get(target)
+        await rig.settled()
+        rig.store.sketch = FrequencySketch(64)
+        for target in (held_a, held_b):
+            for _ in range(3):  # asked three times: held
+                await rig.get(target)
+        assert cache.probe(held_a, Headers()) is not None and cache.probe(held_b, Headers()) is not None
+        for _ in range(3):  # asked as often as the oldest held (held_a): not held, nothing evicted
+            reply, body = await rig.get(newcomer)
+            assert (reply.result, body) == ("hit", BODY)
+        assert cache.probe(newcomer, Headers()) is None
+        assert cache.probe(held_a, Headers()) is not None and cache.probe(held_b, Headers()) is not None
+        await rig.get(newcomer)  # a fourth time: more than held_a, which it replaces
+        assert cache.probe(newcomer, Headers()) is not None
+        assert cache.probe(held_a, Headers()) is None and cache.probe(held_b, Headers()) is not None
+        assert len(rig.upstream.requests) == 3  # every one of these was a hit
+
+    run(tmp_path, t)
+
+
 def test_a_request_the_hot_path_did_not_serve_reads_the_disk_once(tmp_path):
     """The shell asks `hot_hit`, then `handle` (proxy/shell.py): a miss, a large entry or
     a stale one costs one lookup statement, not two; an invalidation between them, or

@@ -81,6 +81,24 @@ def test_only_a_target_asked_for_before_is_admitted():
     assert admits(2) and admits(50)
 
 
+def test_a_full_tier_admits_only_a_target_asked_for_more_often_than_its_victim():
+    assert not admits(2, 2) and not admits(3, 7)  # as likely or less: keep what is held
+    assert admits(3, 2) and admits(8, 0)
+    assert not admits(1, 0)  # asked once is never held, whatever the victim
+
+
+def test_the_victim_is_the_least_recently_used_target_once_the_tier_is_full():
+    h = HotEntries(max_bytes=2 * (10 + ENTRY_OVERHEAD), max_entry=10)
+    assert h.victim("/a", 10) is None  # empty
+    h.put("/a", (), (), entry("/a", b"a" * 10), h.generation)
+    assert h.victim("/b", 10) is None  # fits beside /a
+    h.put("/b", (), (), entry("/b", b"b" * 10), h.generation)
+    assert h.victim("/c", 10) == "/a"
+    h.get("/a", none)  # used: /b is now the oldest
+    assert h.victim("/c", 10) == "/b"
+    assert h.victim("/b", 10) is None  # a target never evicts itself for its own put
+
+
 def test_a_tag_drops_its_entries_without_the_disk_and_leaves_no_index_behind():
     """With --workers, the first worker to apply a purge by tag deletes the rows from the
     shared directory; the others find the targets in their memory tier's own tag index."""
