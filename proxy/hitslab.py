@@ -296,7 +296,10 @@ class HitSlab:
         A slot left unforgotten could serve a purged entry to the other processes, so
         every record is dropped by truncating the ring away (needs no new disk space,
         and a truncated ring reads as zeros, which no record check accepts). Truncating
-        is safe with or without the writers' lock: it only takes records away."""
+        is safe with or without the writers' lock: it only takes records away. The
+        epoch then moves on (a rewrite of the header's first block, already on disk), so
+        a put another process stamped before the failed forget is refused too: it may
+        carry the value that forget was for."""
         log.warning("hit slab %s: write failed (%s); small entries are read from the cache database from now on",
                     self.path, e)
         self.failed = True
@@ -304,6 +307,8 @@ class HitSlab:
             fd = self._descriptor()
             os.ftruncate(fd, self.geometry.ring_start)
             os.ftruncate(fd, self.geometry.file_size)
+            _, epoch = self._header(fd)
+            os.pwrite(fd, U64.pack(epoch + 1), EPOCH_AT)
         except OSError as again:
             log.error("hit slab %s: could not drop its records either (%s)", self.path, again)
 

@@ -147,6 +147,28 @@ def test_a_failed_write_stops_the_slab_and_drops_its_records(tmp_path, monkeypat
     assert not slab.put(t, b"x", slab.stamp(t))  # this process writes no more
 
 
+def test_a_put_stamped_before_a_failed_forget_is_refused(tmp_path, monkeypatch):
+    """Another process read the entry (and took its stamp) before a purge whose forget
+    failed: its put must not bring the purged value back for every process."""
+    slab = HitSlab(str(tmp_path), 4 << 20)
+    other = HitSlab(str(tmp_path), 4 << 20)
+    t = "/media/a.jpg"
+    stamp = other.stamp(t)
+    real = os.pwrite
+
+    def failing(fd: int, data: bytes, offset: int) -> int:
+        if offset != hitslab.EPOCH_AT:  # the bucket's block fails; the header's is on disk already
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    slab.forget([t])
+    monkeypatch.setattr(os, "pwrite", real)
+    assert slab.failed
+    assert not other.put(t, b"purged", stamp)
+    assert other.get(t) is None
+
+
 def test_a_put_from_the_event_loop_does_not_wait_for_another_writer(tmp_path):
     """A prefix purge forgetting many targets holds the lock a while: the loop's put
     (`wait=False`) gives up at once instead of stalling every request."""
