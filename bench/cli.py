@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zipf-live-requests", type=int, default=100_000,
                    help="Zipf requests of the live hit-ratio replay (the first half warms up)")
     p.add_argument("--entry-levels", default="10000,100000,1000000", help="cache sizes for hit latency vs entries")
-    p.add_argument("--populate-deadline", type=float, default=300.0,
-                   help="bound in seconds on filling caches for the entries scenario")
+    p.add_argument("--populate-deadline", type=float, default=900.0,
+                   help="bound in seconds on filling caches for the entries scenario (1.11M entries in all: "
+                        "about 2 min on a quiet host, 5 on a throttled one)")
     p.add_argument("--entries-cache-dir", default="",
                    help="keep the entries scenario's filled caches here (one DIR/c<entries> per level) and "
                         "reuse them in later runs (filling 1M entries takes minutes); default: the temp workdir")

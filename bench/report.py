@@ -249,7 +249,7 @@ def render(results: dict, images: list[str]) -> str:
     if pin.get("server_cpus"):
         w(f"| CPU pinning | servers under test on CPU {pin['server_cpus']}, load generator + origin + harness "
           f"on CPU {pin['load_cpus']} (except the two-process scenario) |")
-    w(f"| run | {m.get('started')}, {m.get('elapsed_s')} s, {m.get('repeats')} repeats ({m.get('hit_repeats', m.get('repeats'))} for 10 KB hits) "
+    w(f"| run | {m.get('started')}, {m.get('elapsed_s')} s, {m.get('repeats')} repeats ({m.get('hit_repeats', m.get('repeats'))} for 10 KB hits and the cache-growth rounds) "
       f"× {m.get('duration_s')} s per load run{' (QUICK smoke mode: not meaningful numbers)' if m.get('quick') else ''} |")
     w(f"| load average start → end | {_fmt_load(mach.get('loadavg_at_start'))} → {_fmt_load(m.get('loadavg_at_end'))} |")
     noise = _noise(results)
@@ -506,7 +506,7 @@ def render(results: dict, images: list[str]) -> str:
         w("Target (issue 17): random-key p50 and p99 at 1M entries within 1.2× of 10k, edge start under 3 s. "
           "`× 10k` is the level's 1-connection p50 · p99 over the smallest level's in the same table. "
           "Reproduce: `python -m bench --only entries --entries-cache-dir /tmp/entries` (the filled caches are "
-          "kept there and reused: filling 1M entries takes about 90 s).")
+          "kept there and reused: filling the three levels, 1.11M entries, takes about 2 minutes on a quiet host).")
         lv = ent["levels"]
         a, b = lv[0]["random_c1"], lv[-1]["random_c1"]
         if len(lv) > 1 and a.get("p50_ms") and a.get("p99_ms") and b.get("p50_ms") and b.get("p99_ms"):

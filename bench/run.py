@@ -42,6 +42,8 @@ class Config:
         self.repeats = args.repeats or (1 if quick else 3)
         # The headline: run-to-run spread on this shared 2-core VM is ±15%, so 5 repeats.
         self.hit_repeats = self.repeats if (quick or args.repeats) else 5
+        # Issue 17's flat-latency ratios too: a 4 s run at one connection holds ~40 samples above its p99.
+        self.entries_repeats = self.hit_repeats
         self.duration = args.duration or (1 if quick else 4)
         self.conns = [16] if quick else [1, 16, 64]
         self.warmup = 0 if quick else 1
@@ -593,60 +595,97 @@ class Bench:
         return out
 
     def s_entries(self) -> dict:
+        """Random-key hit latency at each cache size (issue 17's flat-latency target).
+
+        Each level has its own cache directory and its own edge, and the levels are
+        measured interleaved, round by round, so a host that slows down for a few minutes
+        slows every level alike instead of the one measured then: the `× 10k` ratios are
+        what this scenario is for."""
         cfg = self.cfg
-        cache_dir = os.path.join(self.workdir, "cache-scaling")
         size = 1024
+        tmpl = f"/media/pop/s{size}/%d.bin"
+        filled = self._entries_fill(size)
+        on = self._entries_rounds(filled, tmpl, memory=True)
+        off = {} if cfg.quick else self._entries_rounds(filled, tmpl, memory=False)
         levels = []
-        have = 0
+        for level, cache_dir, pop in filled:
+            m = on[level]
+            levels.append({"target_entries": level, "entries": pop["reached"], "populate": pop,
+                           "edge_start_s": m["start_s"],
+                           "random_c1": _agg(m["c1"])["median"], "random_c16": _agg(m["c16"])["median"],
+                           "hot_c1": _agg(m["hot"])["median"],
+                           "disk_c1": _agg(off[level]["c1"])["median"] if level in off else {},
+                           "misses_during": m["misses"], "requests_during": m["requests"],
+                           "gc_random_c1": m["gc_c1"], "gc_hot_c1": m["gc_hot"],
+                           "rss_kib": m["rss_kib"], "mem": m["mem"], "disk_bytes": procs.du_bytes(cache_dir)})
+        return {"object_bytes": size, "levels": levels, "interleaved": True,
+                "note": "uniform random keys over all entries (worst case for SQLite's page cache); one cache "
+                        "directory and one edge per level, the levels measured in interleaved rounds"}
+
+    def _entries_fill(self, size: int) -> list[tuple[int, str, dict]]:
+        """One filled cache directory per level, `(level, directory, fill report)`, within
+        `--populate-deadline`; a level the deadline cut short is the last one."""
+        cfg = self.cfg
         deadline = time.monotonic() + cfg.populate_deadline
+        filled = []
         for level in cfg.entry_levels:
             method = "commit" if level <= 10_000 else ("set" if level <= 100_000 else "bulk")
-            if cfg.entries_cache_dir:
-                # One kept directory per level, topped up to `level` (a dir filled before is reused).
-                cache_dir = os.path.join(cfg.entries_cache_dir, f"c{level}")
-                have = populate.count(cache_dir, size=size)
+            # With --entries-cache-dir a directory filled before is reused and topped up.
+            cache_dir = os.path.join(cfg.entries_cache_dir or self.workdir, f"c{level}")
+            have = populate.count(cache_dir, size=size) if cfg.entries_cache_dir else 0
             pop = populate.populate(cache_dir, have, level, size=size, size_limit=64 << 30, method=method,
                                     deadline=deadline)
-            have = pop["reached"]
-            e = self.edge("mediaedge-scaling", cache=cache_dir, cache_size="64GiB", gc_probe=True)
-            t0 = time.monotonic()
-            self._start(e)
-            start_s = round(time.monotonic() - t0, 2)
-            try:
-                tmpl = f"/media/pop/s{size}/%d.bin"
-                before = e.stats()
-                if not cfg.quick:
-                    self._settle(e, have, tmpl)
-                runs1, runs16, hot = [], [], []
-                gc_random, gc_hot = [], []
-                for rep in range(cfg.repeats):
-                    mark = e.gc_mark()
-                    runs1.append(self.load(e, "/", 1, mode="uniform", n=have, template=tmpl, seed=rep + 10))
-                    gc_random.append(e.gc_pauses(mark))
-                    if cfg.quick:
+            filled.append((level, cache_dir, pop))
+            if pop["reached"] < level:
+                break
+        return filled
+
+    def _entries_rounds(self, filled: list[tuple[int, str, dict]], tmpl: str, *, memory: bool) -> dict[int, dict]:
+        """Start one edge per level (memory tier on, or off: every hit from the disk cache, so
+        the levels compare the storage path alone), bring each to its steady state, then run
+        rounds of random keys at one connection over the levels, always in the same order
+        (with the tier on, also 16 connections and one hot key). Every other edge sleeps
+        through a run (`_others_paused`), and a level waits one round between its runs
+        (24 s at three levels), inside the 60 s after which this VM's proactive reclaim
+        pages idle memory out."""
+        cfg = self.cfg
+        edges: list[tuple[int, int, procs.EdgeServer]] = []
+        out: dict[int, dict] = {}
+        try:
+            for level, cache_dir, pop in filled:
+                e = self.edge(f"mediaedge-scaling-{level}" + ("" if memory else "-disk"), cache=cache_dir,
+                              cache_size="64GiB", gc_probe=memory, extra=None if memory else ["--memory-size", "off"])
+                t0 = time.monotonic()
+                self._start(e)
+                out[level] = {"start_s": round(time.monotonic() - t0, 2), "c1": [], "c16": [], "hot": [],
+                              "gc_c1": [], "gc_hot": []}
+                edges.append((level, pop["reached"], e))
+                if not cfg.quick:  # before the next start, so that each start is timed alone
+                    self._settle(e, pop["reached"], tmpl)
+            before = {level: e.stats() for level, n, e in edges} if memory else {}
+            for rep in range(cfg.entries_repeats):
+                for level, n, e in edges:
+                    m = out[level]
+                    mark = e.gc_mark() if memory else None
+                    m["c1"].append(self.load(e, "/", 1, mode="uniform", n=n, template=tmpl, seed=rep + 10))
+                    if mark is not None:
+                        m["gc_c1"].append(e.gc_pauses(mark))
+                    if cfg.quick or not memory:
                         continue
-                    runs16.append(self.load(e, "/", 16, mode="uniform", n=have, template=tmpl, seed=rep + 20))
+                    m["c16"].append(self.load(e, "/", 16, mode="uniform", n=n, template=tmpl, seed=rep + 20))
                     mark = e.gc_mark()
-                    hot.append(self.load(e, f"/media/pop/s{size}/0.bin", 1))
-                    gc_hot.append(e.gc_pauses(mark))
-                after = e.stats()
-                rss = e.rss_kib()
-                mem = e.mem()
-            finally:
+                    m["hot"].append(self.load(e, tmpl % 0, 1))
+                    m["gc_hot"].append(e.gc_pauses(mark))
+            for level, _, e in edges:
+                if memory:
+                    after = e.stats()
+                    out[level].update(requests=after["requests"] - before[level]["requests"],
+                                      misses=after["misses"] - before[level]["misses"],
+                                      rss_kib=e.rss_kib(), mem=e.mem())
+        finally:
+            for _, _, e in edges:
                 self._stop(e)
-            disk = [] if cfg.quick else self._entries_disk_path(cache_dir, have, tmpl)
-            d_req = after["requests"] - before["requests"]
-            d_miss = after["misses"] - before["misses"]
-            levels.append({"target_entries": level, "entries": have, "populate": pop, "edge_start_s": start_s,
-                           "random_c1": _agg(runs1)["median"], "random_c16": _agg(runs16)["median"],
-                           "hot_c1": _agg(hot)["median"], "disk_c1": _agg(disk)["median"] if disk else {},
-                           "misses_during": d_miss, "requests_during": d_req,
-                           "gc_random_c1": gc_random, "gc_hot_c1": gc_hot,
-                           "rss_kib": rss, "mem": mem, "disk_bytes": procs.du_bytes(cache_dir)})
-            if have < level:
-                break  # population deadline reached
-        return {"object_bytes": size, "levels": levels,
-                "note": "uniform random keys over all entries (worst case for SQLite's page cache)"}
+        return out
 
     def _settle(self, e: procs.Server, n: int, tmpl: str) -> None:
         """Bring a just-started edge to its steady state before its latency is measured:
@@ -657,19 +696,6 @@ class Bench:
         wait_until(lambda: "cache read-ahead" in e.log_tail(200_000), timeout=120,
                    what=f"{e.name}'s read-ahead of the cache")
         self.load(e, "/", 4, duration=3, mode="uniform", n=n, template=tmpl)
-
-    def _entries_disk_path(self, cache_dir: str, n: int, tmpl: str) -> list[dict]:
-        """The same random keys with the memory tier off (--memory-size off): every hit read
-        from the disk cache, so the levels compare the storage path alone. With the tier on,
-        a small level ends up held in memory after a few passes and a large one cannot be."""
-        e = self.edge("mediaedge-scaling-disk", cache=cache_dir, cache_size="64GiB", extra=["--memory-size", "off"])
-        self._start(e)
-        try:
-            self._settle(e, n, tmpl)
-            return [self.load(e, "/", 1, mode="uniform", n=n, template=tmpl, seed=rep + 10)
-                    for rep in range(self.cfg.repeats)]
-        finally:
-            self._stop(e)
 
     def s_large_rss(self) -> dict:
         size = self.cfg.large_rss_mb << 20
