@@ -76,6 +76,11 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(vals), 3) if vals else None
 
 
+def _round_runs(runs: list[dict]) -> list[dict]:
+    """The figures of each run kept beside the medians, in order."""
+    return [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "disturbed")} for r in runs]
+
+
 def _agg(runs: list[dict]) -> dict:
     keys = ("rps", "mbps", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "errors", "foreign_cores")
     med = {k: _median([r.get(k) for r in runs]) for k in keys}
@@ -615,6 +620,9 @@ class Bench:
                            "random_c1": _agg(m["c1"])["median"], "random_c16": _agg(m["c16"])["median"],
                            "hot_c1": _agg(m["hot"])["median"],
                            "disk_c1": _agg(off[level]["c1"])["median"] if level in off else {},
+                           # each round's run, for the per-round ratios (bench/report.py `level_ratios`)
+                           "random_c1_runs": _round_runs(m["c1"]),
+                           "disk_c1_runs": _round_runs(off[level]["c1"]) if level in off else [],
                            "misses_during": m["misses"], "requests_during": m["requests"],
                            "gc_random_c1": m["gc_c1"], "gc_hot_c1": m["gc_hot"],
                            "rss_kib": m["rss_kib"], "mem": m["mem"], "disk_bytes": procs.du_bytes(cache_dir)})
@@ -643,11 +651,12 @@ class Bench:
     def _entries_rounds(self, filled: list[tuple[int, str, dict]], tmpl: str, *, memory: bool) -> dict[int, dict]:
         """Start one edge per level (memory tier on, or off: every hit from the disk cache, so
         the levels compare the storage path alone), bring each to its steady state, then run
-        rounds of random keys at one connection over the levels, always in the same order
-        (with the tier on, also 16 connections and one hot key). Every other edge sleeps
-        through a run (`_others_paused`), and a level waits one round between its runs
-        (24 s at three levels), inside the 60 s after which this VM's proactive reclaim
-        pages idle memory out."""
+        rounds: random keys at one connection on every level back to back, always in the
+        same order (the runs each round's ratios compare), then with the tier on 16
+        connections and one hot key on each. Every other edge sleeps through a run
+        (`_others_paused`), and a level waits one round between its runs (32 s at three
+        levels), inside the 60 s after which this VM's proactive reclaim pages idle
+        memory out."""
         cfg = self.cfg
         edges: list[tuple[int, int, procs.EdgeServer]] = []
         out: dict[int, dict] = {}
@@ -664,14 +673,16 @@ class Bench:
                     self._settle(e, pop["reached"], tmpl)
             before = {level: e.stats() for level, n, e in edges} if memory else {}
             for rep in range(cfg.entries_repeats):
-                for level, n, e in edges:
+                for level, n, e in edges:  # the runs the ratios compare, back to back
                     m = out[level]
                     mark = e.gc_mark() if memory else None
                     m["c1"].append(self.load(e, "/", 1, mode="uniform", n=n, template=tmpl, seed=rep + 10))
                     if mark is not None:
                         m["gc_c1"].append(e.gc_pauses(mark))
-                    if cfg.quick or not memory:
-                        continue
+                if cfg.quick or not memory:
+                    continue
+                for level, n, e in edges:
+                    m = out[level]
                     m["c16"].append(self.load(e, "/", 16, mode="uniform", n=n, template=tmpl, seed=rep + 20))
                     mark = e.gc_mark()
                     m["hot"].append(self.load(e, tmpl % 0, 1))

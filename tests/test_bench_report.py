@@ -112,6 +112,25 @@ def test_the_disk_path_table_compares_levels_with_the_memory_tier_off() -> None:
     assert "With the memory tier off (the storage path alone): p50 1.20×, p99 1.00× (within 1.2×)" in entries
 
 
+def test_level_ratios_compare_the_runs_of_each_round() -> None:
+    """The host slowed down in the middle round for every level alike: the per-round ratios
+    stay 1.10×, where the ratio of the medians (0.5 against 0.6) would say 1.20×."""
+    ten_k = {"random_c1": {"p50_ms": 0.5, "p99_ms": 1.0},
+             "random_c1_runs": [{"p50_ms": p, "p99_ms": 1.0} for p in (0.5, 1.0, 0.3)]}
+    one_m = {"random_c1": {"p50_ms": 0.6, "p99_ms": 1.1},
+             "random_c1_runs": [{"p50_ms": p, "p99_ms": 1.1} for p in (0.55, 1.1, 0.6)]}
+    ratios = report.level_ratios(one_m, ten_k)
+    assert round(ratios["p50_ms"], 3) == 1.1 and round(ratios["p99_ms"], 3) == 1.1
+    r = _latest()
+    levels = r["scenarios"]["entries"]["levels"]
+    for level, new in ((levels[0], ten_k), (levels[-1], one_m)):
+        level.update(new, random_c1={**level["random_c1"], **new["random_c1"]})
+    entries = _section(report.render(r, IMAGES), "## Hit latency as the cache grows")
+    assert "This run, 1,000,000 against 10,000 entries: p50 1.10×, p99 1.10× (latency target met)" in entries
+    del levels[-1]["random_c1_runs"]  # results kept without their rounds: the ratio of the medians
+    assert report.level_ratios(levels[-1], levels[0])["p50_ms"] == 0.6 / 0.5
+
+
 def _median(mbps: float | None = None, rps: float | None = None) -> dict[str, Any]:
     return {"median": {"mbps": mbps, "rps": rps, "p50_ms": 10.0, "p99_ms": 20.0}}
 
