@@ -41,6 +41,9 @@ def test_latest_results_render_every_section() -> None:
     md = report.render(_latest(), IMAGES)
     for h in HEADINGS:
         assert h in md, h
+    headline = _section(md, "## Headline: 10 KB hits")
+    # the bare mitmproxy's p99 beside mediaedge's, so a host's floor reads as such
+    assert "| hit p99 < 2.0 ms at 1 conn | 2.72 ms (the ceiling: 1.94 ms) | **no** |" in headline
     large = _section(md, "## Large objects")
     assert "| 1 MB | nginx proxy_cache (1 worker) | 4 | 2,271 |" in large
     assert "| 100 MB | mediaedge (`mediaedge serve`) | 2 | 225.6 | 916 ms | 0.11× |" in large
