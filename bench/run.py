@@ -687,12 +687,11 @@ class Bench:
                     mark = e.gc_mark()
                     m["hot"].append(self.load(e, tmpl % 0, 1))
                     m["gc_hot"].append(e.gc_pauses(mark))
-            for level, _, e in edges:
-                if memory:
-                    after = e.stats()
-                    out[level].update(requests=after["requests"] - before[level]["requests"],
-                                      misses=after["misses"] - before[level]["misses"],
-                                      rss_kib=e.rss_kib(), mem=e.mem())
+            for level, _, e in edges if memory else []:
+                after = e.stats()
+                out[level].update(requests=after["requests"] - before[level]["requests"],
+                                  misses=after["misses"] - before[level]["misses"],
+                                  rss_kib=e.rss_kib(), mem=e.mem())
         finally:
             for _, _, e in edges:
                 self._stop(e)
